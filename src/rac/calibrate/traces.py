@@ -1,0 +1,172 @@
+"""The trace store: the dense model's own chains of thought, as the token ids it generated.
+
+Layout of a store directory::
+
+    meta.json               what made it (model, tokenizer fingerprint, sampling, seed, budget)
+    shards/00000.parquet    one shard per generation batch, written atomically
+    tokenizer/              a copy of the generating tokenizer (off-policy re-tokenization)
+    done.json               written last: realized token counts
+
+Generation runs in a fixed order of batches, each seeded by its index, so an interrupted run
+resumed with the same command skips the shards it has and produces the very same store. The store
+is readable with ``datasets.load_dataset("parquet", data_dir=DIR / "shards")``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from rac.generate import Backend, Sampling
+from rac.io import RacError, check_output_dir, write_json
+from rac.models import prompt_ids
+from rac.tasks.math import grade_math
+from rac.tasks.problems import Problem
+
+FORMAT = "rac-traces-1"
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    model: str
+    weights_fingerprint: str
+    tokenizer_fingerprint: str
+    problems_sha256: str
+    sampling: Sampling
+    instruction: str
+    seed: int = 0
+    samples_per_prompt: int = 1
+    budget_tokens: int = 1_000_000
+    batch_size: int = 64
+    only_correct: bool = False
+    backend: str = "transformers"
+
+    def to_json(self) -> dict:
+        return {"format": FORMAT, **asdict(self)}
+
+
+def tokenizer_fingerprint(tok: PreTrainedTokenizerBase) -> str:
+    vocab = json.dumps(sorted(tok.get_vocab().items()), separators=(",", ":"))
+    return hashlib.sha256(vocab.encode()).hexdigest()[:16]
+
+
+def weights_fingerprint(model_dir: Path) -> str:
+    """Cheap identity of a checkpoint (config + weight file names and sizes): hashing the bytes of
+    a 32B model would take minutes."""
+    h = hashlib.sha256((model_dir / "config.json").read_bytes())
+    for f in sorted(model_dir.glob("*.safetensors")):
+        h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return h.hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def _shard_path(out: Path, index: int) -> Path:
+    return out / "shards" / f"{index:05d}.parquet"
+
+
+def _open_store(out: Path, cfg: TraceConfig, overwrite: bool) -> None:
+    meta = out / "meta.json"
+    if meta.exists():
+        if json.loads(meta.read_text()) == cfg.to_json():
+            return  # resume
+        if not overwrite:
+            raise RacError(f"{out} holds traces of a different run (see its meta.json); "
+                           "use another --out or pass --overwrite")
+        for f in sorted((out / "shards").glob("*.parquet")):
+            f.unlink()
+        (out / "done.json").unlink(missing_ok=True)
+    else:
+        check_output_dir(out, overwrite)
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    write_json(meta, cfg.to_json())
+
+
+def generate_traces(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Problem],
+                    cfg: TraceConfig, out: Path, overwrite: bool = False) -> dict:
+    """Generate until the kept traces hold ``budget_tokens`` (prompt + completion) or the problems
+    run out; returns the realized counts (also written to ``done.json``)."""
+    out = Path(out)
+    _open_store(out, cfg, overwrite)
+    tok_dir = out / "tokenizer"
+    if not tok_dir.exists():
+        tmp = out / ".tokenizer.tmp"
+        tok.save_pretrained(tmp)
+        os.replace(tmp, tok_dir)
+    prompts = [prompt_ids(tok, p.problem, cfg.instruction) for p in problems]
+    # Sample-major order: every problem once before any gets a second sample.
+    requests = [(s, i) for s in range(cfg.samples_per_prompt) for i in range(len(problems))]
+    batches = [requests[k:k + cfg.batch_size] for k in range(0, len(requests), cfg.batch_size)]
+    kept_tokens = kept = generated = 0
+    bar = tqdm(total=cfg.budget_tokens, desc="traces", unit="tok", unit_scale=True)
+    for b, batch in enumerate(batches):
+        if kept_tokens >= cfg.budget_tokens:
+            break
+        shard = _shard_path(out, b)
+        if not shard.exists():
+            completions = backend.generate([prompts[i] for _, i in batch], cfg.sampling,
+                                           cfg.seed * 1_000_003 + b)
+            rows = []
+            for (s, i), c in zip(batch, completions):
+                text = tok.decode(c.ids, skip_special_tokens=True)
+                rows.append({
+                    "problem_id": problems[i].id, "problem": problems[i].problem,
+                    "answer": problems[i].answer, "sample": s, "prompt_ids": prompts[i],
+                    "completion_ids": c.ids, "boundary": len(prompts[i]),
+                    "finish_reason": c.finish_reason,
+                    "correct": grade_math(text, problems[i].answer).correct,
+                })
+            tmp = shard.with_suffix(".tmp")
+            pq.write_table(pa.Table.from_pylist(rows), tmp)
+            os.replace(tmp, shard)
+        for r in pq.read_table(shard).to_pylist():
+            generated += 1
+            if cfg.only_correct and not r["correct"]:
+                continue
+            kept += 1
+            n = len(r["prompt_ids"]) + len(r["completion_ids"])
+            kept_tokens += n
+            bar.update(n)
+    bar.close()
+    done = {"traces": generated, "kept": kept, "tokens": kept_tokens,
+            "budget_tokens": cfg.budget_tokens, "budget_reached": kept_tokens >= cfg.budget_tokens,
+            "shards": len(list((out / "shards").glob("*.parquet")))}
+    write_json(out / "done.json", done)
+    return done
+
+
+@dataclass(frozen=True)
+class Trace:
+    problem_id: str
+    problem: str
+    answer: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    finish_reason: str
+    correct: bool
+
+
+def load_traces(store: Path) -> tuple[dict, list[Trace]]:
+    """(meta, kept traces in generation order) of a finished store."""
+    store = Path(store)
+    if not (store / "meta.json").exists():
+        raise RacError(f"{store} is not a trace store (no meta.json); make one with 'rac traces'")
+    if not (store / "done.json").exists():
+        raise RacError(f"{store} is unfinished; rerun the 'rac traces' command that made it")
+    meta = json.loads((store / "meta.json").read_text())
+    shards = sorted((store / "shards").glob("*.parquet"))
+    fields = Trace.__dataclass_fields__
+    traces = [Trace(**{k: r[k] for k in fields}) for s in shards for r in pq.read_table(s).to_pylist()]
+    if meta["only_correct"]:
+        traces = [t for t in traces if t.correct]
+    return meta, traces

@@ -1,0 +1,132 @@
+"""Evaluation: accuracy (pass@1 over k samples, with its standard error), chain-of-thought length,
+max-length hits, wall time and generated tokens/s, the metrics the paper reports.
+
+Pruned reasoning models ramble, so length and max-length hits are first-class metrics here, not
+diagnostics.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from tqdm import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from rac.generate import Backend, Completion, Sampling
+from rac.models import prompt_ids
+from rac.tasks.math import Grade, grade_math
+from rac.tasks.problems import Problem
+
+THINK_CLOSE = "</think>"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    sampling: Sampling
+    samples: int = 1
+    seed: int = 0
+    batch_size: int = 64
+    instruction: str = ""
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and its standard error (sample standard deviation / sqrt(n))."""
+    m = statistics.fmean(values)
+    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
+    return m, se
+
+
+def cot_length(ids: list[int], think_close_id: int | None) -> int:
+    """Tokens up to and including ``</think>``; all of them when the model never closed it."""
+    if think_close_id is not None and think_close_id in ids:
+        return ids.index(think_close_id) + 1
+    return len(ids)
+
+
+def generate_all(backend: Backend, prompts: list[list[int]], sampling: Sampling, seed: int,
+                 batch_size: int, desc: str = "generate") -> list[Completion]:
+    """Generate for every prompt, batched by similar length; batch ``b`` is seeded ``seed + b``."""
+    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+    out: list[Completion | None] = [None] * len(prompts)
+    bar = tqdm(total=len(prompts), desc=desc, unit="seq", leave=False)
+    for b, start in enumerate(range(0, len(order), batch_size)):
+        idx = order[start:start + batch_size]
+        for i, c in zip(idx, backend.generate([prompts[i] for i in idx], sampling, seed + b)):
+            out[i] = c
+        bar.update(len(idx))
+    bar.close()
+    return out  # type: ignore[return-value]
+
+
+def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Problem],
+             cfg: EvalConfig, grade: Callable[[str, Problem], Grade] | None = None) -> dict:
+    grade = grade or (lambda text, p: grade_math(text, p.answer))
+    think_id = tok.convert_tokens_to_ids(THINK_CLOSE)
+    think_id = None if think_id == tok.unk_token_id else think_id
+    prompts = [prompt_ids(tok, p.problem, cfg.instruction) for p in problems]
+    requests = [(pi, s) for pi in range(len(problems)) for s in range(cfg.samples)]
+    t0 = time.perf_counter()
+    completions = generate_all(backend, [prompts[pi] for pi, _ in requests], cfg.sampling,
+                               cfg.seed, cfg.batch_size, desc="eval")
+    gen_s = time.perf_counter() - t0
+    rows: list[dict] = [{"id": p.id, "answer": p.answer, "prompt_tokens": len(prompts[i]),
+                         "samples": []} for i, p in enumerate(problems)]
+    for (pi, _), c in zip(requests, completions):
+        text = tok.decode(c.ids, skip_special_tokens=True)
+        g = grade(text, problems[pi])
+        rows[pi]["samples"].append({
+            "completion": text, "tokens": len(c.ids), "cot_tokens": cot_length(c.ids, think_id),
+            "finish_reason": c.finish_reason, "extracted": g.extracted, "correct": g.correct,
+            "grade": g.reason,
+        })
+    wall_s = time.perf_counter() - t0
+    for r in rows:
+        r["pass1"] = statistics.fmean(s["correct"] for s in r["samples"])
+    flat = [s for r in rows for s in r["samples"]]
+    acc, acc_se = mean_se([r["pass1"] for r in rows])
+    cot, cot_se = mean_se([s["cot_tokens"] for s in flat])
+    generated = sum(s["tokens"] for s in flat)
+    summary = {
+        "n_problems": len(problems), "samples_per_problem": cfg.samples,
+        "accuracy": acc, "accuracy_se": acc_se,
+        "mean_cot_tokens": cot, "mean_cot_tokens_se": cot_se,
+        "sd_cot_tokens": statistics.pstdev(s["cot_tokens"] for s in flat),
+        "mean_completion_tokens": generated / len(flat),
+        "mean_prompt_tokens": statistics.fmean(len(p) for p in prompts),
+        "sd_prompt_tokens": statistics.pstdev(len(p) for p in prompts),
+        "max_hit_rate": statistics.fmean(s["finish_reason"] == "length" for s in flat),
+        "generated_tokens": generated, "generation_s": gen_s, "wall_s": wall_s,
+        "tokens_per_s": generated / gen_s if gen_s > 0 else 0.0,
+    }
+    return {"summary": summary, "config": {**asdict(cfg), "backend": backend.name},
+            "problems": rows}
+
+
+def summary_markdown(result: dict, title: str) -> str:
+    s, c = result["summary"], result["config"]
+    sampling = c["sampling"]
+    mode = ("greedy" if sampling["temperature"] == 0
+            else f"T={sampling['temperature']}, top-p={sampling['top_p']}")
+    return "\n".join([
+        f"# {title}", "",
+        f"{s['n_problems']} problems x {s['samples_per_problem']} sample(s), {mode}, "
+        f"max {sampling['max_new_tokens']} new tokens, seed {c['seed']}.", "",
+        "| metric | value |", "|---|---|",
+        f"| accuracy (pass@1) | {s['accuracy']:.4f} +- {s['accuracy_se']:.4f} (SE) |",
+        f"| mean CoT tokens | {s['mean_cot_tokens']:.1f} +- {s['mean_cot_tokens_se']:.1f} "
+        f"(sd {s['sd_cot_tokens']:.1f}) |",
+        f"| mean completion tokens | {s['mean_completion_tokens']:.1f} |",
+        f"| mean prompt tokens | {s['mean_prompt_tokens']:.1f} (sd {s['sd_prompt_tokens']:.1f}) |",
+        f"| max-length hit rate | {s['max_hit_rate']:.4f} |",
+        f"| wall time | {s['wall_s']:.1f} s |",
+        f"| generated tokens/s | {s['tokens_per_s']:.0f} |", "",
+    ])

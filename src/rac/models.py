@@ -1,0 +1,132 @@
+"""Loading and saving Hugging Face causal LMs, the ``embedded`` alias, prompts and decoder blocks.
+
+Model directories come from strangers: weights are loaded from safetensors only, and code from a
+model directory runs only when the user passes ``--trust-remote-code``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from rac.io import RacError
+
+EMBEDDED = "embedded"
+EMBEDDED_DIR = Path(__file__).parent / "embedded"
+RAC_MODEL_FILE = "rac_model.json"
+R1_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+THINK_OPEN = "<think>\n"
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """Per-model defaults; real R1 distills use the paper's settings, and a model directory may
+    override them in ``rac_model.json`` (the embedded model does: greedy, short budgets)."""
+
+    instruction: str = R1_INSTRUCTION
+    eval_temperature: float = 0.6
+    eval_top_p: float = 0.95
+    eval_max_new_tokens: int = 32768
+    trace_temperature: float = 0.6
+    trace_top_p: float = 0.95
+    trace_max_new_tokens: int = 8192
+
+
+def resolve(model: str | Path) -> Path:
+    path = EMBEDDED_DIR if str(model) == EMBEDDED else Path(model)
+    if not path.exists():
+        raise RacError(f"model {model} not found: give a Hugging Face model directory or 'embedded'")
+    if not path.is_dir():
+        raise RacError(f"model {model} is a file: give a Hugging Face model directory")
+    if not (path / "config.json").exists():
+        raise RacError(f"{path} has no config.json: not a Hugging Face model directory")
+    return path
+
+
+def model_name(model: str | Path) -> str:
+    return EMBEDDED if str(model) == EMBEDDED else str(Path(model).resolve())
+
+
+def defaults(model: str | Path) -> ModelDefaults:
+    path = resolve(model) / RAC_MODEL_FILE
+    if not path.exists():
+        return ModelDefaults()
+    try:
+        overrides = json.loads(path.read_text())
+        return ModelDefaults(**overrides)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise RacError(f"{path} is malformed ({e}); fix or delete it") from e
+
+
+def load_tokenizer(model: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    path = resolve(model)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as e:
+        raise RacError(f"{path} has no usable tokenizer ({str(e).splitlines()[0]})") from e
+    if not getattr(tok, "chat_template", None):
+        raise RacError(f"{path}: the tokenizer has no chat template; a reasoning model needs one")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def load_model(model: str | Path, device: str = "cpu", dtype: str | torch.dtype = "auto",
+               trust_remote_code: bool = False) -> torch.nn.Module:
+    path = resolve(model)
+    if not any(path.glob("*.safetensors")):
+        raise RacError(f"{path} has no .safetensors weights; rac loads safetensors only "
+                       "(convert pickled checkpoints with a tool you trust)")
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        lm = AutoModelForCausalLM.from_pretrained(
+            path, config=config, dtype=dtype, use_safetensors=True,
+            trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as e:
+        raise RacError(f"cannot load a causal LM from {path}: {str(e).splitlines()[0]}") from e
+    lm.eval()
+    check_finite(lm, path)
+    return lm.to(device)
+
+
+def check_finite(lm: torch.nn.Module, where: object) -> None:
+    for name, p in lm.named_parameters():
+        if not torch.isfinite(p).all():
+            raise RacError(f"{where}: weight {name} holds NaN or Inf; the checkpoint is corrupt")
+
+
+def pick_device(device: str | None) -> str:
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RacError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    return device
+
+
+def prompt_text(tok: PreTrainedTokenizerBase, problem: str, instruction: str) -> str:
+    """The R1 prompt: no system prompt, the instruction after the problem, and the assistant turn
+    opened with ``<think>\\n`` (added when an older chat template does not add it itself)."""
+    content = f"{problem}\n{instruction}" if instruction else problem
+    text = tok.apply_chat_template([{"role": "user", "content": content}],
+                                   add_generation_prompt=True, tokenize=False)
+    if not text.rstrip().endswith("<think>"):
+        text += THINK_OPEN
+    return text
+
+
+def prompt_ids(tok: PreTrainedTokenizerBase, problem: str, instruction: str) -> list[int]:
+    return tok(prompt_text(tok, problem, instruction), add_special_tokens=False)["input_ids"]
+
+
+def decoder_blocks(lm: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder blocks of a Llama/Qwen2-style model (``model.layers``)."""
+    inner = getattr(lm, "model", None)
+    blocks = getattr(inner, "layers", None)
+    if not isinstance(blocks, torch.nn.ModuleList):
+        raise RacError(f"{type(lm).__name__}: cannot find decoder blocks at model.layers")
+    return blocks

@@ -1,0 +1,71 @@
+"""Problem files: JSONL, one ``{"id", "problem", "answer"}`` per line (the MATH-500 format).
+
+Extra fields (``solution``, ``family``, ``level``...) are kept as they are, so a user's own
+benchmark file runs unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rac.io import RacError, atomic_write_text
+
+REQUIRED = ("problem", "answer")
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    problem: str
+    answer: str
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "problem": self.problem, "answer": self.answer, **self.extra}
+
+
+def parse_line(line: str, where: str) -> Problem:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise RacError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from e
+    if not isinstance(row, dict):
+        raise RacError(f"{where}: expected a JSON object with 'problem' and 'answer'")
+    for key in REQUIRED:
+        if key not in row:
+            raise RacError(f"{where}: missing field '{key}'")
+        if not isinstance(row[key], (str, int, float)) or isinstance(row[key], bool):
+            raise RacError(f"{where}: field '{key}' must be a string or a number")
+    pid = row.get("id", row.get("unique_id"))
+    if pid is None:
+        raise RacError(f"{where}: missing field 'id' (or MATH-500's 'unique_id')")
+    extra = {k: v for k, v in row.items() if k not in ("id", "problem", "answer")}
+    return Problem(str(pid), str(row["problem"]), str(row["answer"]), extra)
+
+
+def read_problems(path: Path) -> list[Problem]:
+    path = Path(path)
+    if not path.exists():
+        raise RacError(f"problem file {path} does not exist")
+    if path.is_dir():
+        raise RacError(f"{path} is a directory; give a JSONL problem file")
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    with path.open() as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            p = parse_line(line, f"{path}:{n}")
+            if p.id in seen:
+                raise RacError(f"{path}:{n}: duplicate id {p.id!r}")
+            seen.add(p.id)
+            problems.append(p)
+    if not problems:
+        raise RacError(f"problem file {path} is empty")
+    return problems
+
+
+def write_problems(path: Path, problems: list[Problem]) -> None:
+    atomic_write_text(Path(path), "".join(json.dumps(p.to_json()) + "\n" for p in problems))

@@ -1,0 +1,163 @@
+"""Train the embedded tiny reasoning model from scratch (``rac toy train``).
+
+A Qwen2ForCausalLM, the architecture of DeepSeek-R1-Distill-Qwen, trained on a mixture of
+reasoning traces (prompt -> ``<think>`` chain of thought ``</think>`` -> ``\\boxed{}`` answer) and
+generic number-bearing prose, so that generic-text calibration is meaningful but off-task.
+
+Everything is a function of the config and the step number: the batch for step ``s`` is drawn
+from a generator seeded with ``(seed, s)``, so a run resumed from a checkpoint is the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from rac.io import atomic_dir, atomic_write_text
+from rac.toy import arith, generic
+from rac.toy.tokenizer import build_tokenizer
+
+RAC_MODEL_FILE = "rac_model.json"
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    steps: int = 6000
+    batch_size: int = 64
+    lr: float = 3e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 200
+    weight_decay: float = 0.01
+    generic_fraction: float = 0.2  # share of generic prose in each batch
+    hidden_size: int = 64
+    num_layers: int = 3
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 256
+    threads: int = 0  # 0: one per core
+    checkpoint_every: int = 250
+
+
+def model_config(cfg: TrainConfig, tok: PreTrainedTokenizerFast) -> Qwen2Config:
+    return Qwen2Config(
+        vocab_size=len(tok), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
+        intermediate_size=cfg.intermediate_size, max_position_embeddings=1024,
+        tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+        bos_token_id=None,
+    )
+
+
+def _example(rng: random.Random, tok: PreTrainedTokenizerFast, generic_fraction: float
+             ) -> tuple[list[int], list[int]]:
+    """(input ids, loss mask): loss on the whole generic text, on the completion of a trace."""
+    if rng.random() < generic_fraction:
+        ids = tok(generic.document(rng), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        return ids, [1] * len(ids)
+    while True:
+        p = arith.sample_problem(rng)
+        if arith.split_of(p.problem) == "train":
+            break
+    prompt = tok.apply_chat_template([{"role": "user", "content": p.problem}],
+                                     add_generation_prompt=True, tokenize=False)
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    completion = tok(arith.completion_text(p), add_special_tokens=False)["input_ids"]
+    completion.append(tok.eos_token_id)
+    return prompt_ids + completion, [0] * len(prompt_ids) + [1] * len(completion)
+
+
+def batch_for_step(cfg: TrainConfig, tok: PreTrainedTokenizerFast, step: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw four batches' worth of examples per group of four steps and sort them by length, so a
+    batch holds examples of similar length and little compute goes to padding; each example still
+    lands in exactly one batch, so the training distribution is unchanged."""
+    group, index = divmod(step, 4)
+    rng = random.Random(f"{cfg.seed}-{group}")
+    pool = [_example(rng, tok, cfg.generic_fraction) for _ in range(4 * cfg.batch_size)]
+    pool.sort(key=lambda e: len(e[0]))
+    order = list(range(4))
+    rng.shuffle(order)
+    chunk = pool[order[index] * cfg.batch_size:(order[index] + 1) * cfg.batch_size]
+    width = max(len(ids) for ids, _ in chunk)
+    ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
+    attn = torch.zeros((len(chunk), width), dtype=torch.long)
+    labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+    for row, (x, mask) in enumerate(chunk):
+        ids[row, :len(x)] = torch.tensor(x)
+        attn[row, :len(x)] = 1
+        labels[row, :len(x)] = torch.where(torch.tensor(mask, dtype=torch.bool), torch.tensor(x), -100)
+    return ids, attn, labels
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def train(cfg: TrainConfig, out_dir: Path, work_dir: Path, overwrite: bool = False) -> dict:
+    """Train, checkpointing to ``work_dir`` (resumed if present), and save the model to ``out_dir``."""
+    threads = cfg.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+    tok = build_tokenizer()
+    model = Qwen2ForCausalLM(model_config(cfg, tok))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            betas=(0.9, 0.98))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = work_dir / "checkpoint.pt"
+    log: list[dict] = []
+    start, elapsed_before = 0, 0.0
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        if ckpt["config"] != asdict(cfg):
+            raise ValueError(f"{ckpt_path} was made with another config; use another --work-dir")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        start, log, elapsed_before = ckpt["step"], ckpt["log"], ckpt["elapsed_s"]
+    model.train()
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="step")
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, step)
+        ids, attn, labels = batch_for_step(cfg, tok, step)
+        loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 50 == 0 or step == cfg.steps - 1:
+            log.append({"step": step, "loss": round(loss.item(), 5), "lr": lr_at(cfg, step)})
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            tmp = ckpt_path.with_suffix(".tmp")
+            torch.save({"config": asdict(cfg), "model": model.state_dict(),
+                        "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+                        "step": step + 1, "log": log,
+                        "elapsed_s": elapsed_before + time.perf_counter() - t0}, tmp)
+            os.replace(tmp, ckpt_path)
+    elapsed = elapsed_before + time.perf_counter() - t0
+    info = {"config": asdict(cfg), "threads": threads, "train_seconds": round(elapsed, 1),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "torch": torch.__version__, "log": log}
+    model.eval()
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp_dir:
+        model.save_pretrained(tmp_dir)
+        tok.save_pretrained(tmp_dir)
+        # The embedded model is not an R1 checkpoint: its prompts carry no instruction suffix.
+        atomic_write_text(tmp_dir / RAC_MODEL_FILE, json.dumps({"instruction": ""}, indent=2))
+        atomic_write_text(tmp_dir / "training.json", json.dumps(info, indent=2))
+    return info
