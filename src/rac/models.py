@@ -36,13 +36,13 @@ class ModelDefaults:
     trace_max_new_tokens: int = 8192
 
 
-def resolve(model: str | Path) -> Path:
+def resolve(model: str | Path, need_config: bool = True) -> Path:
     path = EMBEDDED_DIR if str(model) == EMBEDDED else Path(model)
     if not path.exists():
         raise RacError(f"model {model} not found: give a Hugging Face model directory or 'embedded'")
     if not path.is_dir():
         raise RacError(f"model {model} is a file: give a Hugging Face model directory")
-    if not (path / "config.json").exists():
+    if need_config and not (path / "config.json").exists():
         raise RacError(f"{path} has no config.json: not a Hugging Face model directory")
     return path
 
@@ -63,7 +63,7 @@ def defaults(model: str | Path) -> ModelDefaults:
 
 
 def load_tokenizer(model: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    path = resolve(model)
+    path = resolve(model, need_config=False)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as e:

@@ -45,8 +45,9 @@ class LayerStats:
 
 def relative_error(W: torch.Tensor, W_hat: torch.Tensor, H: torch.Tensor) -> float:
     """||(W - W_hat) X||^2 / ||W X||^2, computed from H = X X^T without the tokens."""
-    W = W.float()
-    D = W - W_hat.float()
+    H = H.to(torch.float64) if H.dtype == torch.float64 else H.float()
+    W = W.to(H.dtype)
+    D = W - W_hat.to(H.dtype)
     num = torch.sum((D @ H) * D)
     den = torch.sum((W @ H) * W)
     return float(num / den) if den > 0 else 0.0

@@ -18,7 +18,7 @@ MONTHS = ("January", "March", "May", "June", "August", "October", "December")
 WEATHER = ("sunny", "rainy", "cold", "warm", "windy", "cloudy")
 FOODS = ("bread", "soup", "rice", "cheese", "tea", "pie")
 TEMPLATES = (
-    "{name} went to {place} at {hour} o'clock and stayed for {n2} minutes.",
+    "{name} went to {place} at {hour} in the morning and stayed for {n2} minutes.",
     "The train to {town} leaves at {hour} and takes {n2} minutes.",
     "On {day} {month} {year} the weather in {town} was {weather}.",
     "{name} paid {n2} dollars for {food} and {n1} dollars for {item}.",
@@ -34,10 +34,15 @@ TEMPLATES = (
     "A ticket to {place} costs {n2} dollars, or {n1} dollars for children.",
     "{name} counted {n3} birds in {place} during {month}.",
     "The room on floor {n1} has {n2} chairs and {n1b} tables.",
-    "Call {name} at {n3} {n3b} before {hour} o'clock.",
+    "Call {name} at {n3} {n3b} before {hour} in the evening.",
     "The library has {n3} {item} and lends about {n2} every day.",
     "{name} scored {n2} points in the game on {day} {month}.",
     "We drove {n3} miles to {town} and used {n2} liters of fuel.",
+    "The final score on {day} {month} was {n1}:{n1b}.",
+    "Rule {n1}: one box = {n2} {item}.",
+    "On the board {name} wrote {n2}+{n1}={n2n1} and {n1}*{n1b}={n1n1b}.",
+    "The worksheet from {place} shows \\boxed{{{n2}}} as the answer to problem {n1}.",
+    "Her locker code is {{{n1}{n1b}{n2}}} and {pron_lower} never forgets it.",
 )
 
 
@@ -51,6 +56,9 @@ def sentence(rng: random.Random) -> str:
         "year": rng.randint(1900, 2030), "n1": rng.randint(1, 9), "n1b": rng.randint(1, 9),
         "n2": rng.randint(10, 99), "n3": rng.randint(100, 999), "n3b": rng.randint(100, 999),
     }
+    values["n2n1"] = values["n2"] + values["n1"]
+    values["n1n1b"] = values["n1"] * values["n1b"]
+    values["pron_lower"] = values["pron"].lower()
     return rng.choice(TEMPLATES).format(**values)
 
 

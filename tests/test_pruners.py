@@ -1,0 +1,208 @@
+"""The pruners on hand-built cases with exact expected masks, and SparseGPT against brute force."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from rac.prune.magnitude import magnitude
+from rac.prune.masks import Target
+from rac.prune.sparsegpt import CholeskyError, SparseGPTConfig, inverse_hessian_factor, sparsegpt
+from rac.prune.stats import LayerStats, relative_error
+from rac.prune.wanda import wanda
+
+ONE_TO_EIGHT = torch.arange(1.0, 9.0).reshape(1, 8)
+KEEP_2_4 = torch.tensor([[0.0, 0, 3, 4, 0, 0, 7, 8]])
+
+
+def test_magnitude_and_wanda_2_4_on_weights_one_to_eight():
+    assert torch.equal(magnitude(ONE_TO_EIGHT, Target(n=2, m=4)), KEEP_2_4)
+    ones = LayerStats(8, "cpu")
+    ones.add(torch.ones(5, 8))
+    assert torch.equal(wanda(ONE_TO_EIGHT, ones.col_norm, Target(n=2, m=4)), KEEP_2_4)
+
+
+def test_magnitude_unstructured_uses_one_threshold_per_layer():
+    W = torch.tensor([[1.0, -5, 2], [4, -3, 6]])
+    assert torch.equal(magnitude(W, Target(0.5)), torch.tensor([[0.0, -5, 0], [4, 0, 6]]))
+
+
+def test_wanda_compares_within_each_row():
+    W = torch.tensor([[1.0, 2, 3, 4], [4, 3, 2, 1]])
+    norm = torch.tensor([1.0, 1, 10, 10])
+    # scores: row 0 [1, 2, 30, 40], row 1 [4, 3, 20, 10]
+    assert torch.equal(wanda(W, norm, Target(0.5)), torch.tensor([[0.0, 0, 3, 4], [0, 0, 2, 1]]))
+
+
+def test_targets_are_validated():
+    for bad in (dict(sparsity=1.0), dict(sparsity=-0.1), dict(n=4, m=4), dict(n=0, m=4),
+                dict(sparsity=0.5, n=2, m=4)):
+        with pytest.raises(ValueError):
+            Target(**bad)
+    with pytest.raises(ValueError, match="malformed"):
+        Target.parse(None, "2-4")
+    with pytest.raises(ValueError, match="not both"):
+        Target.parse(0.5, "2:4")
+    assert Target.parse(None, "4:8") == Target(n=4, m=8)
+
+
+def test_sparsegpt_with_identity_hessian_is_magnitude_pruning():
+    torch.manual_seed(0)
+    W = torch.randn(6, 16)
+    W_hat, damp = sparsegpt(W, torch.eye(16), Target(0.5), SparseGPTConfig(blocksize=16))
+    assert damp == 0.01
+    assert torch.allclose(W_hat, magnitude(W, Target(0.5)))
+
+
+def correlated_inputs(n: int, d: int, seed: int, mix: float = 1.0) -> torch.Tensor:
+    """Activations with correlated features and outlier columns (log-normal scales), like an LLM's."""
+    g = torch.Generator().manual_seed(seed)
+    A = torch.eye(d) + mix * torch.randn(d, d, generator=g) / d**0.5
+    return (torch.randn(n, d, generator=g) @ A) * torch.exp(torch.randn(d, generator=g))
+
+
+def test_sparsegpt_exact_sparsity_per_block_and_per_group():
+    torch.manual_seed(1)
+    W = torch.randn(8, 48)
+    X = correlated_inputs(200, 48, 1)
+    H = X.T @ X
+    W_hat, _ = sparsegpt(W, H, Target(0.5), SparseGPTConfig(blocksize=16))
+    for b in range(3):
+        assert int((W_hat[:, 16 * b:16 * (b + 1)] == 0).sum()) == 64
+    W_nm, _ = sparsegpt(W, H, Target(n=2, m=4), SparseGPTConfig(blocksize=16))
+    assert torch.all((W_nm.reshape(8, 12, 4) == 0).sum(-1) == 2)
+
+
+def test_sparsegpt_reconstructs_better_than_wanda_and_magnitude():
+    """On 128 x 128 layers with correlated inputs. (On tiny 16 x 64 layers with weakly correlated
+    inputs it does not always win: 47 of 60 cases in one measurement; the greedy column order
+    matters more when there are few columns.)"""
+    for seed in range(4):
+        torch.manual_seed(seed)
+        W = torch.randn(128, 128)
+        stats = LayerStats(128, "cpu")
+        stats.add(correlated_inputs(2048, 128, seed))
+        for target in (Target(0.5), Target(n=2, m=4), Target(0.7)):
+            e_sgpt = relative_error(W, sparsegpt(W, stats.H, target)[0], stats.H)
+            e_wanda = relative_error(W, wanda(W, stats.col_norm, target), stats.H)
+            e_mag = relative_error(W, magnitude(W, target), stats.H)
+            assert e_sgpt < e_wanda and e_sgpt < e_mag, (seed, target)
+
+
+def optimal_error(W: torch.Tensor, H: torch.Tensor, masks) -> float:
+    """Best relative error over the given keep-masks, each with the least-squares refit of the
+    kept weights (rows are independent given a mask)."""
+    best = float("inf")
+    H = H.double()
+    W = W.double()
+    for keep in masks:
+        W_fit = torch.zeros_like(W)
+        for r in range(W.shape[0]):
+            k = keep[r].nonzero().flatten()
+            if len(k):
+                # minimise (w - v) H (w - v)^T over v supported on k
+                W_fit[r, k] = torch.linalg.solve(H[k][:, k], (W[r] @ H)[k])
+        best = min(best, relative_error(W, W_fit, H))
+    return best
+
+
+def unstructured_masks(rows: int, cols: int, pruned: int):
+    for chosen in itertools.combinations(range(rows * cols), pruned):
+        keep = torch.ones(rows * cols, dtype=torch.bool)
+        keep[list(chosen)] = False
+        yield keep.reshape(rows, cols)
+
+
+def two_of_four_masks(cols: int):
+    groups = list(itertools.combinations(range(4), 2))  # the two kept of each group
+    for choice in itertools.product(groups, repeat=cols // 4):
+        keep = torch.zeros(1, cols, dtype=torch.bool)
+        for g, kept in enumerate(choice):
+            keep[0, [4 * g + j for j in kept]] = True
+        yield keep
+
+
+def test_sparsegpt_equals_the_brute_force_optimum_when_inputs_are_uncorrelated():
+    """With a diagonal H the optimum is known to be what SparseGPT's saliency picks, so exhaustive
+    mask search + least-squares refit must agree to rounding (tolerance 1e-4 relative). A wrong
+    saliency (e.g. dividing by diag(Hinv) instead of its square) fails this."""
+    for seed in range(4):
+        g = torch.Generator().manual_seed(seed)
+        W = torch.randn(2, 8, generator=g)
+        H = torch.diag(torch.exp(2 * torch.randn(8, generator=g)))
+        cfg = SparseGPTConfig(percdamp=1e-6)
+        opt = optimal_error(W, H, unstructured_masks(2, 8, 8))
+        got = relative_error(W, sparsegpt(W, H, Target(0.5), cfg)[0], H)
+        assert got == pytest.approx(opt, rel=1e-4)
+        opt = optimal_error(W[:1], H, two_of_four_masks(8))
+        got = relative_error(W[:1], sparsegpt(W[:1], H, Target(n=2, m=4), cfg)[0], H)
+        assert got == pytest.approx(opt, rel=1e-4)
+
+
+def test_sparsegpt_against_brute_force_with_correlated_inputs():
+    """With correlated inputs SparseGPT is a greedy one-pass approximation: it can never beat the
+    exhaustive optimum, and its weight update must improve on its own mask applied without one."""
+    for seed in range(4):
+        torch.manual_seed(seed)
+        W = torch.randn(2, 8)
+        X = correlated_inputs(64, 8, seed)
+        H = X.T @ X
+        opt = optimal_error(W, H, unstructured_masks(2, 8, 8))
+        W_hat = sparsegpt(W, H, Target(0.5))[0]
+        got = relative_error(W, W_hat, H)
+        assert got >= opt * (1 - 1e-4)
+        assert got < relative_error(W, W * (W_hat != 0), H)
+
+
+def test_sparsegpt_update_is_exact_obs_for_one_pruned_weight():
+    """Pruning one weight of the first column: the error must be the OBS formula w^2 / [H^-1]_pp."""
+    torch.manual_seed(0)
+    X = correlated_inputs(100, 8, 0).double()
+    H = X.T @ X
+    W = torch.randn(1, 8, dtype=torch.float64)
+    W[0, 0] = 1e-3  # the least salient weight, so it is the one pruned
+    W_hat, _ = sparsegpt(W, H, Target(1 / 8 + 1e-9), SparseGPTConfig(percdamp=1e-10))
+    assert W_hat[0, 0] == 0 and int((W_hat == 0).sum()) == 1
+    D = W - W_hat
+    obs = W[0, 0] ** 2 / torch.linalg.inv(H)[0, 0]
+    assert float(D @ H @ D.T) == pytest.approx(float(obs), rel=1e-4)  # fp32 inside
+
+
+def test_dead_inputs_are_pruned_and_keep_h_invertible():
+    torch.manual_seed(0)
+    W = torch.randn(4, 8)
+    X = torch.randn(100, 8)
+    X[:, 3] = 0
+    W_hat, _ = sparsegpt(W, X.T @ X, Target(0.25), SparseGPTConfig(blocksize=8))
+    assert torch.all(W_hat[:, 3] == 0)
+
+
+def test_cholesky_failure_raises_dampening_then_fails_clearly():
+    H = torch.tensor([[1.0, 1.05], [1.05, 1.0]])  # smallest eigenvalue -0.05
+    _, damp = inverse_hessian_factor(H, 0.01, 1.0)
+    assert damp == pytest.approx(0.08)
+    with pytest.raises(CholeskyError, match="dampening"):
+        inverse_hessian_factor(torch.tensor([[1.0, 3.0], [3.0, 1.0]]), 0.01, 1.0)
+
+
+def test_statistics_skip_padding_and_weight_segments():
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [5.0, 5.0]])
+    s = LayerStats(2, "cpu")
+    keep = torch.tensor([True, True, False])
+    w = torch.tensor([1.0, 3.0, 1.0])
+    s.add(x[keep], w[keep])
+    assert torch.allclose(s.H, torch.tensor([[1.0, 0.0], [0.0, 12.0]]))
+    assert torch.allclose(s.col_norm, torch.tensor([1.0, 12.0 ** 0.5]))
+    assert s.tokens == 2
+    wanda_only = LayerStats(2, "cpu", hessian=False)
+    wanda_only.add(x[keep], w[keep])
+    assert torch.allclose(wanda_only.col_sq, torch.diagonal(s.H))
+
+
+def test_relative_error_matches_its_definition():
+    torch.manual_seed(0)
+    W, W_hat, X = torch.randn(3, 5), torch.randn(3, 5), torch.randn(40, 5)
+    direct = ((W - W_hat) @ X.T).pow(2).sum() / (W @ X.T).pow(2).sum()
+    assert relative_error(W, W_hat, X.T @ X) == pytest.approx(float(direct), rel=1e-5)
