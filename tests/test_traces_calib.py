@@ -141,7 +141,7 @@ def test_sources_have_equal_exact_budgets(qwen2_dir, calib_problems, store, tmp_
         assert counts["prompt"] + counts["decode"] + counts["generic"] == budget
         for ids, mask, seg in zip(ds["input_ids"], ds["attention_mask"], ds["segment"]):
             assert len(ids) == len(mask) == len(seg)
-            for t, m, s in zip(ids, mask, seg):
+            for _t, m, s in zip(ids, mask, seg):
                 assert (m == 0) == (s == calib.PAD)  # padding never appears unmasked
             if pack:
                 assert len(ids) == pack
