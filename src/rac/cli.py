@@ -42,79 +42,31 @@ def cmd_problems(a: argparse.Namespace) -> None:
 
 # -- rac eval -------------------------------------------------------------------------------------
 
-def _sampling(a: argparse.Namespace, temperature: float, top_p: float, max_new: int):
-    from rac.generate import Sampling
-
-    return Sampling(temperature=temperature if a.temperature is None else a.temperature,
-                    top_p=top_p if a.top_p is None else a.top_p,
-                    max_new_tokens=max_new if a.max_new_tokens is None else a.max_new_tokens)
-
-
 def cmd_eval(a: argparse.Namespace) -> None:
-    from rac import models
-    from rac.evaluate import EvalConfig, evaluate, summary_markdown
-    from rac.generate import TransformersBackend, eos_ids_of
-    from rac.io import atomic_dir, atomic_write_text, check_output_dir, write_json
-    from rac.tasks.problems import read_problems
+    from rac.evaluate import evaluate_model, summary_markdown
 
     _threads(a.threads)
-    problems = read_problems(a.problems)[: a.limit or None]
-    check_output_dir(a.out, a.overwrite)
-    d = models.defaults(a.model)
-    sampling = _sampling(a, d.eval_temperature, d.eval_top_p, d.eval_max_new_tokens)
-    cfg = EvalConfig(sampling=sampling, samples=a.samples, seed=a.seed, batch_size=a.batch_size,
-                     instruction=d.instruction if a.instruction is None else a.instruction)
-    tok = models.load_tokenizer(a.model, a.trust_remote_code)
-    lm = models.load_model(a.model, models.pick_device(a.device),
-                           trust_remote_code=a.trust_remote_code)
-    backend = TransformersBackend(lm, tok.pad_token_id, eos_ids_of(tok, lm))
-    result = evaluate(backend, tok, problems, cfg)
-    result["model"] = models.model_name(a.model)
-    result["problems_file"] = str(a.problems)
-    md = summary_markdown(result, f"rac eval: {result['model']}")
-    with atomic_dir(a.out, overwrite=a.overwrite) as tmp:
-        write_json(tmp / "eval.json", result)
-        atomic_write_text(tmp / "eval.md", md)
-    print(md)
+    result = evaluate_model(
+        a.model, a.problems, a.out, temperature=a.temperature, top_p=a.top_p,
+        max_new_tokens=a.max_new_tokens, samples=a.samples, seed=a.seed, batch_size=a.batch_size,
+        instruction=a.instruction, limit=a.limit, device=a.device,
+        trust_remote_code=a.trust_remote_code, overwrite=a.overwrite)
+    print(summary_markdown(result, f"rac eval: {result['model']}"))
     print(f"results: {Path(a.out) / 'eval.json'}, {Path(a.out) / 'eval.md'}")
 
 
 # -- rac traces -----------------------------------------------------------------------------------
 
 def cmd_traces(a: argparse.Namespace) -> None:
-    from rac import models
-    from rac.calibrate.traces import (
-        TraceConfig,
-        file_sha256,
-        generate_traces,
-        tokenizer_fingerprint,
-        weights_fingerprint,
-    )
-    from rac.generate import TransformersBackend, VLLMBackend, eos_ids_of
-    from rac.tasks.problems import read_problems
+    from rac.calibrate.traces import make_traces
 
     _threads(a.threads)
-    problems = read_problems(a.problems)
-    for flag in ("budget_tokens", "samples_per_prompt", "batch_size"):
-        if getattr(a, flag) < 1:
-            raise RacError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(a, flag)}")
-    d = models.defaults(a.model)
-    tok = models.load_tokenizer(a.model, a.trust_remote_code)
-    path = models.resolve(a.model)
-    cfg = TraceConfig(
-        model=models.model_name(a.model), weights_fingerprint=weights_fingerprint(path),
-        tokenizer_fingerprint=tokenizer_fingerprint(tok), problems_sha256=file_sha256(a.problems),
-        sampling=_sampling(a, d.trace_temperature, d.trace_top_p, d.trace_max_new_tokens),
-        instruction=d.instruction if a.instruction is None else a.instruction, seed=a.seed,
-        samples_per_prompt=a.samples_per_prompt, budget_tokens=a.budget_tokens,
-        batch_size=a.batch_size, only_correct=a.only_correct, backend=a.backend)
-    if a.backend == "vllm":
-        backend = VLLMBackend(str(path), a.tensor_parallel, a.trust_remote_code)
-    else:
-        lm = models.load_model(a.model, models.pick_device(a.device),
-                               trust_remote_code=a.trust_remote_code)
-        backend = TransformersBackend(lm, tok.pad_token_id, eos_ids_of(tok, lm))
-    done = generate_traces(backend, tok, problems, cfg, a.out, a.overwrite)
+    done = make_traces(
+        a.model, a.problems, a.out, temperature=a.temperature, top_p=a.top_p,
+        max_new_tokens=a.max_new_tokens, seed=a.seed, samples_per_prompt=a.samples_per_prompt,
+        budget_tokens=a.budget_tokens, batch_size=a.batch_size, only_correct=a.only_correct,
+        instruction=a.instruction, backend=a.backend, tensor_parallel=a.tensor_parallel,
+        device=a.device, trust_remote_code=a.trust_remote_code, overwrite=a.overwrite)
     note = "" if done["budget_reached"] else " (budget not reached: the problems ran out)"
     kept = f", kept {done['kept']} correct" if a.only_correct else ""
     print(f"{done['traces']} traces{kept}, {done['tokens']} tokens of {a.budget_tokens}{note}; "
@@ -123,45 +75,9 @@ def cmd_traces(a: argparse.Namespace) -> None:
 
 # -- rac calib ------------------------------------------------------------------------------------
 
-def _generic_documents(a: argparse.Namespace) -> list[str]:
-    from rac.toy import generic
-
-    if not a.text:
-        if a.tokenizer != "embedded":
-            raise RacError("--source generic needs --text FILE... (text, JSONL with 'text', or a "
-                           "datasets directory); only the embedded model has a built-in corpus")
-        return generic.corpus(20000, a.seed)
-    docs: list[str] = []
-    for f in a.text:
-        f = Path(f)
-        if f.is_dir():
-            import datasets
-
-            try:
-                docs += list(datasets.load_from_disk(str(f))["text"])
-            except (FileNotFoundError, KeyError) as e:
-                raise RacError(f"{f}: not a datasets directory with a 'text' column") from e
-        elif not f.exists():
-            raise RacError(f"text file {f} does not exist")
-        elif f.suffix == ".jsonl":
-            for n, line in enumerate(f.read_text().splitlines(), 1):
-                if line.strip():
-                    try:
-                        docs.append(json.loads(line)["text"])
-                    except (json.JSONDecodeError, KeyError, TypeError) as e:
-                        raise RacError(f"{f}:{n}: expected a JSON object with 'text'") from e
-        else:
-            docs += [d.strip() for d in f.read_text().split("\n\n") if d.strip()]
-    if not docs:
-        raise RacError("the --text inputs hold no documents")
-    return docs
-
-
 def cmd_calib(a: argparse.Namespace) -> None:
     from rac import models
     from rac.calibrate import calib
-    from rac.calibrate.traces import load_traces, tokenizer_fingerprint, weights_fingerprint
-    from rac.tasks.problems import read_problems
 
     if a.inspect:
         tok = models.load_tokenizer(a.tokenizer) if a.tokenizer else None
@@ -170,45 +86,10 @@ def cmd_calib(a: argparse.Namespace) -> None:
     for flag in ("source", "tokenizer", "budget_tokens", "out"):
         if getattr(a, flag) is None:
             raise RacError(f"--{flag.replace('_', '-')} is required (or use --inspect DIR)")
-    tok = models.load_tokenizer(a.tokenizer, a.trust_remote_code)
-    instruction = models.defaults(a.tokenizer).instruction if a.instruction is None else a.instruction
-    inputs: dict = {}
-
-    def need(flag: str):
-        value = getattr(a, flag)
-        if not value:
-            raise RacError(f"--source {a.source} needs --{flag}")
-        inputs[flag] = str(value)
-        return value
-
-    if a.source == "generic":
-        seqs = calib.from_documents(tok, _generic_documents(a))
-        inputs["text"] = [str(t) for t in a.text] if a.text else "built-in corpus"
-    elif a.source in ("prompt", "reference"):
-        problems = read_problems(need("problems"))
-        make = calib.from_prompts if a.source == "prompt" else calib.from_reference
-        seqs = make(tok, problems, instruction)
-    else:
-        meta, traces = load_traces(need("traces"))
-        same_tok = meta["tokenizer_fingerprint"] == tokenizer_fingerprint(tok)
-        if a.source == "rac":
-            if not same_tok:
-                raise RacError(f"{a.traces} was made with another tokenizer than {a.tokenizer}; "
-                               "use --source offpolicy")
-            own = weights_fingerprint(models.resolve(a.tokenizer))
-            if meta["weights_fingerprint"] != own:
-                raise RacError(f"{a.traces} was generated by another model ({meta['model']}), so "
-                               "it is not on-policy for this one; use --source offpolicy")
-            seqs = calib.from_traces(traces)
-        elif same_tok:
-            seqs = calib.from_traces(traces)
-        else:
-            source_tok = models.load_tokenizer(Path(a.traces) / "tokenizer")
-            seqs = calib.from_foreign_traces(traces, source_tok, tok, instruction)
-    ds, info = calib.build(seqs, a.budget_tokens, tok.pad_token_id, a.pack, a.allow_short)
-    info = {"source": a.source, "tokenizer": models.model_name(a.tokenizer),
-            "tokenizer_fingerprint": tokenizer_fingerprint(tok), "inputs": inputs, **info}
-    wrote = calib.save(ds, info, a.out, a.overwrite)
+    wrote, info = calib.make_calib(
+        a.source, a.tokenizer, a.budget_tokens, a.out, text=a.text, problems=a.problems,
+        traces=a.traces, pack=a.pack, allow_short=a.allow_short, instruction=a.instruction,
+        seed=a.seed, trust_remote_code=a.trust_remote_code, overwrite=a.overwrite)
     seg = ", ".join(f"{k} {v}" for k, v in info["segment_tokens"].items() if v)
     print(f"{'wrote' if wrote else 'already built:'} {a.source} calibration set, {info['tokens']} "
           f"tokens in {info['rows']} rows ({seg}) at {a.out}")
@@ -235,76 +116,28 @@ def _segment_weights(specs: list[str] | None) -> dict[int, float]:
 
 
 def cmd_prune(a: argparse.Namespace) -> None:
-    import resource
-    import time
-
     from rac import models
-    from rac.calibrate import calib
-    from rac.calibrate.traces import tokenizer_fingerprint
-    from rac.io import atomic_dir, check_output_dir, write_json
-    from rac.prune.engine import PruneConfig, Scope, make_batches, prune_model
+    from rac.prune.engine import PruneConfig, Scope
     from rac.prune.masks import Target
-    from rac.prune.quant import fp8_per_channel
+    from rac.prune.run import prune_to_dir
     from rac.prune.sparsegpt import SparseGPTConfig
 
     _threads(a.threads)
+    if a.blocksize < 1 or a.percdamp <= 0:
+        raise RacError("--blocksize must be >= 1 and --percdamp > 0")
     cfg = PruneConfig(
         method=a.method, target=Target.parse(a.sparsity, a.pattern), scope=Scope.parse(a.scope),
         true_sequential=a.true_sequential,
         sparsegpt=SparseGPTConfig(blocksize=a.blocksize, percdamp=a.percdamp),
         segment_weights=_segment_weights(a.segment_weights), device=models.pick_device(a.device))
-    if a.blocksize < 1 or a.percdamp <= 0:
-        raise RacError("--blocksize must be >= 1 and --percdamp > 0")
-    check_output_dir(a.out, a.overwrite)
-    t0 = time.perf_counter()
-    tok = models.load_tokenizer(a.model, a.trust_remote_code)
-    batches, calib_info = None, None
-    if a.calib:
-        ds, calib_info = calib.load(a.calib)
-        if calib_info["tokenizer_fingerprint"] != tokenizer_fingerprint(tok):
-            raise RacError(f"{a.calib} was tokenized for another model ({calib_info['tokenizer']}); "
-                           "rebuild it with --tokenizer pointing at this model")
-        rows = list(zip(ds["input_ids"], ds["attention_mask"], ds["segment"]))
-        batches = make_batches(rows, tok.pad_token_id, cfg.segment_weights, a.batch_tokens)
-    elif a.method != "magnitude":
-        raise RacError(f"--method {a.method} needs --calib DIR (only magnitude works without)")
-    lm = models.load_model(a.model, "cpu", trust_remote_code=a.trust_remote_code)
-    report = prune_model(lm, models.decoder_blocks(lm), batches, cfg)
-    if a.fp8:
-        blocks = models.decoder_blocks(lm)
-        for row in report:
-            lin = blocks[row["layer"]].get_submodule(row["name"])
-            lin.weight.data.copy_(fp8_per_channel(lin.weight.data)[0])
-    models.check_finite(lm, "the pruned model")
-    seconds = time.perf_counter() - t0
-    pruned = sum(r["shape"][0] * r["shape"][1] for r in report)
-    zeros = sum(r["sparsity"] * r["shape"][0] * r["shape"][1] for r in report)
-    errors = [r["relative_error"] for r in report if r["relative_error"] is not None]
-    totals = {
-        "linears": len(report), "weights_in_scope": pruned, "sparsity_in_scope": zeros / pruned,
-        "mean_relative_error": sum(errors) / len(errors) if errors else None,
-        "max_percdamp": max((r["percdamp"] or 0) for r in report),
-        "wall_s": round(seconds, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }
-    result = {"model": models.model_name(a.model), "calib": str(a.calib) if a.calib else None,
-              "calib_info": calib_info, "method": cfg.method, "target": str(cfg.target),
-              "scope": str(cfg.scope), "true_sequential": cfg.true_sequential, "fp8": a.fp8,
-              "blocksize": a.blocksize, "percdamp": a.percdamp,
-              "segment_weights": {str(k): v for k, v in cfg.segment_weights.items()},
-              "device": cfg.device, "totals": totals, "layers": report}
-    rac_file = models.resolve(a.model) / models.RAC_MODEL_FILE
-    with atomic_dir(a.out, overwrite=a.overwrite) as tmp:
-        lm.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        if rac_file.exists():
-            (tmp / models.RAC_MODEL_FILE).write_text(rac_file.read_text())
-        write_json(tmp / "prune_report.json", result)
-    err = totals["mean_relative_error"]
-    print(f"pruned {len(report)} linears with {cfg.method} to {cfg.target} "
-          f"({totals['sparsity_in_scope']:.4f} of weights in scope are zero)"
+    result = prune_to_dir(a.model, a.calib, cfg, a.out, fp8=a.fp8, batch_tokens=a.batch_tokens,
+                          trust_remote_code=a.trust_remote_code, overwrite=a.overwrite)
+    t = result["totals"]
+    err = t["mean_relative_error"]
+    print(f"pruned {t['linears']} linears with {cfg.method} to {cfg.target} "
+          f"({t['sparsity_in_scope']:.4f} of weights in scope are zero)"
           + (f", mean relative error {err:.4f}" if err is not None else "")
-          + f", {seconds:.1f} s, peak RSS {totals['peak_rss_mb']:.0f} MB -> {a.out}")
+          + f", {t['wall_s']:.1f} s, peak RSS {t['peak_rss_mb']:.0f} MB -> {a.out}")
 
 
 # -- rac toy train --------------------------------------------------------------------------------

@@ -11,14 +11,17 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from rac.generate import Backend, Completion, Sampling
+from rac import models
+from rac.generate import Backend, Completion, Sampling, TransformersBackend, eos_ids_of
+from rac.io import atomic_dir, atomic_write_text, check_output_dir, write_json
 from rac.models import prompt_ids
 from rac.tasks.math import Grade, grade_math
-from rac.tasks.problems import Problem
+from rac.tasks.problems import Problem, read_problems
 
 THINK_CLOSE = "</think>"
 
@@ -130,3 +133,32 @@ def summary_markdown(result: dict, title: str) -> str:
         f"| wall time | {s['wall_s']:.1f} s |",
         f"| generated tokens/s | {s['tokens_per_s']:.0f} |", "",
     ])
+
+
+def evaluate_model(model: str | Path, problems_file: Path, out: Path | None, *,
+                   temperature: float | None = None, top_p: float | None = None,
+                   max_new_tokens: int | None = None, samples: int = 1, seed: int = 0,
+                   batch_size: int = 64, instruction: str | None = None, limit: int = 0,
+                   device: str = "auto", trust_remote_code: bool = False,
+                   overwrite: bool = False) -> dict:
+    """``rac eval``: evaluate ``model`` on a problem file; writes eval.json and eval.md to ``out``."""
+    problems = read_problems(problems_file)[: limit or None]
+    if out is not None:
+        check_output_dir(out, overwrite)
+    d = models.defaults(model)
+    sampling = Sampling(d.eval_temperature if temperature is None else temperature,
+                        d.eval_top_p if top_p is None else top_p,
+                        d.eval_max_new_tokens if max_new_tokens is None else max_new_tokens)
+    cfg = EvalConfig(sampling=sampling, samples=samples, seed=seed, batch_size=batch_size,
+                     instruction=d.instruction if instruction is None else instruction)
+    tok = models.load_tokenizer(model, trust_remote_code)
+    lm = models.load_model(model, models.pick_device(device), trust_remote_code=trust_remote_code)
+    result = evaluate(TransformersBackend(lm, tok.pad_token_id, eos_ids_of(tok, lm)), tok,
+                      problems, cfg)
+    result["model"] = models.model_name(model)
+    result["problems_file"] = str(problems_file)
+    if out is not None:
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            write_json(tmp / "eval.json", result)
+            atomic_write_text(tmp / "eval.md", summary_markdown(result, f"rac eval: {result['model']}"))
+    return result

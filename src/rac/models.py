@@ -6,6 +6,7 @@ model directory runs only when the user passes ``--trust-remote-code``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,24 @@ def check_finite(lm: torch.nn.Module, where: object) -> None:
     for name, p in lm.named_parameters():
         if not torch.isfinite(p).all():
             raise RacError(f"{where}: weight {name} holds NaN or Inf; the checkpoint is corrupt")
+
+
+def tokenizer_fingerprint(tok: PreTrainedTokenizerBase) -> str:
+    vocab = json.dumps(sorted(tok.get_vocab().items()), separators=(",", ":"))
+    return hashlib.sha256(vocab.encode()).hexdigest()[:16]
+
+
+def weights_fingerprint(model_dir: Path) -> str:
+    """Cheap identity of a checkpoint (config + weight file names and sizes): hashing the bytes of
+    a 32B model would take minutes."""
+    h = hashlib.sha256((model_dir / "config.json").read_bytes())
+    for f in sorted(model_dir.glob("*.safetensors")):
+        h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return h.hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def pick_device(device: str | None) -> str:

@@ -14,7 +14,6 @@ is readable with ``datasets.load_dataset("parquet", data_dir=DIR / "shards")``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -25,11 +24,12 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from rac.generate import Backend, Sampling
+from rac import models
+from rac.generate import Backend, Sampling, TransformersBackend, VLLMBackend, eos_ids_of
 from rac.io import RacError, check_output_dir, write_json
 from rac.models import prompt_ids
 from rac.tasks.math import grade_math
-from rac.tasks.problems import Problem
+from rac.tasks.problems import Problem, read_problems
 
 FORMAT = "rac-traces-1"
 
@@ -51,24 +51,6 @@ class TraceConfig:
 
     def to_json(self) -> dict:
         return {"format": FORMAT, **asdict(self)}
-
-
-def tokenizer_fingerprint(tok: PreTrainedTokenizerBase) -> str:
-    vocab = json.dumps(sorted(tok.get_vocab().items()), separators=(",", ":"))
-    return hashlib.sha256(vocab.encode()).hexdigest()[:16]
-
-
-def weights_fingerprint(model_dir: Path) -> str:
-    """Cheap identity of a checkpoint (config + weight file names and sizes): hashing the bytes of
-    a 32B model would take minutes."""
-    h = hashlib.sha256((model_dir / "config.json").read_bytes())
-    for f in sorted(model_dir.glob("*.safetensors")):
-        h.update(f"{f.name}:{f.stat().st_size}".encode())
-    return h.hexdigest()[:16]
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def _shard_path(out: Path, index: int) -> Path:
@@ -170,3 +152,36 @@ def load_traces(store: Path) -> tuple[dict, list[Trace]]:
     if meta["only_correct"]:
         traces = [t for t in traces if t.correct]
     return meta, traces
+
+
+def make_traces(model: str | Path, problems_file: Path, out: Path, *, temperature: float | None = None,
+                top_p: float | None = None, max_new_tokens: int | None = None, seed: int = 0,
+                samples_per_prompt: int = 1, budget_tokens: int = 1_000_000, batch_size: int = 64,
+                only_correct: bool = False, instruction: str | None = None,
+                backend: str = "transformers", tensor_parallel: int = 1, device: str = "auto",
+                trust_remote_code: bool = False, overwrite: bool = False) -> dict:
+    """``rac traces``: load the model, check the inputs, generate (resuming) into ``out``."""
+    problems = read_problems(problems_file)
+    for name, value in (("budget-tokens", budget_tokens), ("samples-per-prompt", samples_per_prompt),
+                        ("batch-size", batch_size)):
+        if value < 1:
+            raise RacError(f"--{name} must be >= 1, got {value}")
+    d = models.defaults(model)
+    tok = models.load_tokenizer(model, trust_remote_code)
+    path = models.resolve(model)
+    sampling = Sampling(d.trace_temperature if temperature is None else temperature,
+                        d.trace_top_p if top_p is None else top_p,
+                        d.trace_max_new_tokens if max_new_tokens is None else max_new_tokens)
+    cfg = TraceConfig(
+        model=models.model_name(model), weights_fingerprint=models.weights_fingerprint(path),
+        tokenizer_fingerprint=models.tokenizer_fingerprint(tok),
+        problems_sha256=models.file_sha256(problems_file), sampling=sampling,
+        instruction=d.instruction if instruction is None else instruction, seed=seed,
+        samples_per_prompt=samples_per_prompt, budget_tokens=budget_tokens, batch_size=batch_size,
+        only_correct=only_correct, backend=backend)
+    if backend == "vllm":
+        engine: Backend = VLLMBackend(str(path), tensor_parallel, trust_remote_code)
+    else:
+        lm = models.load_model(model, models.pick_device(device), trust_remote_code=trust_remote_code)
+        engine = TransformersBackend(lm, tok.pad_token_id, eos_ids_of(tok, lm))
+    return generate_traces(engine, tok, problems, cfg, out, overwrite)

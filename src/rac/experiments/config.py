@@ -1,0 +1,182 @@
+"""The sweep config: one TOML file names the whole grid. Every field is validated with its name
+in the message, so a typo fails before hours of work start.
+
+See ``docs/sweep.md`` for the documented example; ``rac.experiments.demo`` holds the configs of
+``rac demo`` and ``rac demo --full``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from rac.io import RacError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SOURCES = ("generic", "prompt", "rac", "offpolicy", "reference")
+
+
+@dataclass(frozen=True)
+class ProblemsSpec:
+    """A problem file path, or ``generate:TASK:SPLIT:N`` for the built-in task (seed 0)."""
+
+    calib: str = "generate:arith:calib:2000"
+    test: str = "generate:arith:test:500"
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    sources: list[str] = field(default_factory=lambda: ["generic", "prompt", "rac"])
+    budget_tokens: int = 40000
+    fractions: list[float] = field(default_factory=lambda: [1.0])  # calibration-size sweep
+    pack: int = 0
+    offpolicy_model: str = ""  # the model whose traces make the 'offpolicy' source
+    generic_text: list[str] = field(default_factory=list)  # empty: built-in corpus (embedded)
+
+
+@dataclass(frozen=True)
+class TracesSpec:
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 512
+    samples_per_prompt: int = 1
+    batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    methods: list[str] = field(default_factory=lambda: ["sparsegpt"])
+    sparsities: list[float] = field(default_factory=lambda: [0.5])
+    patterns: list[str] = field(default_factory=list)
+    scopes: list[str] = field(default_factory=lambda: ["all"])
+    fp8: list[bool] = field(default_factory=lambda: [False])
+    true_sequential: bool = False
+    # N:M patterns on the scopes below, with and without FP8 (the paper's Table 4)
+    table4_scopes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    max_new_tokens: list[int] = field(default_factory=lambda: [512])
+    samples: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class ReconSpec:
+    problems: int = 0  # 0: no Figure 2
+    sparsity: float = 0.5
+    pair: list[str] = field(default_factory=lambda: ["prompt", "rac"])
+    max_new_tokens: int = 512
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    model: str = "embedded"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    threads: int = 0
+    problems: ProblemsSpec = ProblemsSpec()
+    calibration: CalibrationSpec = CalibrationSpec()
+    traces: TracesSpec = TracesSpec()
+    prune: PruneSpec = PruneSpec()
+    eval: EvalSpec = EvalSpec()
+    recon: ReconSpec = ReconSpec()
+
+
+def _check_type(name: str, value: object, expected: object) -> None:
+    kind = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(str(expected))
+    if kind is not None:
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if not ok:
+            raise RacError(f"config field '{name}' must be {expected}, got {value!r}")
+        return
+    inner = str(expected)[len("list["):-1] if str(expected).startswith("list[") else None
+    if inner is not None:
+        if not isinstance(value, list):
+            raise RacError(f"config field '{name}' must be a list of {inner}, got {value!r}")
+        for i, v in enumerate(value):
+            _check_type(f"{name}[{i}]", v, inner)
+
+
+def _build(cls, data: dict, prefix: str):
+    if not isinstance(data, dict):
+        raise RacError(f"config section '{prefix.rstrip('.')}' must be a table")
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            raise RacError(f"config field '{prefix}{key}' is unknown; known: {', '.join(known)}")
+    kwargs = {}
+    for key, value in data.items():
+        f = known[key]
+        if isinstance(f.default, (ProblemsSpec, CalibrationSpec, TracesSpec, PruneSpec, EvalSpec,
+                                  ReconSpec)):
+            kwargs[key] = _build(type(f.default), value, f"{prefix}{key}.")
+        else:
+            _check_type(prefix + key, value, f.type)
+            kwargs[key] = float(value) if f.type == "float" else value
+    return cls(**kwargs)
+
+
+def validate(cfg: SweepConfig) -> SweepConfig:
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise RacError(f"config: {msg}")
+
+    c, p, e = cfg.calibration, cfg.prune, cfg.eval
+    need(bool(cfg.seeds), "'seeds' must name at least one seed")
+    need(bool(c.sources), "'calibration.sources' is empty")
+    for s in c.sources:
+        need(s in SOURCES, f"'calibration.sources' has unknown source {s!r}; use {', '.join(SOURCES)}")
+    need("offpolicy" not in c.sources or bool(c.offpolicy_model),
+         "source 'offpolicy' needs 'calibration.offpolicy_model'")
+    need(c.budget_tokens >= 1, "'calibration.budget_tokens' must be >= 1")
+    need(all(0 < f <= 1 for f in c.fractions) and bool(c.fractions),
+         "'calibration.fractions' must be in (0, 1]")
+    need(c.pack >= 0, "'calibration.pack' must be >= 0")
+    for m in p.methods:
+        need(m in ("magnitude", "wanda", "sparsegpt"), f"'prune.methods' has unknown method {m!r}")
+    need(bool(p.sparsities or p.patterns), "'prune' needs 'sparsities' or 'patterns'")
+    need(all(0 <= s < 1 for s in p.sparsities), "'prune.sparsities' must be in [0, 1)")
+    from rac.prune.engine import Scope
+    from rac.prune.masks import Target
+
+    try:
+        for pat in p.patterns:
+            Target.parse(None, pat)
+        for scope in p.scopes + p.table4_scopes:
+            Scope.parse(scope)
+    except ValueError as err:
+        raise RacError(f"config 'prune': {err}") from err
+    need(bool(e.max_new_tokens) and all(n >= 1 for n in e.max_new_tokens),
+         "'eval.max_new_tokens' must be a non-empty list of positive integers")
+    need(e.samples >= 1 and e.batch_size >= 1, "'eval.samples' and 'eval.batch_size' must be >= 1")
+    need(e.temperature >= 0 and 0 < e.top_p <= 1, "'eval.temperature' >= 0, 0 < 'eval.top_p' <= 1")
+    t = cfg.traces
+    need(t.temperature >= 0 and 0 < t.top_p <= 1 and t.max_new_tokens >= 1,
+         "'traces' sampling settings are out of range")
+    need(cfg.recon.problems >= 0, "'recon.problems' must be >= 0")
+    need(len(cfg.recon.pair) == 2 and all(s in c.sources for s in cfg.recon.pair),
+         "'recon.pair' must name two of 'calibration.sources'")
+    return cfg
+
+
+def load(path: Path) -> SweepConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise RacError(f"config {path} does not exist or is not a file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise RacError(f"{path}: not valid TOML ({e})") from e
+    return validate(_build(SweepConfig, data, ""))
+
+
+def from_dict(data: dict) -> SweepConfig:
+    return validate(_build(SweepConfig, data, ""))
