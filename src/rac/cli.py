@@ -140,6 +140,56 @@ def cmd_prune(a: argparse.Namespace) -> None:
           + f", {t['wall_s']:.1f} s, peak RSS {t['peak_rss_mb']:.0f} MB -> {a.out}")
 
 
+# -- rac sweep / recon / demo ---------------------------------------------------------------------
+
+def _report_paths(out: Path) -> str:
+    figs = sorted(p.name for p in Path(out).glob("*.png"))
+    heat = Path(out) / "recon" / "recon_heatmap.png"
+    return (f"report: {Path(out) / 'report.md'}\nresults: {Path(out) / 'results.json'}\n"
+            f"figures: {', '.join(str(Path(out) / f) for f in figs)}"
+            + (f", {heat}" if heat.exists() else ""))
+
+
+def cmd_sweep(a: argparse.Namespace) -> None:
+    from rac.experiments import config
+    from rac.experiments.sweep import sweep_and_report
+
+    cfg = config.load(a.config)
+    _, table1 = sweep_and_report(cfg, a.out, command=" ".join(["rac"] + sys.argv[1:]))
+    print(table1)
+    print(_report_paths(a.out))
+
+
+def cmd_recon(a: argparse.Namespace) -> None:
+    from rac.recon import recon
+
+    _threads(a.threads)
+    res = recon(a.dense, a.model_a, a.model_b, a.problems, a.out, n=a.n,
+                max_new_tokens=a.max_new_tokens, labels=tuple(a.labels), overwrite=a.overwrite)
+    for lab, v in res["per_model"].items():
+        print(f"{lab}: mean error prompt {v['mean_error_prompt']:.4f}, "
+              f"decode {v['mean_error_decode']:.4f}")
+    print(f"heatmap: {Path(a.out) / 'recon_heatmap.png'}; data: {Path(a.out) / 'recon.json'}")
+
+
+def cmd_demo(a: argparse.Namespace) -> None:
+    from rac.experiments import config, demo
+    from rac.experiments.sweep import sweep_and_report
+
+    cfg = config.from_dict({**(demo.FULL if a.full else demo.DEMO),
+                            **({"threads": a.threads} if a.threads else {})})
+    out = a.out or Path("runs") / ("demo-full" if a.full else "demo")
+    result, table1 = sweep_and_report(cfg, out, command="rac demo" + (" --full" if a.full else ""))
+    print()
+    print(table1)
+    for method, comps in result.get("comparisons", {}).items():
+        first = next((c for c in comps if c["beyond_2se"]), None)
+        print(f"{method}: RAC vs prompt-only first differ by more than 2 SE at "
+              + (f"{first['target']}." if first else "no sparsity in this grid."))
+    print(f"done in {result['wall_s']:.0f} s")
+    print(_report_paths(out))
+
+
 # -- rac toy train --------------------------------------------------------------------------------
 
 def cmd_toy_train(a: argparse.Namespace) -> None:
@@ -256,6 +306,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_prune)
 
+    p = sub.add_parser("sweep", help="run a grid from a TOML config, with caching and resume")
+    p.add_argument("config", type=Path, help="TOML config (see docs/sweep.md)")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("recon", help="token-wise last-layer error of two pruned models (Figure 2)")
+    p.add_argument("dense", help="the dense model directory, or 'embedded'")
+    p.add_argument("model_a", type=Path)
+    p.add_argument("model_b", type=Path)
+    p.add_argument("--problems", type=Path, required=True, help="held-out problems")
+    p.add_argument("--n", type=int, default=20, help="number of problems")
+    p.add_argument("--max-new-tokens", type=int, help="rollout length (default: the model's)")
+    p.add_argument("--labels", nargs=2, default=["A", "B"])
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_recon)
+
+    p = sub.add_parser("demo", help="the whole pipeline on the embedded model")
+    p.add_argument("--full", action="store_true", help="the reference grid (docs/results)")
+    p.add_argument("--out", type=Path, help="default: runs/demo or runs/demo-full")
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
     p = sub.add_parser("toy", help="the embedded tiny reasoning model")
     toy = p.add_subparsers(dest="toy_verb", required=True, metavar="ACTION")
     t = toy.add_parser("train", help="train the embedded model from scratch")
@@ -272,9 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _quiet_libraries() -> None:
     """Our own progress bars say what runs; the libraries' per-file bars are noise."""
     import datasets
+    import huggingface_hub
     import transformers
 
     datasets.disable_progress_bars()
+    huggingface_hub.utils.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
 

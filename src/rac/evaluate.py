@@ -56,11 +56,11 @@ def cot_length(ids: list[int], think_close_id: int | None) -> int:
 
 
 def generate_all(backend: Backend, prompts: list[list[int]], sampling: Sampling, seed: int,
-                 batch_size: int, desc: str = "generate") -> list[Completion]:
+                 batch_size: int, desc: str = "generate", progress: bool = True) -> list[Completion]:
     """Generate for every prompt, batched by similar length; batch ``b`` is seeded ``seed + b``."""
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
     out: list[Completion | None] = [None] * len(prompts)
-    bar = tqdm(total=len(prompts), desc=desc, unit="seq", leave=False)
+    bar = tqdm(total=len(prompts), desc=desc, unit="seq", leave=False, disable=not progress)
     for b, start in enumerate(range(0, len(order), batch_size)):
         idx = order[start:start + batch_size]
         for i, c in zip(idx, backend.generate([prompts[i] for i in idx], sampling, seed + b)):
@@ -71,7 +71,8 @@ def generate_all(backend: Backend, prompts: list[list[int]], sampling: Sampling,
 
 
 def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Problem],
-             cfg: EvalConfig, grade: Callable[[str, Problem], Grade] | None = None) -> dict:
+             cfg: EvalConfig, grade: Callable[[str, Problem], Grade] | None = None,
+             progress: bool = True) -> dict:
     grade = grade or (lambda text, p: grade_math(text, p.answer))
     think_id = tok.convert_tokens_to_ids(THINK_CLOSE)
     think_id = None if think_id == tok.unk_token_id else think_id
@@ -79,7 +80,7 @@ def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Prob
     requests = [(pi, s) for pi in range(len(problems)) for s in range(cfg.samples)]
     t0 = time.perf_counter()
     completions = generate_all(backend, [prompts[pi] for pi, _ in requests], cfg.sampling,
-                               cfg.seed, cfg.batch_size, desc="eval")
+                               cfg.seed, cfg.batch_size, desc="eval", progress=progress)
     gen_s = time.perf_counter() - t0
     rows: list[dict] = [{"id": p.id, "answer": p.answer, "prompt_tokens": len(prompts[i]),
                          "samples": []} for i, p in enumerate(problems)]
@@ -140,7 +141,7 @@ def evaluate_model(model: str | Path, problems_file: Path, out: Path | None, *,
                    max_new_tokens: int | None = None, samples: int = 1, seed: int = 0,
                    batch_size: int = 64, instruction: str | None = None, limit: int = 0,
                    device: str = "auto", trust_remote_code: bool = False,
-                   overwrite: bool = False) -> dict:
+                   overwrite: bool = False, progress: bool = True) -> dict:
     """``rac eval``: evaluate ``model`` on a problem file; writes eval.json and eval.md to ``out``."""
     problems = read_problems(problems_file)[: limit or None]
     if out is not None:
@@ -154,7 +155,7 @@ def evaluate_model(model: str | Path, problems_file: Path, out: Path | None, *,
     tok = models.load_tokenizer(model, trust_remote_code)
     lm = models.load_model(model, models.pick_device(device), trust_remote_code=trust_remote_code)
     result = evaluate(TransformersBackend(lm, tok.pad_token_id, eos_ids_of(tok, lm)), tok,
-                      problems, cfg)
+                      problems, cfg, progress=progress)
     result["model"] = models.model_name(model)
     result["problems_file"] = str(problems_file)
     if out is not None:

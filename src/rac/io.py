@@ -34,6 +34,17 @@ def write_json(path: Path, obj: object) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def save_figure(fig, path: Path, dpi: int = 120) -> None:
+    """Save a matplotlib figure through a temporary file, then close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=dpi)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
 def check_output_dir(path: Path, overwrite: bool) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():

@@ -75,7 +75,8 @@ def _open_store(out: Path, cfg: TraceConfig, overwrite: bool) -> None:
 
 
 def generate_traces(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Problem],
-                    cfg: TraceConfig, out: Path, overwrite: bool = False) -> dict:
+                    cfg: TraceConfig, out: Path, overwrite: bool = False,
+                    progress: bool = True) -> dict:
     """Generate until the kept traces hold ``budget_tokens`` (prompt + completion) or the problems
     run out; returns the realized counts (also written to ``done.json``)."""
     out = Path(out)
@@ -90,7 +91,8 @@ def generate_traces(backend: Backend, tok: PreTrainedTokenizerBase, problems: li
     requests = [(s, i) for s in range(cfg.samples_per_prompt) for i in range(len(problems))]
     batches = [requests[k:k + cfg.batch_size] for k in range(0, len(requests), cfg.batch_size)]
     kept_tokens = kept = generated = 0
-    bar = tqdm(total=cfg.budget_tokens, desc="traces", unit="tok", unit_scale=True)
+    bar = tqdm(total=cfg.budget_tokens, desc="traces", unit="tok", unit_scale=True,
+               disable=not progress)
     for b, batch in enumerate(batches):
         if kept_tokens >= cfg.budget_tokens:
             break
@@ -159,7 +161,8 @@ def make_traces(model: str | Path, problems_file: Path, out: Path, *, temperatur
                 samples_per_prompt: int = 1, budget_tokens: int = 1_000_000, batch_size: int = 64,
                 only_correct: bool = False, instruction: str | None = None,
                 backend: str = "transformers", tensor_parallel: int = 1, device: str = "auto",
-                trust_remote_code: bool = False, overwrite: bool = False) -> dict:
+                trust_remote_code: bool = False, overwrite: bool = False,
+                progress: bool = True) -> dict:
     """``rac traces``: load the model, check the inputs, generate (resuming) into ``out``."""
     problems = read_problems(problems_file)
     for name, value in (("budget-tokens", budget_tokens), ("samples-per-prompt", samples_per_prompt),
@@ -184,4 +187,4 @@ def make_traces(model: str | Path, problems_file: Path, out: Path, *, temperatur
     else:
         lm = models.load_model(model, models.pick_device(device), trust_remote_code=trust_remote_code)
         engine = TransformersBackend(lm, tok.pad_token_id, eos_ids_of(tok, lm))
-    return generate_traces(engine, tok, problems, cfg, out, overwrite)
+    return generate_traces(engine, tok, problems, cfg, out, overwrite, progress)

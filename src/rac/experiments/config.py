@@ -34,6 +34,7 @@ class CalibrationSpec:
     sources: list[str] = field(default_factory=lambda: ["generic", "prompt", "rac"])
     budget_tokens: int = 40000
     fractions: list[float] = field(default_factory=lambda: [1.0])  # calibration-size sweep
+    fraction_sparsities: list[float] = field(default_factory=list)  # fractions < 1 only here
     pack: int = 0
     offpolicy_model: str = ""  # the model whose traces make the 'offpolicy' source
     generic_text: list[str] = field(default_factory=list)  # empty: built-in corpus (embedded)
@@ -62,7 +63,8 @@ class PruneSpec:
 
 @dataclass(frozen=True)
 class EvalSpec:
-    max_new_tokens: list[int] = field(default_factory=lambda: [512])
+    max_new_tokens: list[int] = field(default_factory=lambda: [512])  # the first is the main one
+    budget_sparsities: list[float] = field(default_factory=list)  # the others only here (+dense)
     samples: int = 1
     temperature: float = 0.0
     top_p: float = 1.0

@@ -1,0 +1,236 @@
+"""Tables and figures in the paper's forms, from a sweep's ``results.json``.
+
+Every number carries n and its standard error. Accuracy over several calibration seeds is the
+per-problem pass@1 averaged over seeds, with its SE over problems; the spread between seeds is
+reported beside it. Differences between calibration sources are *paired* on the same problems.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from rac.evaluate import mean_se
+from rac.io import atomic_write_text, save_figure
+
+SOURCE_ORDER = ("generic", "prompt", "rac", "offpolicy", "reference")
+LABELS = {"generic": "generic text", "prompt": "prompt-only", "rac": "RAC",
+          "offpolicy": "off-policy CoT", "reference": "reference CoT", "dense": "dense"}
+
+
+def aggregate(records: list[dict]) -> dict[tuple, dict]:
+    """Group records over seeds: key (source, fraction, method, target, scope, fp8, max_new)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        k = (r["source"], r.get("fraction", 1.0), r.get("method"), r.get("target"), r.get("scope"),
+             r.get("fp8", False), r["max_new_tokens"])
+        groups[k].append(r)
+    out = {}
+    for k, rs in groups.items():
+        per_problem = [statistics.fmean(col) for col in zip(*(r["pass1"] for r in rs))]
+        acc, se = mean_se(per_problem)
+        s = [r["summary"] for r in rs]
+        seed_accs = [x["accuracy"] for x in s]
+        out[k] = {
+            "accuracy": acc, "se": se, "n": len(per_problem), "seeds": len(rs),
+            "seed_sd": statistics.stdev(seed_accs) if len(rs) > 1 else 0.0,
+            "per_problem": per_problem,
+            "wall_s": statistics.fmean(x["wall_s"] for x in s),
+            "cot": statistics.fmean(x["mean_cot_tokens"] for x in s),
+            "max_hit": statistics.fmean(x["max_hit_rate"] for x in s),
+            "tokens_per_s": statistics.fmean(x["tokens_per_s"] for x in s),
+            "sparsity": rs[0].get("sparsity", 0.0),
+        }
+    return out
+
+
+def paired_diff(a: dict, b: dict) -> tuple[float, float]:
+    """Mean of (a - b) over the same problems, and its SE."""
+    return mean_se([x - y for x, y in zip(a["per_problem"], b["per_problem"])])
+
+
+def cell(g: dict | None, time: bool = True) -> str:
+    if g is None:
+        return "-"
+    text = f"{g['accuracy']:.3f} ± {g['se']:.3f}"
+    return text + (f" ({g['wall_s']:.0f}s)" if time else "")
+
+
+def _targets(agg: dict, method: str, scope: str, max_new: int) -> list[str]:
+    ts = {k[3] for k in agg if k[2] == method and k[4] == scope and k[6] == max_new and k[1] == 1.0}
+    return sorted(ts, key=lambda t: (":" in t, float(t) if ":" not in t else t))
+
+
+def table1(agg: dict, sources: list[str], method: str, scope: str, max_new: int,
+           dense: dict | None) -> tuple[list[str], list[dict]]:
+    """Accuracy ± SE (eval time) per target and source; best per row in bold; paired RAC vs
+    prompt-only difference; returns the lines and the paired comparisons."""
+    head = ["target"] + [LABELS[s] for s in sources]
+    compare = "rac" in sources and "prompt" in sources
+    if compare:
+        head.append("RAC - prompt (paired)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    if dense:
+        lines.append("| dense | " + " | ".join([cell(dense)] * 1 + [""] * (len(head) - 2)) + " |")
+    comparisons = []
+    for t in _targets(agg, method, scope, max_new):
+        gs = [agg.get((s, 1.0, method, t, scope, False, max_new)) for s in sources]
+        best = max((g["accuracy"] for g in gs if g), default=None)
+        cells = [f"**{cell(g)}**" if g and g["accuracy"] == best else cell(g) for g in gs]
+        if compare:
+            rac, prompt = gs[sources.index("rac")], gs[sources.index("prompt")]
+            if rac and prompt:
+                d, se = paired_diff(rac, prompt)
+                sig = abs(d) > 2 * se
+                comparisons.append({"target": t, "diff": d, "se": se, "beyond_2se": sig})
+                cells.append(f"{d:+.3f} ± {se:.3f}{' *' if sig else ''}")
+            else:
+                cells.append("-")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return lines, comparisons
+
+
+def figure1(agg: dict, sources: list[str], method: str, scope: str, max_new: int,
+            dense: dict | None, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    panels = [("accuracy", "accuracy (pass@1)"), ("wall_s", "total eval time (s)"),
+              ("cot", "mean CoT tokens")]
+    for s in sources:
+        pts = sorted((g["sparsity"], g) for k, g in agg.items()
+                     if k[0] == s and k[1] == 1.0 and k[2] == method and k[4] == scope
+                     and not k[5] and k[6] == max_new and ":" not in str(k[3]))
+        if not pts:
+            continue
+        xs = [p[0] for p in pts]
+        for ax, (field, _) in zip(axes, panels):
+            ys = [p[1][field] for p in pts]
+            err = [p[1]["se"] for p in pts] if field == "accuracy" else None
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=LABELS[s])
+    for ax, (field, title) in zip(axes, panels):
+        if dense:
+            ax.axhline(dense[field], color="gray", linestyle=":", label="dense")
+        ax.set_xlabel("sparsity")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"{method}, scope {scope}, max {max_new} new tokens")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def write_report(result: dict, out: Path, command: str = "") -> str:
+    """Write report.md and the figures into ``out``; returns the Table 1 markdown."""
+    cfg = result["config"]
+    agg = aggregate(result["records"])
+    sources = [s for s in SOURCE_ORDER if s in cfg["calibration"]["sources"]]
+    main_new = cfg["eval"]["max_new_tokens"][0]
+    scope = cfg["prune"]["scopes"][0]
+    dense = agg.get(("dense", 1.0, None, None, None, False, main_new))
+    n = dense["n"] if dense else 0
+    md = [
+        "# rac sweep report", "",
+        f"Model `{cfg['model']}`; {n} test problems; calibration seeds {cfg['seeds']}; "
+        f"{cfg['calibration']['budget_tokens']} calibration tokens per source; eval "
+        f"{'greedy' if cfg['eval']['temperature'] == 0 else 'T=' + str(cfg['eval']['temperature'])}"
+        f", {cfg['eval']['samples']} sample(s), max {main_new} new tokens.",
+        f"Cells: accuracy ± SE over problems (n = {n}; pass@1 averaged over seeds), and mean "
+        "total eval time. Bold: best per row. Paired differences: same problems, * beyond 2 SE.",
+    ]
+    if command:
+        md += ["", f"Command: `{command}`"]
+    md += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()), ""]
+    table1_md = ""
+    all_comparisons = {}
+    for method in cfg["prune"]["methods"]:
+        lines, comps = table1(agg, sources, method, scope, main_new, dense)
+        all_comparisons[method] = comps
+        block = [f"## Table 1 form: {method}, scope {scope}", ""] + lines + [""]
+        table1_md = table1_md or "\n".join(block)
+        md += block
+        fig = out / f"figure1_{method}.png"
+        figure1(agg, sources, method, scope, main_new, dense, fig)
+        md += [f"![Figure 1, {method}]({fig.name})", ""]
+        first = next((c for c in comps if c["beyond_2se"]), None)
+        md.append("RAC and prompt-only first differ by more than 2 SE at "
+                  + (f"target {first['target']} ({first['diff']:+.3f} ± {first['se']:.3f})."
+                     if first else "no target in this grid."))
+        md.append("")
+    method = cfg["prune"]["methods"][0]
+    extra = [s for s in ("rac", "offpolicy", "reference") if s in sources]
+    if len(extra) > 1:
+        md += ["## Table 3 form: on-policy vs off-policy and reference chains of thought", "",
+               "| target | " + " | ".join(LABELS[s] for s in extra) + " |",
+               "|---|" + "---|" * len(extra)]
+        for t in _targets(agg, method, scope, main_new):
+            md.append(f"| {t} | " + " | ".join(
+                cell(agg.get((s, 1.0, method, t, scope, False, main_new))) for s in extra) + " |")
+        md.append("")
+    t4 = cfg["prune"]["table4_scopes"]
+    if t4 and cfg["prune"]["patterns"]:
+        md += ["## Table 4 form: N:M on scopes, with and without FP8", "",
+               "| source | pattern | scope | FP8 | accuracy ± SE | generated tokens/s |",
+               "|---|---|---|---|---|---|"]
+        for s in sources:
+            for pat in cfg["prune"]["patterns"]:
+                for sc in t4:
+                    for fp8 in (False, True):
+                        g = agg.get((s, 1.0, method, pat, sc, fp8, main_new))
+                        if g:
+                            md.append(f"| {LABELS[s]} | {pat} | {sc} | {'yes' if fp8 else 'no'} | "
+                                      f"{cell(g, time=False)} | {g['tokens_per_s']:.0f} |")
+        md.append("")
+    budgets = cfg["eval"]["max_new_tokens"]
+    if len(budgets) > 1:
+        md += ["## Table 5 form: accuracy ± SE (eval time) under max-new-token budgets", "",
+               "| model | " + " | ".join(f"max {b}" for b in budgets) + " |",
+               "|---|" + "---|" * len(budgets)]
+        md.append("| dense | " + " | ".join(cell(agg.get(("dense", 1.0, None, None, None, False, b)))
+                                          for b in budgets) + " |")
+        for sp in cfg["eval"]["budget_sparsities"]:
+            for s in sources:
+                md.append(f"| {LABELS[s]} {sp:g} | " + " | ".join(
+                    cell(agg.get((s, 1.0, method, str(float(sp)), scope, False, b)))
+                    for b in budgets) + " |")
+        md.append("")
+    fracs = cfg["calibration"]["fractions"]
+    if len(fracs) > 1:
+        md += ["## Calibration-size sweep (fraction of the token budget)", ""]
+        for sp in cfg["calibration"]["fraction_sparsities"]:
+            md += [f"Sparsity {sp:g}:", "", "| fraction | tokens | " +
+                   " | ".join(LABELS[s] for s in sources) + " |",
+                   "|---|---|" + "---|" * len(sources)]
+            for f in sorted(fracs):
+                md.append(f"| {f:g} | {int(cfg['calibration']['budget_tokens'] * f)} | " + " | ".join(
+                    cell(agg.get((s, f, method, str(float(sp)), scope, False, main_new)))
+                    for s in sources) + " |")
+            md.append("")
+    md += ["## Rambling: mean CoT tokens and max-length hit rate", "",
+           "| target | " + " | ".join(LABELS[s] for s in sources) + " |",
+           "|---|" + "---|" * len(sources)]
+    if dense:
+        md.append(f"| dense | {dense['cot']:.1f} / {dense['max_hit']:.3f} |" + " |" * (len(sources) - 1))
+    for t in _targets(agg, method, scope, main_new):
+        md.append(f"| {t} | " + " | ".join(
+            (lambda g: f"{g['cot']:.1f} / {g['max_hit']:.3f}" if g else "-")(
+                agg.get((s, 1.0, method, t, scope, False, main_new))) for s in sources) + " |")
+    md.append("")
+    if "recon" in result:
+        r = result["recon"]
+        a, b = list(r["per_model"])
+        md += ["## Figure 2 form: token-wise last-layer error", "",
+               f"{r['n_problems']} held-out problems, teacher-forced on the dense greedy rollout.",
+               "", "| model | mean error, prompt | mean error, decode |", "|---|---|---|"]
+        for lab, v in r["per_model"].items():
+            md.append(f"| {LABELS.get(lab, lab)} | {v['mean_error_prompt']:.4f} | "
+                      f"{v['mean_error_decode']:.4f} |")
+        md += ["", f"Mean ratio e({a})/e({b}): prompt {r['mean_ratio_prompt']:.3f}, decode "
+               f"{r['mean_ratio_decode']:.3f}.", "", "![Figure 2](recon/recon_heatmap.png)", ""]
+    atomic_write_text(out / "report.md", "\n".join(md))
+    result["comparisons"] = all_comparisons
+    return table1_md

@@ -1,0 +1,292 @@
+"""``rac sweep``: run a grid of (calibration source x method x target x scope x FP8 x seed), caching
+every stage on disk under a key made of its inputs.
+
+Layout of the output directory::
+
+    problems/            the problem files the config names or generates
+    cache/<stage>/<key>/ traces, calibration sets, pruned models, evaluations; ``inputs.json`` is
+                         written last, so a directory without it is unfinished and is redone
+    results.json         one record per evaluation, with per-problem outcomes
+    report.md, *.png     tables and figures (see ``rac.experiments.report``)
+
+A rerun, an extended grid or a resumed interrupted sweep redoes nothing already done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from rac import models
+from rac.calibrate.calib import make_calib
+from rac.calibrate.traces import make_traces
+from rac.evaluate import evaluate_model
+from rac.experiments.config import SweepConfig
+from rac.io import RacError, write_json
+from rac.prune.engine import PruneConfig, Scope
+from rac.prune.masks import Target
+from rac.prune.run import prune_to_dir
+from rac.recon import recon
+from rac.tasks.problems import Problem, write_problems
+from rac.toy import arith
+
+CODE_VERSION = 1  # bump to invalidate every cache entry when a stage's semantics change
+
+
+def key_of(inputs: dict) -> str:
+    blob = json.dumps({"v": CODE_VERSION, **inputs}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Run:
+    seed: int
+    source: str
+    fraction: float
+    method: str
+    target: str
+    scope: str
+    fp8: bool
+
+    @property
+    def sparsity(self) -> float:
+        return Target.parse(None, self.target).fraction if ":" in self.target else float(self.target)
+
+
+def plan(cfg: SweepConfig) -> list[Run]:
+    """Every pruned model the config asks for, without duplicates, in a stable order."""
+    c, p = cfg.calibration, cfg.prune
+    targets = [str(s) for s in p.sparsities] + list(p.patterns)
+    runs: list[Run] = []
+
+    def in_size_sweep(target: str) -> bool:
+        return ":" not in target and float(target) in c.fraction_sparsities
+
+    for seed in cfg.seeds:
+        for source in c.sources:
+            for method in p.methods:
+                for frac in c.fractions:
+                    for target in targets:
+                        if frac < 1 and not in_size_sweep(target):
+                            continue
+                        for scope in p.scopes:
+                            for fp8 in p.fp8:
+                                runs.append(Run(seed, source, frac, method, target, scope, fp8))
+                for pattern in p.patterns:
+                    for scope in p.table4_scopes:
+                        for fp8 in (False, True):
+                            runs.append(Run(seed, source, 1.0, method, pattern, scope, fp8))
+    return list(dict.fromkeys(runs))
+
+
+class Progress:
+    """One line per stage: i of n, its time, elapsed, and an estimate of what remains."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.t0, self.worked, self.built = total, 0, time.time(), 0.0, 0
+
+    def step(self, label: str, seconds: float, cached: bool) -> None:
+        self.done += 1
+        if not cached:
+            self.worked += seconds
+            self.built += 1
+        left = self.total - self.done
+        eta = (self.worked / self.built * left) if self.built else 0.0
+        note = "cached" if cached else f"{seconds:.1f}s"
+        print(f"[{self.done:>3}/{self.total}] {label:<58} {note:>8}  elapsed "
+              f"{time.time() - self.t0:6.0f}s  eta {eta:6.0f}s", flush=True)
+
+
+class Sweep:
+    def __init__(self, cfg: SweepConfig, out: Path):
+        self.cfg, self.out = cfg, Path(out)
+        self.cache = self.out / "cache"
+        self.progress: Progress | None = None
+        self.seen: dict[Path, None] = {}  # stages already reported in this process
+
+    # -- the cache -------------------------------------------------------------------------------
+    def stage(self, kind: str, inputs: dict, build: Callable[[Path], None], label: str) -> Path:
+        d = self.cache / kind / key_of({"kind": kind, **inputs})
+        if d in self.seen:
+            return d
+        self.seen[d] = None
+        t0 = time.time()
+        cached = (d / "inputs.json").exists()
+        if not cached:
+            if d.exists() and kind != "traces":  # unfinished: redo (traces resume in place)
+                shutil.rmtree(d)
+            build(d)
+            write_json(d / "inputs.json", {"kind": kind, **inputs})
+        if self.progress:
+            self.progress.step(label, time.time() - t0, cached)
+        return d
+
+    # -- stages ----------------------------------------------------------------------------------
+    def problem_file(self, spec: str) -> Path:
+        if not spec.startswith("generate:"):
+            path = Path(spec)
+            if not path.is_file():
+                raise RacError(f"config problem file {spec} does not exist")
+            return path
+        try:
+            _, task, split, n = spec.split(":")
+            n_int = int(n)
+        except ValueError as e:
+            raise RacError(f"problem spec {spec!r}: write generate:arith:SPLIT:N") from e
+        if task != "arith":
+            raise RacError(f"problem spec {spec!r}: the built-in task is 'arith'")
+        path = self.out / "problems" / f"{task}-{split}-{n_int}.jsonl"
+        if not path.exists():
+            made = arith.generate(n_int, 0, split)
+            write_problems(path, [Problem(p.id, p.problem, p.answer,
+                                          {"solution": p.solution, "family": p.family})
+                                  for p in made])
+        return path
+
+    def traces(self, model: str, seed: int) -> Path:
+        t, budget = self.cfg.traces, self.cfg.calibration.budget_tokens
+        calib = self.problem_file(self.cfg.problems.calib)
+        inputs = {"model": models.model_name(model), "problems": models.file_sha256(calib),
+                  "seed": seed, "budget": budget, **asdict(t)}
+        return self.stage("traces", inputs, lambda d: make_traces(
+            model, calib, d, temperature=t.temperature, top_p=t.top_p,
+            max_new_tokens=t.max_new_tokens, seed=seed, samples_per_prompt=t.samples_per_prompt,
+            budget_tokens=budget, batch_size=t.batch_size, progress=False),
+            f"traces {Path(model).name} seed {seed}")
+
+    def calib_set(self, source: str, seed: int, fraction: float) -> Path:
+        c = self.cfg.calibration
+        budget = max(1, int(c.budget_tokens * fraction))
+        kwargs: dict = {"pack": c.pack, "seed": seed}
+        if source == "rac":
+            kwargs["traces"] = self.traces(self.cfg.model, seed)
+        elif source == "offpolicy":
+            kwargs["traces"] = self.traces(c.offpolicy_model, seed)
+        elif source in ("prompt", "reference"):
+            kwargs["problems"] = self.problem_file(self.cfg.problems.calib)
+        elif c.generic_text:
+            kwargs["text"] = [Path(t) for t in c.generic_text]
+        inputs = {"source": source, "model": models.model_name(self.cfg.model), "budget": budget,
+                  **{k: str(v) for k, v in kwargs.items()}}
+        return self.stage("calib", inputs, lambda d: make_calib(
+            source, self.cfg.model, budget, d, **kwargs), f"calib {source} x{fraction:g} seed {seed}")
+
+    def pruned(self, run: Run) -> tuple[Path, dict]:
+        calib = self.calib_set(run.source, run.seed, run.fraction) if run.method != "magnitude" \
+            else None
+        target = Target.parse(None, run.target) if ":" in run.target else Target(float(run.target))
+        cfg = PruneConfig(run.method, target, Scope.parse(run.scope),
+                          true_sequential=self.cfg.prune.true_sequential)
+        inputs = {"model": models.model_name(self.cfg.model), "calib": str(calib), "fp8": run.fp8,
+                  "method": run.method, "target": run.target, "scope": run.scope,
+                  "true_sequential": self.cfg.prune.true_sequential}
+        label = (f"prune {run.method} {run.target} {run.scope}{' fp8' if run.fp8 else ''} "
+                 f"{run.source} x{run.fraction:g} s{run.seed}")
+        d = self.stage("pruned", inputs, lambda d: prune_to_dir(
+            self.cfg.model, calib, cfg, d, fp8=run.fp8, progress=False), label)
+        return d, json.loads((d / "prune_report.json").read_text())["totals"]
+
+    def evaluation(self, model: str | Path, max_new: int, label: str) -> dict:
+        e = self.cfg.eval
+        test = self.problem_file(self.cfg.problems.test)
+        inputs = {"model": str(model), "problems": models.file_sha256(test), "max_new": max_new,
+                  **{k: v for k, v in asdict(e).items() if k not in ("max_new_tokens",
+                                                                     "budget_sparsities")}}
+        d = self.stage("eval", inputs, lambda d: evaluate_model(
+            model, test, d, temperature=e.temperature, top_p=e.top_p, max_new_tokens=max_new,
+            samples=e.samples, batch_size=e.batch_size, progress=False), f"eval {label} max {max_new}")
+        result = json.loads((d / "eval.json").read_text())
+        return {"summary": result["summary"], "pass1": [r["pass1"] for r in result["problems"]]}
+
+    # -- the grid ----------------------------------------------------------------------------------
+    def budgets_for(self, run: Run | None) -> list[int]:
+        e = self.cfg.eval
+        if run is None or (run.fraction == 1 and not run.fp8 and run.sparsity in e.budget_sparsities):
+            return e.max_new_tokens
+        return e.max_new_tokens[:1]
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        models.resolve(cfg.model)
+        runs = plan(cfg)
+        n_traces = len(cfg.seeds) * (("rac" in cfg.calibration.sources)
+                                     + ("offpolicy" in cfg.calibration.sources))
+        n_calib = len({(r.source, r.seed, r.fraction) for r in runs if r.method != "magnitude"})
+        n_eval = len(self.budgets_for(None)) + sum(len(self.budgets_for(r)) for r in runs)
+        self.progress = Progress(n_traces + n_calib + len(runs) + n_eval
+                                 + (1 if cfg.recon.problems else 0))
+        write_json(self.out / "config.json", asdict(cfg))
+        records = []
+        for max_new in self.budgets_for(None):
+            ev = self.evaluation(models.resolve(cfg.model), max_new, "dense")
+            records.append({"source": "dense", "max_new_tokens": max_new, **ev})
+        pruned_dirs: dict[Run, Path] = {}
+        for run in runs:
+            d, totals = self.pruned(run)
+            pruned_dirs[run] = d
+            for max_new in self.budgets_for(run):
+                ev = self.evaluation(d, max_new, f"{run.source} {run.target} {run.scope}")
+                records.append({**asdict(run), "sparsity": run.sparsity, "max_new_tokens": max_new,
+                                "prune": totals, **ev})
+        result = {"config": asdict(cfg), "records": records,
+                  "versions": {"torch": torch.__version__, **_versions()}}
+        if cfg.recon.problems:
+            result["recon"] = self.figure2(pruned_dirs)
+        write_json(self.out / "results.json", result)
+        return result
+
+    def figure2(self, pruned_dirs: dict[Run, Path]) -> dict:
+        r, c = self.cfg.recon, self.cfg
+        a, b = (Run(c.seeds[0], src, 1.0, c.prune.methods[0], str(r.sparsity), c.prune.scopes[0],
+                    False) for src in r.pair)
+        dirs = [pruned_dirs.get(run) or self.pruned(run)[0] for run in (a, b)]
+        test = self.problem_file(c.problems.test)
+        out = self.out / "recon"
+        inputs = {"a": str(dirs[0]), "b": str(dirs[1]), "n": r.problems, "max_new": r.max_new_tokens,
+                  "problems": models.file_sha256(test)}
+        d = self.stage("recon", inputs, lambda d: recon(
+            models.resolve(c.model), dirs[0], dirs[1], test, d, n=r.problems,
+            max_new_tokens=r.max_new_tokens, labels=tuple(r.pair)), "recon (Figure 2)")
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(d, out)
+        return json.loads((d / "recon.json").read_text()) | {"sequences": "see recon/recon.json"}
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("rac", "transformers", "datasets", "math-verify", "tokenizers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def sweep_and_report(cfg: SweepConfig, out: Path, command: str = "") -> tuple[dict, str]:
+    """Run (or resume) the grid, then write results.json, report.md and the figures."""
+    from rac.experiments.report import write_report
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RacError(f"{out} is a file; give a directory for the sweep")
+    old = out / "config.json"
+    if old.exists() and json.loads(old.read_text())["model"] != cfg.model:
+        raise RacError(f"{out} holds a sweep of another model; use another --out")
+    t0 = time.time()
+    result = Sweep(cfg, out).run()
+    table1 = write_report(result, out, command)
+    result["wall_s"] = round(time.time() - t0, 1)
+    write_json(out / "results.json", result)
+    return result, table1
