@@ -14,6 +14,7 @@ activations between blocks are kept on the CPU in the model's dtype.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -51,6 +52,10 @@ class Scope:
         scope = cls(kind or "all", layers or "all")
         if scope.kind not in ("all", "attn", "mlp"):
             raise ValueError(f"scope kind {scope.kind!r} unknown; use all, attn or mlp")
+        named = ("all", "first-third", "first-last-third")
+        if scope.layers not in named and not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", scope.layers):
+            raise ValueError(f"scope layers {scope.layers!r} unknown; use {', '.join(named)} or an "
+                             "index list such as 0-3,7")
         return scope
 
     def layer_indices(self, n_layers: int) -> list[int]:
@@ -63,12 +68,9 @@ class Scope:
             chosen = set(range(third)) | set(range(n_layers - third, n_layers))
         else:
             chosen = set()
-            try:
-                for part in self.layers.split(","):
-                    lo, _, hi = part.partition("-")
-                    chosen.update(range(int(lo), int(hi or lo) + 1))
-            except ValueError as e:
-                raise ValueError(f"layer list {self.layers!r} is malformed; e.g. 0-3,7") from e
+            for part in self.layers.split(","):  # validated by parse()
+                lo, _, hi = part.partition("-")
+                chosen.update(range(int(lo), int(hi or lo) + 1))
             bad = sorted(i for i in chosen if not 0 <= i < n_layers)
             if bad:
                 raise ValueError(f"layers {bad} do not exist: the model has {n_layers} (0-{n_layers - 1})")

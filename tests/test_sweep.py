@@ -1,0 +1,209 @@
+"""Experiments: config validation, caching and resume of `rac sweep`, and the recon metric."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rac.experiments import config
+from rac.experiments.sweep import Run, plan, sweep_and_report
+from rac.io import RacError
+from rac.recon import Sequence, token_errors
+
+
+@pytest.fixture(scope="module")
+def generic_text(tmp_path_factory) -> Path:
+    from rac.toy import generic
+
+    f = tmp_path_factory.mktemp("g") / "generic.txt"
+    f.write_text("\n\n".join(generic.corpus(200, 0)))
+    return f
+
+
+def mini(model: Path, generic_text: Path, **over) -> dict:
+    cfg = {
+        "model": str(model), "seeds": [0], "threads": 1,
+        "problems": {"calib": "generate:arith:calib:200", "test": "generate:arith:test:12"},
+        "calibration": {"sources": ["generic", "prompt", "rac"], "budget_tokens": 600,
+                        "generic_text": [str(generic_text)]},
+        "traces": {"max_new_tokens": 16, "batch_size": 32},
+        "prune": {"methods": ["sparsegpt"], "sparsities": [0.5], "patterns": ["2:4"]},
+        "eval": {"max_new_tokens": [16]},
+        "recon": {"problems": 3, "sparsity": 0.5, "max_new_tokens": 16},
+    }
+    for k, v in over.items():
+        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
+    return cfg
+
+
+def test_config_errors_name_the_field(tmp_path):
+    bad = {
+        "seeds = 'zero'": "'seeds' must be a list of int",
+        "[prune]\nsparsities = [1.5]": "'prune.sparsities' must be in [0, 1)",
+        "[prune]\nmethod = ['wanda']": "'prune.method' is unknown",
+        "[calibration]\nsources = ['web']": "unknown source 'web'",
+        "[calibration]\nsources = ['offpolicy']": "needs 'calibration.offpolicy_model'",
+        "[eval]\nmax_new_tokens = [0]": "'eval.max_new_tokens'",
+        "[prune]\npatterns = ['4:2']": "impossible",
+        "[prune]\nscopes = ['all@x']": "scope",
+        "model = 3": "'model' must be str",
+        "[traces]\ntop_p = 0": "'traces' sampling",
+        "this is not toml": "not valid TOML",
+        "eval = 3": "'eval' must be a table",
+    }
+    for text, needle in bad.items():
+        f = tmp_path / "c.toml"
+        f.write_text(text)
+        with pytest.raises(RacError, match=None) as err:
+            config.load(f)
+        assert needle in str(err.value), (text, err.value)
+    with pytest.raises(RacError, match="does not exist"):
+        config.load(tmp_path / "none.toml")
+
+
+def test_documented_example_config_is_valid():
+    cfg = config.load(Path(__file__).parents[1] / "docs" / "sweep-example.toml")
+    assert cfg.calibration.sources and cfg.prune.sparsities
+
+
+def test_plan_has_no_duplicates_and_limits_subgrids():
+    cfg = config.from_dict({
+        "calibration": {"sources": ["prompt", "rac"], "fractions": [0.5, 1.0],
+                        "fraction_sparsities": [0.5]},
+        "prune": {"sparsities": [0.4, 0.5], "patterns": ["2:4"], "table4_scopes": ["all", "mlp"]},
+    })
+    runs = plan(cfg)
+    assert len(runs) == len(set(runs))
+    assert Run(0, "rac", 0.5, "sparsegpt", "0.5", "all", False) in runs
+    assert Run(0, "rac", 0.5, "sparsegpt", "0.4", "all", False) not in runs
+    assert Run(0, "prompt", 1.0, "sparsegpt", "2:4", "mlp", True) in runs
+    # per source: 3 targets + 1 size point + table 4 (2 scopes x 2 fp8, one already counted)
+    assert len(runs) == 2 * (3 + 1 + 3)
+
+
+@pytest.mark.slow
+def test_sweep_caches_every_stage(qwen2_dir, generic_text, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    cfg = config.from_dict(mini(qwen2_dir, generic_text))
+    first, table1 = sweep_and_report(cfg, out)
+    log1 = capsys.readouterr().out
+    assert "cached" not in log1 and "| 2:4 |" in table1
+    assert (out / "report.md").exists() and (out / "figure1_sparsegpt.png").exists()
+    assert (out / "recon" / "recon_heatmap.png").exists()
+    stamp = {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("inputs.json")}
+    again, _ = sweep_and_report(cfg, out)
+    log2 = capsys.readouterr().out
+    stages = [ln for ln in log2.splitlines() if ln.startswith("[")]
+    assert stages and all("cached" in ln for ln in stages)
+    assert {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("inputs.json")} == stamp
+    assert again["records"] == first["records"]
+    # an extended grid does only the new work
+    bigger = config.from_dict(mini(qwen2_dir, generic_text, prune={"sparsities": [0.5, 0.3]}))
+    sweep_and_report(bigger, out)
+    log3 = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[")]
+    fresh = [ln for ln in log3 if "cached" not in ln]
+    assert fresh and all(" 0.3 " in ln for ln in fresh), fresh
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_resumes_to_the_same_results(qwen2_dir, generic_text, tmp_path):
+    cfg = mini(qwen2_dir, generic_text, recon={"problems": 0})
+    path = tmp_path / "c.toml"
+    path.write_text(_toml(cfg))
+    ref = tmp_path / "ref"
+    sweep_and_report(config.load(path), ref)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "rac.cli", "sweep", str(path), "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    # kill it right after its third stage finishes
+    seen = 0
+    for line in proc.stdout:
+        seen += line.startswith("[")
+        if seen == 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait()
+    assert not (out / "results.json").exists()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "cached" in done.stdout
+    a = json.loads((out / "results.json").read_text())["records"]
+    b = json.loads((ref / "results.json").read_text())["records"]
+    strip = [{k: v for k, v in r.items() if k not in ("summary", "prune")} | {
+        "accuracy": r["summary"]["accuracy"], "cot": r["summary"]["mean_cot_tokens"]} for r in a]
+    want = [{k: v for k, v in r.items() if k not in ("summary", "prune")} | {
+        "accuracy": r["summary"]["accuracy"], "cot": r["summary"]["mean_cot_tokens"]} for r in b]
+    assert strip == want
+
+
+def _toml(d: dict, prefix: str = "") -> str:
+    lines, tables = [], []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            tables.append((k, v))
+        else:
+            lines.append(f"{k} = {json.dumps(v)}")
+    for k, v in tables:
+        lines.append(f"\n[{k}]")
+        lines += [f"{kk} = {json.dumps(vv)}" for kk, vv in v.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_recon_error_is_zero_for_identical_models_and_grows_with_damage(qwen2_dir):
+    from rac import models
+
+    dense = models.load_model(qwen2_dir)
+    same = models.load_model(qwen2_dir)
+    hurt = models.load_model(qwen2_dir)
+    with torch.no_grad():
+        hurt.model.layers[1].mlp.down_proj.weight.mul_(0.5)
+    seqs = [Sequence("a", [2, 40, 41, 42, 43, 44, 45], 3), Sequence("b", [2, 50, 51, 52], 2)]
+    zero = token_errors(dense, same, seqs)
+    assert all(torch.equal(e, torch.zeros_like(e)) for e in zero)
+    errs = token_errors(dense, hurt, seqs)
+    assert [len(e) for e in errs] == [7, 4] and all((e > 0).all() for e in errs)
+    # a model damaged twice as much errs more on every token
+    worse = models.load_model(qwen2_dir)
+    with torch.no_grad():
+        worse.model.layers[1].mlp.down_proj.weight.mul_(0.0)
+    errs2 = token_errors(dense, worse, seqs)
+    assert all((b > a).all() for a, b in zip(errs, errs2))
+
+
+def test_recon_cli_writes_heatmap_and_means(qwen2_dir, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from rac.cli import main
+
+    probs = tmp_path / "p.jsonl"
+    assert main(["problems", "--n", "4", "--out", str(probs)]) == 0
+    damaged = {}
+    for name, scale in (("a", 0.9), ("b", 0.5)):
+        d = tmp_path / name
+        shutil.copytree(qwen2_dir, d)
+        w = load_file(d / "model.safetensors")
+        w["model.layers.0.mlp.down_proj.weight"] *= scale
+        save_file(w, d / "model.safetensors", metadata={"format": "pt"})
+        damaged[name] = d
+    assert main(["recon", str(qwen2_dir), str(damaged["a"]), str(damaged["b"]), "--problems",
+                 str(probs), "--n", "4", "--out", str(tmp_path / "r"), "--labels", "mild",
+                 "strong"]) == 0
+    res = json.loads((tmp_path / "r" / "recon.json").read_text())
+    assert (tmp_path / "r" / "recon_heatmap.png").stat().st_size > 1000
+    m, s = res["per_model"]["mild"], res["per_model"]["strong"]
+    assert m["mean_error_decode"] < s["mean_error_decode"]
+    assert m["mean_error_prompt"] < s["mean_error_prompt"]
+    assert res["mean_ratio_decode"] < 1
+    capsys.readouterr()
