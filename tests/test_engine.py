@@ -242,3 +242,26 @@ def test_nan_statistics_are_refused(qwen2_dir, calib_set, tmp_path, capsys):
                        "--sparsity", 0.5, "--out", tmp_path / "o")
     assert code == 2 and "NaN or Inf" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_fp8_export_in_compressed_tensors_format(qwen2_dir, calib_set, tmp_path, capsys):
+    pytest.importorskip("llmcompressor", reason="the llmcompressor extra is not installed")
+    from safetensors import safe_open
+
+    out = tmp_path / "fp8"
+    code, _, err = run(capsys, "prune", qwen2_dir, "--calib", calib_set, "--method", "sparsegpt",
+                       "--pattern", "2:4", "--fp8-export", "--out", out)
+    assert code == 0, err
+    exported = out / "fp8-compressed-tensors"
+    cfg = json.loads((exported / "config.json").read_text())
+    assert cfg["quantization_config"]["quant_method"] == "compressed-tensors"
+    dense = AutoModelForCausalLM.from_pretrained(out)
+    with safe_open(str(next(exported.glob("*.safetensors"))), "pt") as f:
+        name = "model.layers.0.mlp.up_proj"
+        q = f.get_tensor(f"{name}.weight")
+        scale = f.get_tensor(f"{name}.weight_scale")
+    assert q.dtype == torch.float8_e4m3fn
+    # the exported grid is exactly the one rac evaluated on the CPU
+    w = dense.model.layers[0].mlp.up_proj.weight
+    assert torch.allclose(q.float() * scale.float().reshape(-1, 1), w, rtol=1e-6, atol=1e-8)
+    assert torch.equal(q.float() == 0, w == 0)

@@ -130,8 +130,9 @@ def cmd_prune(a: argparse.Namespace) -> None:
         true_sequential=a.true_sequential,
         sparsegpt=SparseGPTConfig(blocksize=a.blocksize, percdamp=a.percdamp),
         segment_weights=_segment_weights(a.segment_weights), device=models.pick_device(a.device))
-    result = prune_to_dir(a.model, a.calib, cfg, a.out, fp8=a.fp8, batch_tokens=a.batch_tokens,
-                          trust_remote_code=a.trust_remote_code, overwrite=a.overwrite)
+    result = prune_to_dir(a.model, a.calib, cfg, a.out, fp8=a.fp8, fp8_export=a.fp8_export,
+                          batch_tokens=a.batch_tokens, trust_remote_code=a.trust_remote_code,
+                          overwrite=a.overwrite)
     t = result["totals"]
     err = t["mean_relative_error"]
     print(f"pruned {t['linears']} linears with {cfg.method} to {cfg.target} "
@@ -301,7 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blocksize", type=int, default=128, help="SparseGPT column block")
     p.add_argument("--percdamp", type=float, default=0.01, help="SparseGPT dampening")
     p.add_argument("--batch-tokens", type=int, default=8192, help="tokens per forward batch")
-    p.add_argument("--fp8", action="store_true", help="then quantize kept weights to FP8 E4M3")
+    p.add_argument("--fp8", action="store_true",
+                   help="then quantize the decoder's linear weights to FP8 E4M3 (per channel); "
+                   "the saved weights are dequantized so a CPU can evaluate them")
+    p.add_argument("--fp8-export", action="store_true",
+                   help="--fp8, and also write OUT/fp8-compressed-tensors (vLLM's FP8 format; "
+                   "needs the llmcompressor extra)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_prune)

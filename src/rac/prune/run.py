@@ -36,9 +36,12 @@ def read_calibration(path: Path) -> tuple[list[tuple[list[int], list[int], list[
 
 
 def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, out: Path, *,
-                 fp8: bool = False, batch_tokens: int = 8192, trust_remote_code: bool = False,
-                 overwrite: bool = False, progress: bool = True) -> dict:
+                 fp8: bool = False, fp8_export: bool = False, batch_tokens: int = 8192,
+                 trust_remote_code: bool = False, overwrite: bool = False,
+                 progress: bool = True) -> dict:
     check_output_dir(out, overwrite)
+    if fp8_export:
+        require_llmcompressor()
     t0 = time.perf_counter()
     tok = models.load_tokenizer(model, trust_remote_code)
     batches, calib_info = None, None
@@ -56,10 +59,11 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
         report = prune_model(lm, blocks, batches, cfg, progress=progress)
     except (ValueError, CholeskyError) as e:
         raise RacError(str(e)) from e
-    if fp8:
+    if fp8 or fp8_export:
+        # FP8 covers every linear of the decoder blocks (not only the pruned scope), as an FP8
+        # deployment would; embeddings and lm_head stay in the model's dtype.
         with torch.no_grad():
-            for row in report:
-                lin = blocks[row["layer"]].get_submodule(row["name"])
+            for lin in (m for m in blocks.modules() if isinstance(m, torch.nn.Linear)):
                 lin.weight.copy_(fp8_per_channel(lin.weight)[0])
     models.check_finite(lm, "the pruned model")
     seconds = time.perf_counter() - t0
@@ -69,7 +73,7 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
     result = {
         "model": models.model_name(model), "calib": str(calib_dir) if calib_dir else None,
         "calib_info": calib_info, "method": cfg.method, "target": str(cfg.target),
-        "scope": str(cfg.scope), "true_sequential": cfg.true_sequential, "fp8": fp8,
+        "scope": str(cfg.scope), "true_sequential": cfg.true_sequential, "fp8": fp8 or fp8_export,
         "blocksize": cfg.sparsegpt.blocksize, "percdamp": cfg.sparsegpt.percdamp,
         "segment_weights": {str(k): v for k, v in cfg.segment_weights.items()},
         "device": cfg.device,
@@ -90,4 +94,33 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
         if rac_file.exists():
             (tmp / models.RAC_MODEL_FILE).write_text(rac_file.read_text())
         write_json(tmp / REPORT, result)
+        if fp8_export:
+            export_fp8(lm, tok, tmp / FP8_DIR)
     return result
+
+
+FP8_DIR = "fp8-compressed-tensors"
+
+
+def require_llmcompressor() -> None:
+    try:
+        import llmcompressor  # noqa: F401
+    except ImportError as e:
+        raise RacError("--fp8-export writes the compressed-tensors format with llm-compressor: "
+                       "pip install 'rac[llmcompressor]'") from e
+
+
+def export_fp8(lm: torch.nn.Module, tok, out: Path) -> None:
+    """Write the (already FP8-gridded) model in the compressed-tensors FP8 format vLLM loads:
+    llm-compressor's FP8_DYNAMIC scheme (per-channel weight scales, dynamic per-token activation
+    scales). Its per-channel scale is amax / 448, as ours, so it re-quantizes our grid exactly."""
+    import copy
+
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+
+    model = copy.deepcopy(lm)
+    oneshot(model=model, recipe=QuantizationModifier(targets="Linear", scheme="FP8_DYNAMIC",
+                                                     ignore=["lm_head"]))
+    model.save_pretrained(out, save_compressed=True)
+    tok.save_pretrained(out)

@@ -23,10 +23,14 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from rac.io import atomic_dir, atomic_write_text
+from rac.models import RAC_MODEL_FILE
 from rac.toy import arith, generic
 from rac.toy.tokenizer import build_tokenizer
 
-RAC_MODEL_FILE = "rac_model.json"
+# The embedded model is not an R1 checkpoint: no instruction suffix, greedy evaluation and budgets
+# sized to its task (traces keep the paper's on-policy sampling, T=0.6, top-p 0.95).
+RAC_MODEL_DEFAULTS = {"instruction": "", "eval_temperature": 0.0, "eval_top_p": 1.0,
+                      "eval_max_new_tokens": 512, "trace_max_new_tokens": 512}
 
 
 @dataclass
@@ -157,7 +161,6 @@ def train(cfg: TrainConfig, out_dir: Path, work_dir: Path, overwrite: bool = Fal
     with atomic_dir(out_dir, overwrite=overwrite) as tmp_dir:
         model.save_pretrained(tmp_dir)
         tok.save_pretrained(tmp_dir)
-        # The embedded model is not an R1 checkpoint: its prompts carry no instruction suffix.
-        atomic_write_text(tmp_dir / RAC_MODEL_FILE, json.dumps({"instruction": ""}, indent=2))
+        atomic_write_text(tmp_dir / RAC_MODEL_FILE, json.dumps(RAC_MODEL_DEFAULTS, indent=2))
         atomic_write_text(tmp_dir / "training.json", json.dumps(info, indent=2))
     return info
