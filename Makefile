@@ -5,14 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test lint results clean-venv
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# The CPU build of torch; a bare `torch` requirement would pull a multi-GB CUDA build.
+	# The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,llmcompressor]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -24,6 +24,13 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
+
+# Regenerate the committed reference run (docs/results/) from the full grid.
+results: $(STAMP)
+	$(BIN)/rac demo --full --out runs/demo-full
+	rm -rf docs/results && mkdir -p docs/results
+	cp runs/demo-full/report.md runs/demo-full/results.json runs/demo-full/*.png docs/results/
+	cp -r runs/demo-full/recon docs/results/recon
 
 clean-venv:
 	rm -rf $(VENV)
