@@ -194,19 +194,17 @@ def cmd_demo(a: argparse.Namespace) -> None:
 # -- rac toy train --------------------------------------------------------------------------------
 
 def cmd_toy_train(a: argparse.Namespace) -> None:
-    from dataclasses import replace
+    from dataclasses import asdict, replace
 
+    from rac.io import check_output_dir
     from rac.toy.train import TrainConfig, train
 
-    cfg = TrainConfig()
     overrides = {k: getattr(a, k) for k in ("steps", "seed", "threads") if getattr(a, k) is not None}
-    cfg = replace(cfg, **overrides)
-    from rac.io import check_output_dir
-
+    cfg = replace(TrainConfig(), **overrides)
     check_output_dir(a.out, a.overwrite)
-    work = Path(a.work_dir) if a.work_dir else Path(a.out).with_name(Path(a.out).name + ".work")
-    print("config:", json.dumps(cfg.__dict__))
-    info = train(cfg, Path(a.out), work, overwrite=a.overwrite)
+    work = a.work_dir or a.out.with_name(a.out.name + ".work")
+    print("config:", json.dumps(asdict(cfg)))
+    info = train(cfg, a.out, work, overwrite=a.overwrite)
     print(f"trained {info['parameters']} parameters in {info['train_seconds']:.0f} s "
           f"with {info['threads']} thread(s); saved to {a.out}")
 

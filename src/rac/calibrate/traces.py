@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -65,8 +66,8 @@ def _open_store(out: Path, cfg: TraceConfig, overwrite: bool) -> None:
         if not overwrite:
             raise RacError(f"{out} holds traces of a different run (see its meta.json); "
                            "use another --out or pass --overwrite")
-        for f in sorted((out / "shards").glob("*.parquet")):
-            f.unlink()
+        shutil.rmtree(out / "shards", ignore_errors=True)
+        shutil.rmtree(out / "tokenizer", ignore_errors=True)
         (out / "done.json").unlink(missing_ok=True)
     else:
         check_output_dir(out, overwrite)
