@@ -55,6 +55,15 @@ def cmd_eval(a: argparse.Namespace) -> None:
     print(f"results: {Path(a.out) / 'eval.json'}, {Path(a.out) / 'eval.md'}")
 
 
+def cmd_grade(a: argparse.Namespace) -> None:
+    from rac.evaluate import grade_completions, grade_markdown
+
+    result = grade_completions(a.problems, a.completions, a.out, tokenizer=a.tokenizer,
+                               overwrite=a.overwrite)
+    print(grade_markdown(result))
+    print(f"results: {Path(a.out) / 'grade.json'}, {Path(a.out) / 'grade.md'}")
+
+
 # -- rac traces -----------------------------------------------------------------------------------
 
 def cmd_traces(a: argparse.Namespace) -> None:
@@ -252,6 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("grade", help="grade completions made elsewhere (math or code)")
+    p.add_argument("--problems", type=Path, required=True, help="JSONL problem file")
+    p.add_argument("--completions", type=Path, required=True,
+                   help="JSONL of {id, completion} per sample, or a 'rac eval' eval.json")
+    p.add_argument("--tokenizer", help="model directory for token counts (optional)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_grade)
 
     p = sub.add_parser("traces", help="generate the dense model's own chains of thought")
     _model_args(p)

@@ -18,9 +18,10 @@ from transformers import PreTrainedTokenizerBase
 
 from rac import models
 from rac.generate import Backend, Completion, Sampling, TransformersBackend, eos_ids_of
-from rac.io import atomic_dir, atomic_write_text, check_output_dir, write_json
+from rac.io import RacError, atomic_dir, atomic_write_text, check_output_dir, write_json
 from rac.models import prompt_ids
-from rac.tasks.math import Grade, grade_math
+from rac.tasks.grading import grade_problem
+from rac.tasks.math import Grade
 from rac.tasks.problems import Problem, read_problems
 
 THINK_CLOSE = "</think>"
@@ -70,12 +71,45 @@ def generate_all(backend: Backend, prompts: list[list[int]], sampling: Sampling,
     return out  # type: ignore[return-value]
 
 
+def grade_sample(text: str, problem: Problem, grade: Callable[[str, Problem], Grade],
+                 ids: list[int] | None, finish_reason: str | None, think_id: int | None) -> dict:
+    g = grade(text, problem)
+    return {"completion": text, "tokens": None if ids is None else len(ids),
+            "cot_tokens": None if ids is None else cot_length(ids, think_id),
+            "finish_reason": finish_reason, "extracted": g.extracted, "correct": g.correct,
+            "grade": g.reason}
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Accuracy (pass@1 over the samples of each problem) with its SE over problems, and the
+    length metrics where token counts are known."""
+    for r in rows:
+        r["pass1"] = statistics.fmean(s["correct"] for s in r["samples"])
+    flat = [s for r in rows for s in r["samples"]]
+    acc, acc_se = mean_se([r["pass1"] for r in rows])
+    summary = {"n_problems": len(rows), "samples_per_problem": len(rows[0]["samples"]),
+               "accuracy": acc, "accuracy_se": acc_se}
+    if all(s["tokens"] is not None for s in flat):
+        cot, cot_se = mean_se([s["cot_tokens"] for s in flat])
+        summary |= {"mean_cot_tokens": cot, "mean_cot_tokens_se": cot_se,
+                    "sd_cot_tokens": statistics.pstdev(s["cot_tokens"] for s in flat),
+                    "mean_completion_tokens": statistics.fmean(s["tokens"] for s in flat),
+                    "generated_tokens": sum(s["tokens"] for s in flat)}
+    if all(s["finish_reason"] is not None for s in flat):
+        summary["max_hit_rate"] = statistics.fmean(s["finish_reason"] == "length" for s in flat)
+    return summary
+
+
+def think_close_id(tok: PreTrainedTokenizerBase) -> int | None:
+    tid = tok.convert_tokens_to_ids(THINK_CLOSE)
+    return None if tid is None or tid == tok.unk_token_id else tid
+
+
 def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Problem],
              cfg: EvalConfig, grade: Callable[[str, Problem], Grade] | None = None,
              progress: bool = True) -> dict:
-    grade = grade or (lambda text, p: grade_math(text, p.answer))
-    think_id = tok.convert_tokens_to_ids(THINK_CLOSE)
-    think_id = None if think_id == tok.unk_token_id else think_id
+    grade = grade or grade_problem
+    think_id = think_close_id(tok)
     prompts = [prompt_ids(tok, p.problem, cfg.instruction) for p in problems]
     requests = [(pi, s) for pi in range(len(problems)) for s in range(cfg.samples)]
     t0 = time.perf_counter()
@@ -86,30 +120,14 @@ def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Prob
                          "samples": []} for i, p in enumerate(problems)]
     for (pi, _), c in zip(requests, completions):
         text = tok.decode(c.ids, skip_special_tokens=True)
-        g = grade(text, problems[pi])
-        rows[pi]["samples"].append({
-            "completion": text, "tokens": len(c.ids), "cot_tokens": cot_length(c.ids, think_id),
-            "finish_reason": c.finish_reason, "extracted": g.extracted, "correct": g.correct,
-            "grade": g.reason,
-        })
-    wall_s = time.perf_counter() - t0
-    for r in rows:
-        r["pass1"] = statistics.fmean(s["correct"] for s in r["samples"])
-    flat = [s for r in rows for s in r["samples"]]
-    acc, acc_se = mean_se([r["pass1"] for r in rows])
-    cot, cot_se = mean_se([s["cot_tokens"] for s in flat])
-    generated = sum(s["tokens"] for s in flat)
-    summary = {
-        "n_problems": len(problems), "samples_per_problem": cfg.samples,
-        "accuracy": acc, "accuracy_se": acc_se,
-        "mean_cot_tokens": cot, "mean_cot_tokens_se": cot_se,
-        "sd_cot_tokens": statistics.pstdev(s["cot_tokens"] for s in flat),
-        "mean_completion_tokens": generated / len(flat),
+        rows[pi]["samples"].append(grade_sample(text, problems[pi], grade, c.ids, c.finish_reason,
+                                                think_id))
+    summary = summarize(rows)
+    summary |= {
         "mean_prompt_tokens": statistics.fmean(len(p) for p in prompts),
         "sd_prompt_tokens": statistics.pstdev(len(p) for p in prompts),
-        "max_hit_rate": statistics.fmean(s["finish_reason"] == "length" for s in flat),
-        "generated_tokens": generated, "generation_s": gen_s, "wall_s": wall_s,
-        "tokens_per_s": generated / gen_s if gen_s > 0 else 0.0,
+        "generation_s": gen_s, "wall_s": time.perf_counter() - t0,
+        "tokens_per_s": summary["generated_tokens"] / gen_s if gen_s > 0 else 0.0,
     }
     return {"summary": summary, "config": {**asdict(cfg), "backend": backend.name},
             "problems": rows}
@@ -151,7 +169,7 @@ def evaluate_model(model: str | Path, problems_file: Path, out: Path | None, *,
                         d.eval_top_p if top_p is None else top_p,
                         d.eval_max_new_tokens if max_new_tokens is None else max_new_tokens)
     cfg = EvalConfig(sampling=sampling, samples=samples, seed=seed, batch_size=batch_size,
-                     instruction=d.instruction if instruction is None else instruction)
+                     instruction=models.instruction_for(d, problems[0].kind, instruction))
     tok = models.load_tokenizer(model, trust_remote_code)
     lm = models.load_model(model, models.pick_device(device), trust_remote_code=trust_remote_code)
     result = evaluate(TransformersBackend(lm, tok.pad_token_id, eos_ids_of(tok, lm)), tok,
@@ -163,3 +181,77 @@ def evaluate_model(model: str | Path, problems_file: Path, out: Path | None, *,
             write_json(tmp / "eval.json", result)
             atomic_write_text(tmp / "eval.md", summary_markdown(result, f"rac eval: {result['model']}"))
     return result
+
+
+def read_completions(path: Path) -> list[dict]:
+    """Completions made elsewhere: a JSONL of {"id", "completion"[, "finish_reason"]} (one line per
+    sample), or the eval.json of a previous ``rac eval``."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise RacError(f"completions file {path} does not exist")
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text())
+            return [{"id": r["id"], "completion": s["completion"],
+                     "finish_reason": s.get("finish_reason")}
+                    for r in data["problems"] for s in r["samples"]]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise RacError(f"{path}: not the eval.json of 'rac eval' ({e})") from e
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            out.append({"id": str(row["id"]), "completion": str(row["completion"]),
+                        "finish_reason": row.get("finish_reason")})
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise RacError(f"{path}:{n}: expected a JSON object with 'id' and 'completion'") from e
+    if not out:
+        raise RacError(f"completions file {path} is empty")
+    return out
+
+
+def grade_completions(problems_file: Path, completions_file: Path, out: Path | None, *,
+                      tokenizer: str | Path | None = None, overwrite: bool = False) -> dict:
+    """``rac grade``: the same grader and report as ``rac eval``, for completions made elsewhere."""
+    problems = read_problems(problems_file)
+    if out is not None:
+        check_output_dir(out, overwrite)
+    by_id = {p.id: i for i, p in enumerate(problems)}
+    tok = models.load_tokenizer(tokenizer) if tokenizer else None
+    think_id = think_close_id(tok) if tok else None
+    rows = [{"id": p.id, "answer": p.answer, "samples": []} for p in problems]
+    for c in read_completions(completions_file):
+        if c["id"] not in by_id:
+            raise RacError(f"completion for id {c['id']!r}, which {problems_file} does not hold")
+        ids = tok(c["completion"], add_special_tokens=False)["input_ids"] if tok else None
+        i = by_id[c["id"]]
+        rows[i]["samples"].append(grade_sample(c["completion"], problems[i], grade_problem, ids,
+                                               c["finish_reason"], think_id))
+    missing = [r["id"] for r in rows if not r["samples"]]
+    if missing:
+        raise RacError(f"{len(missing)} problems have no completion (first: {missing[0]}); grade a "
+                       "problem file that matches the completions")
+    result = {"summary": summarize(rows), "problems_file": str(problems_file),
+              "completions_file": str(completions_file), "problems": rows}
+    if out is not None:
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            write_json(tmp / "grade.json", result)
+            atomic_write_text(tmp / "grade.md", grade_markdown(result))
+    return result
+
+
+def grade_markdown(result: dict) -> str:
+    s = result["summary"]
+    lines = [f"# rac grade: {result['completions_file']}", "",
+             f"{s['n_problems']} problems x {s['samples_per_problem']} sample(s) of "
+             f"{result['problems_file']}.", "", "| metric | value |", "|---|---|",
+             f"| accuracy (pass@1) | {s['accuracy']:.4f} +- {s['accuracy_se']:.4f} (SE) |"]
+    if "mean_cot_tokens" in s:
+        lines.append(f"| mean CoT tokens | {s['mean_cot_tokens']:.1f} +- {s['mean_cot_tokens_se']:.1f} |")
+    if "max_hit_rate" in s:
+        lines.append(f"| max-length hit rate | {s['max_hit_rate']:.4f} |")
+    return "\n".join(lines + [""])

@@ -20,6 +20,9 @@ EMBEDDED = "embedded"
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
 RAC_MODEL_FILE = "rac_model.json"
 R1_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+CODE_INSTRUCTION = ("Write a Python program that reads the input from standard input and writes the "
+                    "answer to standard output. Reason step by step, then give the whole program "
+                    "in one ```python code block.")
 THINK_OPEN = "<think>\n"
 
 
@@ -29,6 +32,7 @@ class ModelDefaults:
     override them in ``rac_model.json`` (the embedded model does: greedy, short budgets)."""
 
     instruction: str = R1_INSTRUCTION
+    code_instruction: str = CODE_INSTRUCTION
     eval_temperature: float = 0.6
     eval_top_p: float = 0.95
     eval_max_new_tokens: int = 32768
@@ -46,6 +50,13 @@ def resolve(model: str | Path, need_config: bool = True) -> Path:
     if need_config and not (path / "config.json").exists():
         raise RacError(f"{path} has no config.json: not a Hugging Face model directory")
     return path
+
+
+def instruction_for(d: ModelDefaults, kind: str, override: str | None) -> str:
+    """The text appended to a problem: the user's, else the model's for this kind of problem."""
+    if override is not None:
+        return override
+    return d.code_instruction if kind == "code" else d.instruction
 
 
 def model_name(model: str | Path) -> str:

@@ -29,7 +29,7 @@ from rac import models
 from rac.generate import Backend, Sampling, TransformersBackend, VLLMBackend, eos_ids_of
 from rac.io import RacError, check_output_dir, write_json
 from rac.models import prompt_ids
-from rac.tasks.math import grade_math
+from rac.tasks.grading import grade_problem
 from rac.tasks.problems import Problem, read_problems
 
 FORMAT = "rac-traces-1"
@@ -109,7 +109,7 @@ def generate_traces(backend: Backend, tok: PreTrainedTokenizerBase, problems: li
                     "answer": problems[i].answer, "sample": s, "prompt_ids": prompts[i],
                     "completion_ids": c.ids, "boundary": len(prompts[i]),
                     "finish_reason": c.finish_reason,
-                    "correct": grade_math(text, problems[i].answer).correct,
+                    "correct": grade_problem(text, problems[i]).correct,
                 })
             tmp = shard.with_suffix(".tmp")
             pq.write_table(pa.Table.from_pylist(rows), tmp)
@@ -180,7 +180,7 @@ def make_traces(model: str | Path, problems_file: Path, out: Path, *, temperatur
         model=models.model_name(model), weights_fingerprint=models.weights_fingerprint(path),
         tokenizer_fingerprint=models.tokenizer_fingerprint(tok),
         problems_sha256=models.file_sha256(problems_file), sampling=sampling,
-        instruction=d.instruction if instruction is None else instruction, seed=seed,
+        instruction=models.instruction_for(d, problems[0].kind, instruction), seed=seed,
         samples_per_prompt=samples_per_prompt, budget_tokens=budget_tokens, batch_size=batch_size,
         only_correct=only_correct, backend=backend)
     if backend == "vllm":

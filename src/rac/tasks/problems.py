@@ -1,4 +1,6 @@
-"""Problem files: JSONL, one ``{"id", "problem", "answer"}`` per line (the MATH-500 format).
+"""Problem files: JSONL, one ``{"id", "problem", "answer"}`` per line (the MATH-500 format), or
+for code ``{"id", "problem", "tests": [{"input", "output"} | {"call", "expected"}, ...]}`` (the
+LiveCodeBench form). A file holds one kind only.
 
 Extra fields (``solution``, ``family``, ``level``...) are kept as they are, so a user's own
 benchmark file runs unchanged.
@@ -22,8 +24,24 @@ class Problem:
     answer: str
     extra: dict = field(default_factory=dict)
 
+    @property
+    def kind(self) -> str:
+        return "code" if "tests" in self.extra else "math"
+
     def to_json(self) -> dict:
         return {"id": self.id, "problem": self.problem, "answer": self.answer, **self.extra}
+
+
+def _check_tests(tests: object, where: str) -> None:
+    if not isinstance(tests, list) or not tests:
+        raise RacError(f"{where}: 'tests' must be a non-empty list")
+    for i, t in enumerate(tests):
+        ok = isinstance(t, dict) and (
+            ({"input", "output"} <= set(t) and all(isinstance(t[k], str) for k in ("input", "output")))
+            or ({"call", "expected"} <= set(t) and all(isinstance(t[k], str) for k in ("call", "expected"))))
+        if not ok:
+            raise RacError(f"{where}: test {i} must be {{'input', 'output'}} or {{'call', 'expected'}} "
+                           "with string values")
 
 
 def parse_line(line: str, where: str) -> Problem:
@@ -32,17 +50,20 @@ def parse_line(line: str, where: str) -> Problem:
     except json.JSONDecodeError as e:
         raise RacError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from e
     if not isinstance(row, dict):
-        raise RacError(f"{where}: expected a JSON object with 'problem' and 'answer'")
-    for key in REQUIRED:
+        raise RacError(f"{where}: expected a JSON object with 'problem' and 'answer' or 'tests'")
+    code = "tests" in row
+    for key in ("problem",) if code else REQUIRED:
         if key not in row:
             raise RacError(f"{where}: missing field '{key}'")
         if not isinstance(row[key], (str, int, float)) or isinstance(row[key], bool):
             raise RacError(f"{where}: field '{key}' must be a string or a number")
-    pid = row.get("id", row.get("unique_id"))
+    if code:
+        _check_tests(row["tests"], where)
+    pid = row.get("id", row.get("unique_id", row.get("question_id")))
     if pid is None:
         raise RacError(f"{where}: missing field 'id' (or MATH-500's 'unique_id')")
     extra = {k: v for k, v in row.items() if k not in ("id", "problem", "answer")}
-    return Problem(str(pid), str(row["problem"]), str(row["answer"]), extra)
+    return Problem(str(pid), str(row["problem"]), str(row.get("answer", "")), extra)
 
 
 def read_problems(path: Path) -> list[Problem]:
@@ -58,6 +79,9 @@ def read_problems(path: Path) -> list[Problem]:
             if not line.strip():
                 continue
             p = parse_line(line, f"{path}:{n}")
+            if problems and p.kind != problems[0].kind:
+                raise RacError(f"{path}:{n}: a {p.kind} problem in a file of {problems[0].kind} "
+                               "problems; keep math and code problems in separate files")
             if p.id in seen:
                 raise RacError(f"{path}:{n}: duplicate id {p.id!r}")
             seen.add(p.id)

@@ -1,0 +1,13 @@
+"""One entry point for grading a completion, whatever the kind of problem."""
+
+from __future__ import annotations
+
+from rac.tasks.code import grade_code
+from rac.tasks.math import Grade, grade_math
+from rac.tasks.problems import Problem
+
+
+def grade_problem(completion: str, problem: Problem) -> Grade:
+    if problem.kind == "code":
+        return grade_code(completion, problem.extra["tests"])
+    return grade_math(completion, problem.answer)

@@ -1,0 +1,153 @@
+"""Code problems: the sandbox against hostile programs, grading, pass@k, `rac grade`."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from rac.cli import main
+from rac.tasks.code import extract_code, grade_code, pass_at_k
+from rac.tasks.sandbox import Limits, run_python
+
+LIMITS = Limits(wall_s=3, cpu_s=2, memory_mb=256, file_mb=1, processes=8)
+
+HOSTILE = {
+    # name: (program, expected status, what must hold afterwards)
+    "infinite loop": ("while True: pass", {"killed", "timeout"}),
+    "sleeps forever": ("import time\ntime.sleep(1000)", {"timeout"}),
+    "fork bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n"
+                  "        pass", {"timeout", "killed", "error"}),
+    "memory hog": ("x = bytearray(4 * 1024**3)\nprint(len(x))", {"error", "killed"}),
+    "huge output": ("while True:\n    print('x' * 10000)", {"output_limit"}),
+    "writes outside": ("open(OUTSIDE, 'w').write('pwned')", {"error"}),
+    "reads secrets": ("import os\nprint(os.environ.get('RAC_TEST_SECRET', 'none'))", {"ok"}),
+    "opens a socket": ("import socket\nsocket.create_connection(('127.0.0.1', PORT), timeout=2)\n"
+                       "print('connected')", {"error"}),
+}
+
+
+@pytest.fixture
+def listener():
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    yield s.getsockname()[1]
+    s.close()
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_programs_are_contained(name, tmp_path, listener, monkeypatch):
+    monkeypatch.setenv("RAC_TEST_SECRET", "hunter2")
+    outside = tmp_path / "pwned.txt"
+    program, statuses = HOSTILE[name]
+    program = program.replace("OUTSIDE", repr(str(outside))).replace("PORT", str(listener))
+    t0 = time.time()
+    r = run_python(program, "", LIMITS)
+    assert time.time() - t0 < LIMITS.wall_s + 3  # the grader never hangs
+    assert r.status in statuses, (r.status, r.stderr[-300:])
+    assert not outside.exists()
+    assert "hunter2" not in r.stdout
+    assert "connected" not in r.stdout
+    assert len(r.stdout) <= LIMITS.file_mb * 1024 * 1024
+
+
+def test_no_process_survives_a_fork_bomb():
+    run_python("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n"
+               "        pass", "", LIMITS)
+    time.sleep(0.5)
+    if os.geteuid() == 0:
+        import subprocess
+
+        left = subprocess.run(["ps", "-u", "nobody", "-o", "stat="], capture_output=True,
+                              text=True).stdout.split()
+        assert all(s.startswith("Z") for s in left), left  # only zombies awaiting init
+
+
+STDIN_TESTS = [{"input": "2 3\n", "output": "5\n"}, {"input": "10 -4\n", "output": "6"}]
+GOOD = "</think>\nHere it is:\n```python\na, b = map(int, input().split())\nprint(a + b)\n```"
+WRONG = "</think>\n```python\na, b = map(int, input().split())\nprint(a - b)\n```"
+SLOW = "</think>\n```python\nimport time\ntime.sleep(30)\n```"
+CRASH = "</think>\n```python\nraise SystemExit(3)\n```"
+
+
+def test_grading_correct_wrong_slow_and_crashing_solutions():
+    assert grade_code(GOOD, STDIN_TESTS, LIMITS).reason == "correct"
+    assert grade_code(WRONG, STDIN_TESTS, LIMITS).reason == "wrong_answer"
+    assert grade_code(SLOW, STDIN_TESTS, LIMITS).reason == "timeout"
+    assert grade_code(CRASH, STDIN_TESTS, LIMITS).reason == "error"
+    assert grade_code("```python\nprint(5)\n```", STDIN_TESTS, LIMITS).reason == "no_think_close"
+    assert grade_code("</think>\nprint(5)", STDIN_TESTS, LIMITS).reason == "no_code"
+
+
+def test_functional_tests():
+    tests = [{"call": "add(2, 3)", "expected": "5"}, {"call": "add([1], [2])", "expected": "[1, 2]"}]
+    good = "</think>\n```python\ndef add(a, b):\n    return a + b\n```"
+    bad = "</think>\n```python\ndef add(a, b):\n    return a\n```"
+    assert grade_code(good, tests, LIMITS).correct
+    assert grade_code(bad, tests, LIMITS).reason == "wrong_answer"
+
+
+def test_last_code_block_after_think_is_the_answer():
+    text = "```python\nprint(1)\n```\n</think>\n```python\nprint(2)\n```\n```\nprint(3)\n```"
+    assert extract_code(text) == "print(3)\n"
+
+
+def test_pass_at_k_unbiased_estimator():
+    assert pass_at_k(16, 4, 1) == pytest.approx(4 / 16)
+    assert pass_at_k(5, 0, 2) == 0.0
+    assert pass_at_k(5, 4, 2) == 1.0
+    assert pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_rac_grade_code_and_math_files(tmp_path, capsys):
+    code = write_jsonl(tmp_path / "code.jsonl", [
+        {"id": "sum", "problem": "Add two numbers.", "tests": STDIN_TESTS},
+        {"id": "neg", "problem": "Negate.", "tests": [{"input": "3\n", "output": "-3"}]}])
+    comps = write_jsonl(tmp_path / "c.jsonl", [
+        {"id": "sum", "completion": GOOD}, {"id": "sum", "completion": WRONG},
+        {"id": "neg", "completion": "</think>\n```python\nprint(-int(input()))\n```"},
+        {"id": "neg", "completion": SLOW.replace("30", "0.01")}])
+    assert main(["grade", "--problems", str(code), "--completions", str(comps), "--out",
+                 str(tmp_path / "g")]) == 0
+    res = json.loads((tmp_path / "g" / "grade.json").read_text())
+    assert res["summary"]["accuracy"] == pytest.approx(0.5)  # (1/2 + 1/2) / 2
+    assert res["summary"]["samples_per_problem"] == 2
+    math = write_jsonl(tmp_path / "math.jsonl", [{"id": "a", "problem": "1+1", "answer": "2"}])
+    mc = write_jsonl(tmp_path / "mc.jsonl", [{"id": "a", "completion": "</think>\\boxed{2}"}])
+    assert main(["grade", "--problems", str(math), "--completions", str(mc), "--out",
+                 str(tmp_path / "m")]) == 0
+    assert json.loads((tmp_path / "m" / "grade.json").read_text())["summary"]["accuracy"] == 1.0
+    capsys.readouterr()
+
+
+def test_mixed_file_and_bad_completions_are_refused(tmp_path, capsys):
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", [
+        {"id": "a", "problem": "1+1", "answer": "2"},
+        {"id": "b", "problem": "p", "tests": STDIN_TESTS}])
+    comps = write_jsonl(tmp_path / "c.jsonl", [{"id": "a", "completion": "x"}])
+    assert main(["grade", "--problems", str(mixed), "--completions", str(comps), "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "mixed.jsonl:2: a code problem in a file of math problems" in capsys.readouterr().err
+    math = write_jsonl(tmp_path / "math.jsonl", [{"id": "a", "problem": "1+1", "answer": "2"}])
+    for rows, needle in [([{"id": "zz", "completion": "x"}], "does not hold"),
+                         ([{"completion": "x"}], ":1: expected a JSON object"),
+                         ([], "is empty")]:
+        f = write_jsonl(tmp_path / "bad.jsonl", rows)
+        assert main(["grade", "--problems", str(math), "--completions", str(f), "--out",
+                     str(tmp_path / "o")]) == 2
+        assert needle in capsys.readouterr().err
+    bad_tests = write_jsonl(tmp_path / "bt.jsonl", [{"id": "a", "problem": "p", "tests": [{"in": 1}]}])
+    assert main(["grade", "--problems", str(bad_tests), "--completions", str(comps), "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "test 0 must be" in capsys.readouterr().err
