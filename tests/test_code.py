@@ -151,3 +151,17 @@ def test_mixed_file_and_bad_completions_are_refused(tmp_path, capsys):
     assert main(["grade", "--problems", str(bad_tests), "--completions", str(comps), "--out",
                  str(tmp_path / "o")]) == 2
     assert "test 0 must be" in capsys.readouterr().err
+
+
+def test_rac_eval_detects_a_code_file(qwen2_dir, tmp_path, capsys):
+    code = write_jsonl(tmp_path / "code.jsonl", [
+        {"id": "sum", "problem": "Add two numbers.", "tests": STDIN_TESTS}])
+    assert main(["eval", str(qwen2_dir), "--problems", str(code), "--out", str(tmp_path / "e"),
+                 "--max-new-tokens", "8", "--samples", "2", "--temperature", "0.7"]) == 0
+    res = json.loads((tmp_path / "e" / "eval.json").read_text())
+    # a random model writes no code: graded as failures, with the reason recorded
+    assert [s["grade"] for s in res["problems"][0]["samples"]] == ["no_think_close"] * 2
+    from rac.models import CODE_INSTRUCTION
+
+    assert res["config"]["instruction"] == CODE_INSTRUCTION  # the code instruction, not R1's math one
+    capsys.readouterr()
