@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from rac.io import RacError
 
 EXIT_USER_ERROR = 2
@@ -382,15 +384,18 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     try:
         args.func(args)
-    except RacError as e:
-        print(f"rac {args.verb}: error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except ValueError as e:
+    except (RacError, ValueError) as e:
         print(f"rac {args.verb}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:  # e.g. `rac calib --inspect DIR | head`
         sys.stderr.close()
         return 0
+    except (OSError, SafetensorError) as e:  # disk full, permissions: the environment, not a bug
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+        print(f"rac {args.verb}: error: cannot read or write{where}: {reason}; "
+              "nothing partial was kept", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"rac {args.verb}: interrupted; finished work is kept, rerun to continue",
               file=sys.stderr)

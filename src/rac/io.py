@@ -53,6 +53,25 @@ def check_output_dir(path: Path, overwrite: bool) -> None:
         raise RacError(f"{path} already exists and is not empty; pass --overwrite or choose another")
 
 
+def _remove_orphans(path: Path) -> None:
+    """Temporary siblings left by a run that was killed (SIGKILL leaves no chance to clean up):
+    their name carries the writer's pid, and a dead writer's directory is garbage."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextmanager
 def atomic_dir(path: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it replaces ``path`` in one rename.
@@ -62,7 +81,9 @@ def atomic_dir(path: Path, overwrite: bool = False) -> Iterator[Path]:
     path = Path(path)
     check_output_dir(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    _remove_orphans(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                                suffix=".tmp"))
     try:
         yield tmp
         if path.exists():
