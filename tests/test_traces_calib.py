@@ -272,3 +272,14 @@ def test_llmcompressor_accepts_the_calibration_set(qwen2_dir, store, tmp_path):
             num_calibration_samples=len(ds), max_seq_length=512, pipeline="sequential")
     w = lm.model.layers[0].mlp.down_proj.weight
     assert float((w == 0).float().mean()) == pytest.approx(0.5, abs=0.02)
+
+
+def test_bad_trace_flags(qwen2_dir, calib_problems, tmp_path, capsys):
+    for flags, needle in [(["--budget-tokens", 0], "--budget-tokens"),
+                          (["--batch-size", 0], "--batch-size"),
+                          (["--samples-per-prompt", 0], "--samples-per-prompt"),
+                          (["--top-p", 2], "top-p"), (["--max-new-tokens", 0], "max new tokens")]:
+        code, _, err = run(capsys, "traces", qwen2_dir, "--problems", calib_problems, "--out",
+                           tmp_path / "t", *flags)
+        assert code == 2 and needle in err and "Traceback" not in err, (flags, err)
+    assert not (tmp_path / "t").exists()
