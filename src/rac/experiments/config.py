@@ -164,7 +164,8 @@ def validate(cfg: SweepConfig) -> SweepConfig:
     need(t.temperature >= 0 and 0 < t.top_p <= 1 and t.max_new_tokens >= 1,
          "'traces' sampling settings are out of range")
     need(cfg.recon.problems >= 0, "'recon.problems' must be >= 0")
-    need(len(cfg.recon.pair) == 2 and all(s in c.sources for s in cfg.recon.pair),
+    need(not cfg.recon.problems or (len(cfg.recon.pair) == 2
+                                    and all(s in c.sources for s in cfg.recon.pair)),
          "'recon.pair' must name two of 'calibration.sources'")
     return cfg
 
