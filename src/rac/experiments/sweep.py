@@ -208,7 +208,9 @@ class Sweep:
     # -- the grid ----------------------------------------------------------------------------------
     def budgets_for(self, run: Run | None) -> list[int]:
         e = self.cfg.eval
-        if run is None or (run.fraction == 1 and not run.fp8 and run.sparsity in e.budget_sparsities):
+        if run is None or (run.fraction == 1 and not run.fp8 and ":" not in run.target
+                           and run.scope == self.cfg.prune.scopes[0]
+                           and run.sparsity in e.budget_sparsities):
             return e.max_new_tokens
         return e.max_new_tokens[:1]
 
