@@ -256,29 +256,32 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
         block = blocks[i].to(dev)
         lins = targeted.get(i, {})
         if lins:
-            groups = ([[n for n in g if n in lins] for g in SEQUENTIAL_GROUPS]
-                      if cfg.true_sequential else [list(lins)])
-            for group in [g for g in groups if g]:
-                stats = {n: LayerStats(lins[n].in_features, dev) for n in group}
+            # The linears of a group read the same input (q/k/v the normed hidden states,
+            # gate/up the normed residual), so one set of statistics serves the whole group.
+            groups = [g for g in ([n for n in grp if n in lins] for grp in SEQUENTIAL_GROUPS) if g]
+            for pass_groups in ([[g] for g in groups] if cfg.true_sequential else [groups]):
+                stats = {g[0]: LayerStats(lins[g[0]].in_features, dev) for g in pass_groups}
                 t0 = time.perf_counter()
-                with _collect({n: lins[n] for n in group}, stats, current):
+                with _collect({g[0]: lins[g[0]] for g in pass_groups}, stats, current):
                     run_block(block)
-                stat_s = (time.perf_counter() - t0) / len(group)
-                for n in group:
-                    t0 = time.perf_counter()
-                    W = lins[n].weight.data
-                    if not torch.isfinite(stats[n].H).all():
-                        raise ValueError(f"block {i} {n}: calibration statistics hold NaN or Inf "
-                                         "(the activations overflowed); check the model's dtype")
-                    try:
-                        W_hat, damp = prune_linear(W, stats[n], cfg)
-                    except CholeskyError as e:
-                        raise ValueError(f"block {i} {n}: {e}; raise --percdamp or add "
-                                         "calibration tokens") from e
-                    err = relative_error(W, W_hat, stats[n].H)
-                    W.copy_(W_hat)
-                    report.append(_row(i, n, W, err, damp, time.perf_counter() - t0 + stat_s,
-                                       stats[n].tokens))
+                stat_s = (time.perf_counter() - t0) / sum(map(len, pass_groups))
+                for g in pass_groups:
+                    st = stats[g[0]]
+                    if not torch.isfinite(st.H).all():
+                        raise ValueError(f"block {i} {g[0]}: calibration statistics hold NaN or "
+                                         "Inf (the activations overflowed); check the model's dtype")
+                    for n in g:
+                        t0 = time.perf_counter()
+                        W = lins[n].weight.data
+                        try:
+                            W_hat, damp = prune_linear(W, st, cfg)
+                        except CholeskyError as e:
+                            raise ValueError(f"block {i} {n}: {e}; raise --percdamp or add "
+                                             "calibration tokens") from e
+                        err = relative_error(W, W_hat, st.H)
+                        W.copy_(W_hat)
+                        report.append(_row(i, n, W, err, damp, time.perf_counter() - t0 + stat_s,
+                                           st.tokens))
                 del stats
         if i + 1 < n_layers:
             hidden_next = run_block(block)
