@@ -57,17 +57,28 @@ def run_rac(lm, ids: torch.Tensor, seq: int) -> tuple[float, dict]:
     return time.perf_counter() - t0, {}
 
 
-def run_llmcompressor(lm, ids: torch.Tensor) -> float:
+def run_llmcompressor(dense, ids: torch.Tensor):
+    """llm-compressor on a copy of ``dense`` loaded from disk (it wants a model path and a
+    processor); returns (seconds, the pruned model)."""
+    import tempfile
+
     from datasets import Dataset
     from llmcompressor import oneshot
     from llmcompressor.modifiers.pruning import SparseGPTModifier
 
+    from rac.toy.tokenizer import build_tokenizer  # any processor: the ids are given
+
+    tmp = tempfile.mkdtemp()
+    dense.save_pretrained(tmp)
+    build_tokenizer().save_pretrained(tmp)
+    lm = LlamaForCausalLM.from_pretrained(tmp)
+
     ds = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": [[1] * ids.shape[1]] * len(ids)})
     t0 = time.perf_counter()
-    oneshot(model=lm, dataset=ds, recipe=SparseGPTModifier(sparsity=0.5, targets=["Linear"],
-                                                          ignore=["lm_head"]),
+    oneshot(model=lm, dataset=ds, processor=tmp,
+            recipe=SparseGPTModifier(sparsity=0.5, targets=["Linear"], ignore=["lm_head"]),
             num_calibration_samples=len(ids), max_seq_length=ids.shape[1], pipeline="sequential")
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, lm
 
 
 def layer_errors(dense, pruned, ids) -> float:
@@ -112,8 +123,7 @@ def main() -> None:
     t_rac, _ = run_rac(ours, ids, a.seq)
     rows = [("rac prune (reference semantics)", t_rac, layer_errors(dense, ours, ids))]
     if not a.skip_llmcompressor:
-        theirs = copy.deepcopy(dense)
-        t_lc = run_llmcompressor(theirs, ids)
+        t_lc, theirs = run_llmcompressor(dense, ids)
         rows.append(("llm-compressor oneshot SparseGPT", t_lc, layer_errors(dense, theirs, ids)))
     print(f"\n{a.layers} layers, {a.samples} x {a.seq} tokens, {torch.get_num_threads()} threads; "
           f"matmul rate {rate:.1f} GFLOP/s; floor {floor:.1f} s "
