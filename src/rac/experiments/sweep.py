@@ -257,7 +257,8 @@ class Sweep:
                   "problems": models.file_sha256(test)}
         d = self.stage("recon", inputs, lambda d: recon(
             models.resolve(c.model), dirs[0], dirs[1], test, d, n=r.problems,
-            max_new_tokens=r.max_new_tokens, labels=tuple(r.pair)), "recon (Figure 2)")
+            max_new_tokens=r.max_new_tokens, labels=tuple(r.pair), progress=False),
+            "recon (Figure 2)")
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(d, out)
