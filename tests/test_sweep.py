@@ -122,17 +122,21 @@ def test_interrupted_sweep_resumes_to_the_same_results(qwen2_dir, generic_text, 
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "rac.cli", "sweep", str(path), "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
-    # kill it right after its third stage finishes
-    seen = 0
-    for line in proc.stdout:
-        seen += line.startswith("[")
-        if seen == 3:
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait()
-    assert not (out / "results.json").exists()
+    # kill it three times, each right after a randomly chosen stage finishes
+    import random
+
+    rng = random.Random(0)
+    for _ in range(3):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True)
+        stop, seen = rng.randint(1, 4), 0
+        for line in proc.stdout:
+            seen += line.startswith("[") and "cached" not in line
+            if seen == stop:
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait()
+        assert not (out / "results.json").exists()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "cached" in done.stdout
