@@ -210,16 +210,18 @@ def write_report(result: dict, out: Path, command: str = "") -> str:
                     cell(agg.get((s, f, method, str(float(sp)), scope, False, main_new)))
                     for s in sources) + " |")
             md.append("")
-    md += ["## Rambling: mean CoT tokens and max-length hit rate", "",
-           "| target | " + " | ".join(LABELS[s] for s in sources) + " |",
-           "|---|" + "---|" * len(sources)]
-    if dense:
-        md.append(f"| dense | {dense['cot']:.1f} / {dense['max_hit']:.3f} |" + " |" * (len(sources) - 1))
-    for t in _targets(agg, method, scope, main_new):
-        md.append(f"| {t} | " + " | ".join(
-            (lambda g: f"{g['cot']:.1f} / {g['max_hit']:.3f}" if g else "-")(
-                agg.get((s, 1.0, method, t, scope, False, main_new))) for s in sources) + " |")
-    md.append("")
+    for m in cfg["prune"]["methods"]:
+        md += [f"## Rambling: mean CoT tokens / max-length hit rate ({m})", "",
+               "| target | " + " | ".join(LABELS[s] for s in sources) + " |",
+               "|---|" + "---|" * len(sources)]
+        if dense:
+            md.append(f"| dense | {dense['cot']:.1f} / {dense['max_hit']:.3f} |"
+                      + " |" * (len(sources) - 1))
+        for t in _targets(agg, m, scope, main_new):
+            md.append(f"| {t} | " + " | ".join(
+                (lambda g: f"{g['cot']:.1f} / {g['max_hit']:.3f}" if g else "-")(
+                    agg.get((s, 1.0, m, t, scope, False, main_new))) for s in sources) + " |")
+        md.append("")
     if "recon" in result:
         r = result["recon"]
         a, b = list(r["per_model"])
