@@ -283,3 +283,36 @@ def test_bad_trace_flags(qwen2_dir, calib_problems, tmp_path, capsys):
                            tmp_path / "t", *flags)
         assert code == 2 and needle in err and "Traceback" not in err, (flags, err)
     assert not (tmp_path / "t").exists()
+
+
+def test_only_correct_keeps_and_reports_correct_traces(qwen2_dir, calib_problems, tmp_path, capsys):
+    code, out, _ = run(capsys, "traces", qwen2_dir, "--problems", calib_problems, "--out",
+                       tmp_path / "t", "--budget-tokens", 300, "--batch-size", 16, "--only-correct")
+    assert code == 0
+    done = json.loads((tmp_path / "t" / "done.json").read_text())
+    # a random model solves nothing: every problem is tried, none kept, the budget is not reached
+    assert done["kept"] == 0 and done["traces"] == 80 and not done["budget_reached"]
+    assert "kept 0 correct" in out and "budget not reached" in out
+    assert load_traces(tmp_path / "t")[1] == []
+
+
+def test_generic_text_from_a_datasets_directory(qwen2_dir, tmp_path, capsys):
+    import datasets
+
+    datasets.Dataset.from_dict({"text": [f"Mia paid {i} dollars." for i in range(100)]}).save_to_disk(
+        str(tmp_path / "ds"))
+    code, _, err = run(capsys, "calib", "--source", "generic", "--tokenizer", qwen2_dir, "--text",
+                       tmp_path / "ds", "--budget-tokens", 200, "--out", tmp_path / "c")
+    assert code == 0, err
+    assert calib.load(tmp_path / "c")[1]["segment_tokens"]["generic"] == 200
+
+
+def test_vllm_backend_generates_the_same_format(qwen2_dir, calib_problems, tmp_path):
+    """The vLLM path runs only where vLLM and a GPU are installed (the optional extra)."""
+    pytest.importorskip("vllm", reason="vLLM is not installed (optional extra 'rac[vllm]', GPU)")
+    if not torch.cuda.is_available():
+        pytest.skip("vLLM needs a GPU")
+    assert main(["traces", str(qwen2_dir), "--problems", str(calib_problems), "--out",
+                 str(tmp_path / "v"), "--budget-tokens", "200", "--backend", "vllm"]) == 0
+    meta, traces = load_traces(tmp_path / "v")
+    assert meta["backend"] == "vllm" and traces and all(t.completion_ids for t in traces)
