@@ -6,7 +6,7 @@ committed under ``docs/results/``.
 
 from __future__ import annotations
 
-# About 5 minutes on 2 CPU cores.
+# About a minute on 2 quiet CPU cores (under 5 minutes with another job running).
 DEMO = {
     "model": "embedded",
     "seeds": [0],
