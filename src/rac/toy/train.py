@@ -49,7 +49,7 @@ class TrainConfig:
     num_kv_heads: int = 2
     intermediate_size: int = 256
     # One thread: for a model this small, two threads were slower than one (0.44 vs 0.39 s/step
-    # on a 2-core machine), and they fight any other process for the cores.
+    # over the first steps on a 2-core machine), and they fight any other process for the cores.
     threads: int = 1
     checkpoint_every: int = 250
 
