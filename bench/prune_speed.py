@@ -49,12 +49,12 @@ def floor_flops(cfg: LlamaConfig, tokens: int, seq: int, blocksize: int = 128) -
     return {"forward": 2 * L * fwd, "hessian": L * hess, "solve": L * solve}
 
 
-def run_rac(lm, ids: torch.Tensor, seq: int) -> tuple[float, dict]:
+def run_rac(lm, ids: torch.Tensor) -> float:
     batches = [Batch(ids[i:i + 4], torch.ones_like(ids[i:i + 4]),
                      torch.ones(ids[i:i + 4].shape)) for i in range(0, len(ids), 4)]
     t0 = time.perf_counter()
     prune_model(lm, lm.model.layers, batches, PruneConfig("sparsegpt", Target(0.5)), progress=False)
-    return time.perf_counter() - t0, {}
+    return time.perf_counter() - t0
 
 
 def run_llmcompressor(dense, ids: torch.Tensor):
@@ -120,7 +120,7 @@ def main() -> None:
     flops = floor_flops(cfg, a.samples * a.seq, a.seq)
     floor = sum(flops.values()) / (rate * 1e9)
     ours = copy.deepcopy(dense)
-    t_rac, _ = run_rac(ours, ids, a.seq)
+    t_rac = run_rac(ours, ids)
     rows = [("rac prune (reference semantics)", t_rac, layer_errors(dense, ours, ids))]
     if not a.skip_llmcompressor:
         t_lc, theirs = run_llmcompressor(dense, ids)

@@ -72,7 +72,7 @@ def table1(agg: dict, sources: list[str], method: str, scope: str, max_new: int,
         head.append("RAC - prompt (paired)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     if dense:
-        lines.append("| dense | " + " | ".join([cell(dense)] * 1 + [""] * (len(head) - 2)) + " |")
+        lines.append(f"| dense | {cell(dense)} |" + " |" * (len(head) - 2))
     comparisons = []
     for t in _targets(agg, method, scope, max_new):
         gs = [agg.get((s, 1.0, method, t, scope, False, max_new)) for s in sources]

@@ -56,8 +56,15 @@ class Run:
     fp8: bool
 
     @property
+    def pruning_target(self) -> Target:
+        """``target`` is written as in the config: '0.5' or an N:M pattern such as '2:4'."""
+        if ":" in self.target:
+            return Target.parse(None, self.target)
+        return Target(float(self.target))
+
+    @property
     def sparsity(self) -> float:
-        return Target.parse(None, self.target).fraction if ":" in self.target else float(self.target)
+        return self.pruning_target.fraction
 
 
 def plan(cfg: SweepConfig) -> list[Run]:
@@ -181,8 +188,7 @@ class Sweep:
     def pruned(self, run: Run) -> tuple[Path, dict]:
         calib = self.calib_set(run.source, run.seed, run.fraction) if run.method != "magnitude" \
             else None
-        target = Target.parse(None, run.target) if ":" in run.target else Target(float(run.target))
-        cfg = PruneConfig(run.method, target, Scope.parse(run.scope),
+        cfg = PruneConfig(run.method, run.pruning_target, Scope.parse(run.scope),
                           true_sequential=self.cfg.prune.true_sequential)
         inputs = {"model": models.model_name(self.cfg.model), "calib": str(calib), "fp8": run.fp8,
                   "method": run.method, "target": run.target, "scope": run.scope,
