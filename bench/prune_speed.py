@@ -3,8 +3,13 @@
 A randomly initialised Llama with the shapes of a 135M model (hidden 576, MLP 1536, 9 heads, 3 KV
 heads), N layers, 32 x 512 calibration tokens, SparseGPT at 50%. Timings need no real weights.
 Both tools get the same model weights and the same input_ids. The floor counts the FLOPs the
-method must do (two forward passes per block for the reference semantics, the Hessian rank-k
-updates and the SparseGPT solves) at the matrix-multiply rate measured here, now.
+method must do at the matrix-multiply rate measured here, now:
+
+- reference semantics (statistics from the dense block, then a pass through the pruned block):
+  the dense block up to the input of its last linear, plus the whole pruned block;
+- true-sequential (each group's statistics after the groups before it were pruned): one pass;
+- both: one symmetric Hessian per distinct linear input (q/k/v share one, gate/up share one),
+  tokens x d^2 FLOPs each (a symmetric rank-k update), and the SparseGPT solves.
 
     python bench/prune_speed.py --layers 6 [--skip-llmcompressor]
 
@@ -18,7 +23,7 @@ import copy
 import time
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from rac.prune.engine import Batch, PruneConfig, prune_model
 from rac.prune.masks import Target
@@ -35,31 +40,64 @@ def matmul_rate(n: int = 2048, k: int = 576, repeats: int = 5) -> float:
     return 2 * n * 8 * k * k * repeats / (time.perf_counter() - t0) / 1e9
 
 
-def floor_flops(cfg: LlamaConfig, tokens: int, seq: int, blocksize: int = 128) -> dict:
+def floor_flops(cfg: LlamaConfig, tokens: int, seq: int, passes: float,
+                blocksize: int = 128) -> dict:
+    """FLOPs per model; ``passes``: forward passes per block (1.75 means one pass plus one
+    stopped before the down projection)."""
     h, m, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
     kv = h * cfg.num_key_value_heads // cfg.num_attention_heads
     linears = [(h, h), (kv, h), (kv, h), (h, h), (m, h), (m, h), (h, m)]  # (out, in)
-    fwd = sum(2 * o * i for o, i in linears) * tokens + 4 * tokens * seq * h  # + attention
-    # Hessians: one per distinct input (q/k/v share one, gate/up share one) but tools compute
-    # one per linear: count what both do, 2 * tokens * in^2 each
-    hess = sum(2 * tokens * i * i for _, i in linears)
+    fwd = sum(2 * o * i for o, i in linears) * tokens + 2 * tokens * seq * h  # + causal attention
+    down = 2 * h * m * tokens
+    first_pass = fwd - down if passes > 1 else fwd
+    hess = sum(tokens * i * i for i in (h, h, h, m))  # q/k/v, o, gate/up, down inputs
     # SparseGPT: Cholesky-based inverse ~ in^3, per-column rank-1 updates within blocks
     # ~ 2 * out * in * blocksize, lazy block updates ~ 2 * out * in^2
     solve = sum(i**3 + 2 * o * i * blocksize + 2 * o * i * i for o, i in linears)
-    return {"forward": 2 * L * fwd, "hessian": L * hess, "solve": L * solve}
+    forward = first_pass + (fwd if passes > 1 else 0)
+    return {"forward": L * forward, "hessian": L * hess, "solve": L * solve}
+def run_rac(lm, ids: torch.Tensor, true_sequential: bool = False, staged: bool = True,
+            device: str = "cpu", split: dict | None = None) -> float:
+    """Seconds to prune ``lm`` with rac; ``split`` (if given) receives the seconds spent in
+    Hessian updates and in SparseGPT solves (the rest is forward passes and data movement)."""
+    import rac.prune.engine as engine
+    from rac.prune.stats import LayerStats
 
-
-def run_rac(lm, ids: torch.Tensor) -> float:
     batches = [Batch(ids[i:i + 4], torch.ones_like(ids[i:i + 4]),
                      torch.ones(ids[i:i + 4].shape)) for i in range(0, len(ids), 4)]
-    t0 = time.perf_counter()
-    prune_model(lm, lm.model.layers, batches, PruneConfig("sparsegpt", Target(0.5)), progress=False)
-    return time.perf_counter() - t0
+    saved = engine.staged_forward_matches, engine.sparsegpt_group, LayerStats.add
+    if not staged:  # the one-pass-per-group form of true-sequential, for comparison
+        engine.staged_forward_matches = lambda *a: False
+    if split is not None:
+        split.update(hessian=0.0, solve=0.0)
+
+        def timed(key, fn):
+            def wrapper(*args, **kwargs):
+                t = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    split[key] += time.perf_counter() - t
+            return wrapper
+
+        engine.sparsegpt_group = timed("solve", saved[1])
+        LayerStats.add = timed("hessian", saved[2])
+    try:
+        t0 = time.perf_counter()
+        prune_model(lm, lm.model.layers, batches,
+                    PruneConfig("sparsegpt", Target(0.5), true_sequential=true_sequential,
+                                device=device),
+                    progress=False)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+    finally:
+        engine.staged_forward_matches, engine.sparsegpt_group, LayerStats.add = saved
 
 
 def run_llmcompressor(dense, ids: torch.Tensor):
     """llm-compressor on a copy of ``dense`` loaded from disk (it wants a model path and a
-    processor); returns (seconds, the pruned model)."""
+    processor); returns (seconds, the pruned model). It uses the GPU when there is one."""
     import tempfile
 
     from datasets import Dataset
@@ -71,13 +109,15 @@ def run_llmcompressor(dense, ids: torch.Tensor):
     tmp = tempfile.mkdtemp()
     dense.save_pretrained(tmp)
     build_tokenizer().save_pretrained(tmp)
-    lm = LlamaForCausalLM.from_pretrained(tmp)
+    lm = AutoModelForCausalLM.from_pretrained(tmp, dtype=dense.dtype)
 
     ds = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": [[1] * ids.shape[1]] * len(ids)})
     t0 = time.perf_counter()
     oneshot(model=lm, dataset=ds, processor=tmp,
-            recipe=SparseGPTModifier(sparsity=0.5, targets=["Linear"], ignore=["lm_head"]),
+            recipe=SparseGPTModifier(sparsity=0.5, targets=["Linear"], ignore=["re:.*lm_head"]),
             num_calibration_samples=len(ids), max_seq_length=ids.shape[1], pipeline="sequential")
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return time.perf_counter() - t0, lm
 
 
@@ -96,7 +136,8 @@ def layer_errors(dense, pruned, ids) -> float:
         with torch.no_grad():
             dense(input_ids=ids[:8])
         h.remove()
-        errs.append(relative_error(lin.weight, block_p.get_submodule(name).weight, stats.H))
+        errs.append(relative_error(lin.weight.detach(), block_p.get_submodule(name).weight.detach(),
+                                   stats.H))
     return sum(errs) / len(errs)
 
 
@@ -117,24 +158,39 @@ def main() -> None:
     dense = LlamaForCausalLM(cfg).eval()
     ids = torch.randint(0, cfg.vocab_size, (a.samples, a.seq), generator=torch.Generator().manual_seed(0))
     rate = matmul_rate()
-    flops = floor_flops(cfg, a.samples * a.seq, a.seq)
-    floor = sum(flops.values()) / (rate * 1e9)
-    ours = copy.deepcopy(dense)
-    t_rac = run_rac(ours, ids)
-    rows = [("rac prune (reference semantics)", t_rac, layer_errors(dense, ours, ids))]
+    tokens = a.samples * a.seq
+    floors = {p: floor_flops(cfg, tokens, a.seq, p) for p in (1.75, 1.0)}
+    secs = {p: sum(f.values()) / (rate * 1e9) for p, f in floors.items()}
+    rows = []  # (tool, semantics passes, seconds, error, split)
+    for name, seq, staged in (("rac prune", False, True),
+                              ("rac prune --true-sequential (staged, one pass)", True, True),
+                              ("rac prune --true-sequential (one pass per group)", True, False)):
+        ours = copy.deepcopy(dense)
+        split: dict = {}
+        t = run_rac(ours, ids, seq, staged, split=split)
+        rows.append((name, 1.0 if seq else 1.75, t, layer_errors(dense, ours, ids), split))
+        del ours
     if not a.skip_llmcompressor:
         t_lc, theirs = run_llmcompressor(dense, ids)
-        rows.append(("llm-compressor oneshot SparseGPT", t_lc, layer_errors(dense, theirs, ids)))
+        rows.append(("llm-compressor oneshot SparseGPTModifier", 1.75, t_lc,
+                     layer_errors(dense, theirs, ids), {}))
     print(f"\n{a.layers} layers, {a.samples} x {a.seq} tokens, {torch.get_num_threads()} threads; "
-          f"matmul rate {rate:.1f} GFLOP/s; floor {floor:.1f} s "
-          f"(forward {flops['forward'] / 1e9:.0f}, hessian {flops['hessian'] / 1e9:.0f}, "
-          f"solve {flops['solve'] / 1e9:.0f} GFLOP)")
-    print("| tool | seconds | x floor | block-0 mean relative error |")
-    print("|---|---|---|---|")
-    for name, t, err in rows:
-        print(f"| {name} | {t:.1f} | {t / floor:.2f} | {err:.4f} |")
-    if len(rows) > 1:
-        print(f"speed-up of rac over llm-compressor: {rows[1][1] / rows[0][1]:.2f}x")
+          f"matmul rate {rate:.1f} GFLOP/s")
+    for p, f in floors.items():
+        print(f"floor with {p:g} passes: {secs[p]:.1f} s (forward {f['forward'] / 1e9:.0f}, "
+              f"hessian {f['hessian'] / 1e9:.0f}, solve {f['solve'] / 1e9:.0f} GFLOP)")
+    lc = rows[-1][2] if not a.skip_llmcompressor else None
+    print("| tool | seconds | x its floor | llm-compressor / tool | block-0 mean relative error "
+          "| Hessians / solves / rest (s) |")
+    print("|---|---|---|---|---|---|")
+    for name, passes, t, err, split in rows:
+        vs = f"{lc / t:.2f}" if lc else "-"
+        parts = (f"{split['hessian']:.1f} / {split['solve']:.1f} / "
+                 f"{t - split['hessian'] - split['solve']:.1f}") if split else "-"
+        print(f"| {name} | {t:.1f} | {t / secs[passes]:.2f} | {vs} | {err:.4f} | {parts} |")
+    print("floor split, reference semantics (s): forward "
+          f"{floors[1.75]['forward'] / (rate * 1e9):.1f}, Hessians "
+          f"{floors[1.75]['hessian'] / (rate * 1e9):.1f}, solves {floors[1.75]['solve'] / (rate * 1e9):.1f}")
 
 
 if __name__ == "__main__":

@@ -86,20 +86,20 @@ def test_propagation_uses_the_pruned_blocks_and_masks_padding(qwen2_dir, calib_s
     seen: dict = {}
     import rac.prune.engine as engine
 
-    real = engine.prune_linear
+    real = engine.prune_weights
 
-    def spy(W, stats, cfg):
+    def spy(Ws, stats, cfg):
         seen.setdefault(len(seen), stats.H.clone())
-        return real(W, stats, cfg)
+        return real(Ws, stats, cfg)
 
-    engine.prune_linear = spy
+    engine.prune_weights = spy
     try:
         prune_model(lm, models.decoder_blocks(lm), batches,
                     PruneConfig("sparsegpt", Target(0.5), Scope("attn", "0-1")), progress=False)
     finally:
-        engine.prune_linear = real
-    # spy order: block 0 q, k, v, o then block 1 q, k, v, o
-    H_engine = seen[4]
+        engine.prune_weights = real
+    # spy order, one call per group: block 0 q/k/v, o, then block 1 q/k/v, o
+    H_engine = seen[2]
 
     def h_block1_q(model) -> torch.Tensor:
         stats = LayerStats(model.config.hidden_size, "cpu")
@@ -131,6 +131,51 @@ def test_true_sequential_differs_and_still_hits_the_target(qwen2_dir, calib_set)
         assert all(r["sparsity"] == pytest.approx(0.5, abs=1e-3) for r in report)
         results.append(lm.model.layers[1].mlp.down_proj.weight.clone())
     assert not torch.equal(*results)
+
+
+@pytest.mark.parametrize("arch_dir", ["qwen2_dir", "llama_dir"])
+@pytest.mark.parametrize("scope", ["all", "mlp@1", "attn@0,2"])
+def test_staged_true_sequential_equals_one_pass_per_group(arch_dir, scope, request, calib_set,
+                                                          monkeypatch):
+    """The staged single pass computes what one forward pass per sublayer group computes."""
+    import rac.prune.engine as engine
+
+    model = request.getfixturevalue(arch_dir)
+    tok = models.load_tokenizer(model)
+    batches = make_batches(rows_of(calib_set), tok.pad_token_id, {}, max_tokens=300)
+    assert len(batches) > 1
+    cfg = PruneConfig("sparsegpt", Target(0.5), Scope.parse(scope), true_sequential=True)
+    outs = []
+    for staged in (True, False):
+        if not staged:
+            monkeypatch.setattr(engine, "staged_forward_matches", lambda *a: False)
+        lm = models.load_model(model)
+        report = prune_model(lm, models.decoder_blocks(lm), batches, cfg, progress=False)
+        outs.append((weights(lm), [(r["layer"], r["name"], r["tokens"]) for r in report]))
+    (w_staged, r_staged), (w_multi, r_multi) = outs
+    assert r_staged == r_multi
+    for k in w_staged:
+        assert torch.equal(w_staged[k], w_multi[k]), k
+
+
+def test_staged_forward_refuses_a_block_of_another_form(llama_dir, calib_set, capsys):
+    """A block that computes something else than the Llama/Qwen2 form is never staged."""
+    from rac.prune.engine import capture_block_inputs, staged_forward_matches
+
+    lm = models.load_model(llama_dir)
+    tok = models.load_tokenizer(llama_dir)
+    batches = make_batches(rows_of(calib_set), tok.pad_token_id, {})
+    block = lm.model.layers[0]
+    state = capture_block_inputs(lm, lm.model.layers, batches[:1], "cpu")[0]
+    assert staged_forward_matches(block, state, "cpu")
+
+    class Scaled(type(block)):  # e.g. an extra norm or a scaled residual
+        def forward(self, *args, **kwargs):
+            return 2 * super().forward(*args, **kwargs)
+
+    block.__class__ = Scaled
+    assert not staged_forward_matches(block, state, "cpu")
+    assert "one forward pass per sublayer group" in capsys.readouterr().out
 
 
 def test_segment_weights_change_the_statistics(qwen2_dir, tmp_path):

@@ -231,3 +231,22 @@ def test_identical_to_llmcompressor_sparsegpt_given_the_same_hessian():
         ours, _ = sparsegpt(W, H, target, SparseGPTConfig(blocksize=block, percdamp=0.01))
         assert torch.equal(ours == 0, theirs == 0)
         assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("target", [Target(0.5), Target(n=2, m=4)])
+def test_sparsegpt_on_a_group_is_each_weight_pruned_alone(target):
+    """q/k/v (or gate/up) share one H: one column loop for all their rows gives, weight by
+    weight, exactly what pruning each alone gives (several blocks, so the lazy updates count)."""
+    from rac.prune.sparsegpt import sparsegpt_group
+
+    torch.manual_seed(0)
+    cols = 96
+    H = (lambda X: X.T @ X)(correlated_inputs(512, cols, 1))
+    Ws = [torch.randn(24, cols), torch.randn(8, cols), torch.randn(8, cols)]
+    cfg = SparseGPTConfig(blocksize=32)
+    grouped, damp = sparsegpt_group(Ws, H, target, cfg)
+    for W, g in zip(Ws, grouped):
+        alone, damp_alone = sparsegpt(W, H, target, cfg)
+        assert torch.equal(g, alone) and damp == damp_alone
+        if not target.structured:  # the mask is chosen per weight, not over the whole group
+            assert int((g == 0).sum()) == int(W.numel() * 0.5)

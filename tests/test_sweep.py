@@ -104,6 +104,13 @@ def test_sweep_caches_every_stage(qwen2_dir, generic_text, tmp_path, capsys):
     assert stages and all("cached" in ln for ln in stages)
     assert {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("inputs.json")} == stamp
     assert again["records"] == first["records"]
+    # the time breakdown: every stage kind built once over, then all of them cached
+    built = {k: v["built"] for k, v in first["stages"].items()}
+    assert set(built) >= {"traces", "calib", "pruned", "eval", "recon", "report"}
+    assert sum(n for k, n in built.items() if k != "report") == len(stages)
+    assert all(v["built"] == 0 and v["seconds"] == 0 for k, v in again["stages"].items()
+               if k != "report")
+    assert "Time spent building each stage" in (out / "report.md").read_text()
     # an extended grid does only the new work
     bigger = config.from_dict(mini(qwen2_dir, generic_text, prune={"sparsities": [0.5, 0.3]}))
     sweep_and_report(bigger, out)

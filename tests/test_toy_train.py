@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import rac.toy.train as train_mod
-from rac.toy.train import TrainConfig, batch_for_step, train
+from rac.toy.train import TrainConfig, batch_for_step, step_batches, train
 
 TINY = TrainConfig(steps=12, batch_size=8, checkpoint_every=5, hidden_size=16, num_layers=1,
                    num_heads=2, num_kv_heads=1, intermediate_size=32, warmup_steps=2)
@@ -24,20 +24,29 @@ def test_batches_are_a_function_of_the_step(toy_tokenizer):
     assert torch.all(labels[attn == 0] == -100)
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_prefetched_batches_are_the_batches_of_their_steps(toy_tokenizer, workers):
+    # start mid-group, as a resumed run does (checkpoints need not fall on a group boundary)
+    got = list(step_batches(TINY, toy_tokenizer, 6, workers=workers))
+    assert [step for step, _ in got] == list(range(6, TINY.steps))
+    for step, batch in got:
+        assert all(torch.equal(x, y) for x, y in zip(batch, batch_for_step(TINY, toy_tokenizer, step)))
+
+
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     info = train(TINY, tmp_path / "a", tmp_path / "a.work")
-    real = train_mod.batch_for_step
+    real = train_mod.lr_at
 
-    def dies_at_8(cfg, tok, step):
+    def dies_at_8(cfg, step):
         if step == 8:
             raise KeyboardInterrupt
-        return real(cfg, tok, step)
+        return real(cfg, step)
 
-    monkeypatch.setattr(train_mod, "batch_for_step", dies_at_8)
+    monkeypatch.setattr(train_mod, "lr_at", dies_at_8)
     with pytest.raises(KeyboardInterrupt):
         train(TINY, tmp_path / "b", tmp_path / "b.work")
     assert not (tmp_path / "b").exists()  # no half-written model
-    monkeypatch.setattr(train_mod, "batch_for_step", real)
+    monkeypatch.setattr(train_mod, "lr_at", real)
     train(TINY, tmp_path / "b", tmp_path / "b.work")  # resumes from the step-5 checkpoint
     wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -163,12 +163,13 @@ def _report_paths(out: Path) -> str:
 
 
 def cmd_sweep(a: argparse.Namespace) -> None:
-    from rac.experiments import config
+    from rac.experiments import config, report
     from rac.experiments.sweep import sweep_and_report
 
     cfg = config.load(a.config)
-    _, table1 = sweep_and_report(cfg, a.out, command=" ".join(["rac"] + sys.argv[1:]))
+    result, table1 = sweep_and_report(cfg, a.out, command=" ".join(["rac"] + sys.argv[1:]))
     print(table1)
+    print(f"done in {result['wall_s']:.0f} s: " + report.stage_breakdown(result["stages"]))
     print(_report_paths(a.out))
 
 
@@ -185,7 +186,7 @@ def cmd_recon(a: argparse.Namespace) -> None:
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
-    from rac.experiments import config, demo
+    from rac.experiments import config, demo, report
     from rac.experiments.sweep import sweep_and_report
 
     cfg = config.from_dict({**(demo.FULL if a.full else demo.DEMO),
@@ -198,7 +199,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
         first = next((c for c in comps if c["beyond_2se"]), None)
         print(f"{method}: RAC vs prompt-only first differ by more than 2 SE at "
               + (f"{first['target']}." if first else "no sparsity in this grid."))
-    print(f"done in {result['wall_s']:.0f} s")
+    print(f"done in {result['wall_s']:.0f} s: " + report.stage_breakdown(result["stages"]))
     print(_report_paths(out))
 
 

@@ -47,8 +47,31 @@ def trim(generated: list[int], eos_ids: set[int], max_new_tokens: int) -> Comple
     return Completion(generated[:max_new_tokens], "length")
 
 
+def next_tokens(logits: torch.Tensor, sampling: Sampling, u: torch.Tensor | None) -> torch.Tensor:
+    """One token per row of ``logits`` (rows, vocab): greedy, or sampled with temperature and
+    top-p by inverting the CDF at the uniforms ``u`` (rows,). Top-p keeps the most likely tokens
+    until their mass reaches ``top_p`` (at least one), as ``transformers``' ``TopPLogitsWarper``."""
+    if sampling.temperature == 0:
+        return logits.argmax(-1)
+    probs = (logits.float() / sampling.temperature).softmax(-1)
+    sorted_p, order = probs.sort(-1, descending=True)
+    if sampling.top_p < 1:
+        # drop a token when the tokens more likely than it already hold top_p of the mass
+        sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p >= sampling.top_p, 0)
+    cdf = sorted_p.cumsum(-1)
+    pick = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True)
+    return order.gather(1, pick.clamp(max=cdf.shape[1] - 1)).squeeze(1)
+
+
 class TransformersBackend:
-    """Batched ``generate`` with left padding and a KV cache, on any device."""
+    """Batched decoding of any ``transformers`` causal LM: left padding, KV cache, rows leave the
+    batch as soon as they end.
+
+    A lean loop rather than ``generate``: ``generate`` keeps computing every row until the longest
+    one ends (chains of thought vary several-fold in length, so most of a batch's late steps
+    would be padding) and spends more per step on its machinery than a small model spends on
+    arithmetic. Sampling draws one uniform per *original* row and step from a generator seeded
+    with ``seed``, so a row's tokens do not depend on when the other rows of its batch ended."""
 
     name = "transformers"
 
@@ -58,23 +81,43 @@ class TransformersBackend:
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], sampling: Sampling, seed: int) -> list[Completion]:
+        from transformers import DynamicCache
+
+        dev, n = self.device, len(prompts)
         width = max(map(len, prompts))
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for row, p in enumerate(prompts):
             ids[row, width - len(p):] = torch.tensor(p)
             mask[row, width - len(p):] = 1
-        torch.manual_seed(seed)
-        greedy = sampling.temperature == 0
-        out = self.lm.generate(
-            input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-            max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
-            temperature=None if greedy else sampling.temperature,
-            top_p=None if greedy else sampling.top_p, top_k=None,
-            pad_token_id=self.pad_id, eos_token_id=sorted(self.eos_ids),
-        )
-        new = out[:, width:].tolist()
-        return [trim(row, self.eos_ids, sampling.max_new_tokens) for row in new]
+        ids, mask = ids.to(dev), mask.to(dev)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        gen = torch.Generator(dev).manual_seed(seed)
+        eos = torch.tensor(sorted(self.eos_ids), device=dev)
+        out = torch.full((n, sampling.max_new_tokens), self.pad_id, dtype=torch.long, device=dev)
+        rows = torch.arange(n, device=dev)  # the original rows still being decoded
+        cache = DynamicCache(config=self.lm.config)
+        logits = self.lm(input_ids=ids, attention_mask=mask, position_ids=positions,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        position = positions[:, -1:]
+        for step in range(sampling.max_new_tokens):
+            u = None
+            if sampling.temperature > 0:
+                u = torch.rand(n, generator=gen, device=dev)[rows]
+            token = next_tokens(logits, sampling, u)
+            out[rows, step] = token
+            going = ~torch.isin(token, eos)
+            if step + 1 == sampling.max_new_tokens or not going.any():
+                break
+            if not going.all():  # drop the rows that ended, from the cache too
+                keep = going.nonzero().squeeze(1)
+                rows, token, mask, position = rows[keep], token[keep], mask[keep], position[keep]
+                cache.batch_select_indices(keep)
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            position = position + 1
+            logits = self.lm(input_ids=token.unsqueeze(1), attention_mask=mask,
+                             position_ids=position, past_key_values=cache, use_cache=True).logits[:, -1]
+        return [trim(row, self.eos_ids, sampling.max_new_tokens) for row in out.tolist()]
 
 
 class VLLMBackend:

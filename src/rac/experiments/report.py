@@ -124,6 +124,13 @@ def figure1(agg: dict, sources: list[str], method: str, scope: str, max_new: int
     save_figure(fig, path)
 
 
+def stage_breakdown(stages: dict) -> str:
+    """'eval 31 s (9), prune 4 s (8), ...': seconds spent building each stage here (and how many)."""
+    rows = sorted(stages.items(), key=lambda kv: -kv[1]["seconds"])
+    return ", ".join(f"{k} {v['seconds']:.0f} s ({v['built']}"
+                     + (f" + {v['cached']} cached)" if v["cached"] else ")") for k, v in rows)
+
+
 def write_report(result: dict, out: Path, command: str = "") -> str:
     """Write report.md and the figures into ``out``; returns the Table 1 markdown."""
     cfg = result["config"]
@@ -144,7 +151,11 @@ def write_report(result: dict, out: Path, command: str = "") -> str:
     ]
     if command:
         md += ["", f"Command: `{command}`"]
-    md += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()), ""]
+    md += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items())]
+    if result.get("stages"):
+        md += ["", "Time spent building each stage in this run (count; cached stages cost "
+               "nothing): " + stage_breakdown(result["stages"]) + "."]
+    md += [""]
     table1_md = ""
     all_comparisons = {}
     for method in cfg["prune"]["methods"]:

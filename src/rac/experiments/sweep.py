@@ -117,6 +117,7 @@ class Sweep:
         self.cache = self.out / "cache"
         self.progress: Progress | None = None
         self.seen: dict[Path, None] = {}  # stages already reported in this process
+        self.stage_seconds: dict[str, dict] = {}  # per kind: seconds built here, built, cached
 
     # -- the cache -------------------------------------------------------------------------------
     def stage(self, kind: str, inputs: dict, build: Callable[[Path], None], label: str) -> Path:
@@ -131,6 +132,9 @@ class Sweep:
                 shutil.rmtree(d)
             build(d)
             write_json(d / "inputs.json", {"kind": kind, **inputs})
+        row = self.stage_seconds.setdefault(kind, {"seconds": 0.0, "built": 0, "cached": 0})
+        row["cached" if cached else "built"] += 1
+        row["seconds"] = round(row["seconds"] + (0.0 if cached else time.time() - t0), 2)
         if self.progress:
             self.progress.step(label, time.time() - t0, cached)
         return d
@@ -249,6 +253,7 @@ class Sweep:
                   "versions": {"torch": torch.__version__, **_versions()}}
         if cfg.recon.problems:
             result["recon"] = self.figure2(pruned_dirs)
+        result["stages"] = self.stage_seconds
         write_json(self.out / "results.json", result)
         return result
 
@@ -295,7 +300,10 @@ def sweep_and_report(cfg: SweepConfig, out: Path, command: str = "") -> tuple[di
         raise RacError(f"{out} holds a sweep of another model; use another --out")
     t0 = time.time()
     result = Sweep(cfg, out).run()
+    t_report = time.time()
     table1 = write_report(result, out, command)
+    result["stages"]["report"] = {"seconds": round(time.time() - t_report, 2), "built": 1,
+                                  "cached": 0}
     result["wall_s"] = round(time.time() - t0, 1)
     write_json(out / "results.json", result)
     return result, table1

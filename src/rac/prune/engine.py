@@ -4,12 +4,17 @@
    ids, rotary embeddings) by stopping the model's forward at block 0.
 2. For each decoder block: move it to the device, hook the targeted linears, run the calibration
    batches through it to accumulate statistics (masked tokens only), prune the linears, then run
-   the batches through the *pruned* block to get the next block's inputs. With ``true_sequential``
-   the statistics of each sublayer group (q/k/v, o, gate/up, down) are collected after the groups
-   before it were pruned.
+   the batches through the *pruned* block to get the next block's inputs (the reference
+   semantics: two passes per block; the statistics pass stops at the last hooked linear, so the
+   dense block's down projection is never computed).
+3. With ``true_sequential`` the statistics of each sublayer group (q/k/v, o, gate/up, down) come
+   from the groups before it already pruned. For Llama/Qwen2-style blocks this is one *staged*
+   pass: every batch goes through one stage, the group after that stage is pruned, then every
+   batch goes through the next stage (see ``_staged_block``). Other blocks get one pass per group.
 
 Only one block and its activations sit on the device; the rest of the model stays on the CPU and
-activations between blocks are kept on the CPU in the model's dtype.
+activations between blocks are kept on the CPU in the model's dtype, overwritten in place as each
+block's outputs replace its inputs (one copy, whatever the number of blocks).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from tqdm import tqdm
 
 from rac.prune.magnitude import magnitude
 from rac.prune.masks import Target
-from rac.prune.sparsegpt import CholeskyError, SparseGPTConfig, sparsegpt
+from rac.prune.sparsegpt import CholeskyError, SparseGPTConfig, sparsegpt_group
 from rac.prune.stats import LayerStats, relative_error
 from rac.prune.wanda import wanda
 
@@ -180,15 +185,26 @@ def capture_block_inputs(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batch
     return captured
 
 
+def _add(stats: LayerStats, x: torch.Tensor, weight: torch.Tensor) -> None:
+    """Feed the kept tokens (weight > 0) of activations ``x`` (..., d) into ``stats``."""
+    x = x.reshape(-1, x.shape[-1])
+    keep = weight > 0
+    if bool(keep.all()):  # no padding: skip the copies that selecting rows would make
+        stats.add(x, None if bool((weight == 1).all()) else weight)
+    else:
+        stats.add(x[keep], weight[keep])
+
+
 @contextmanager
 def _collect(linears: dict[str, torch.nn.Linear], stats: dict[str, LayerStats],
-             current: dict) -> Iterator[None]:
-    """Hooks that feed each linear's inputs (kept tokens only) into its statistics."""
+             current: dict, stop_at: str) -> Iterator[None]:
+    """Hooks that feed each linear's inputs (kept tokens only) into its statistics; the forward
+    stops at ``stop_at``'s input, since nothing after it is needed for the statistics."""
     def hook_for(name: str) -> Callable:
         def hook(module, args):
-            x = args[0].reshape(-1, args[0].shape[-1])
-            keep = current["keep"]
-            stats[name].add(x[keep], current["weight"][keep])
+            _add(stats[name], args[0], current["weight"])
+            if name == stop_at:
+                raise _Stop
         return hook
 
     handles = [lin.register_forward_pre_hook(hook_for(n)) for n, lin in linears.items()]
@@ -199,15 +215,17 @@ def _collect(linears: dict[str, torch.nn.Linear], stats: dict[str, LayerStats],
             h.remove()
 
 
-def prune_linear(W: torch.Tensor, stats: LayerStats | None, cfg: PruneConfig
-                 ) -> tuple[torch.Tensor, float | None]:
+def prune_weights(Ws: list[torch.Tensor], stats: LayerStats | None, cfg: PruneConfig
+                  ) -> tuple[list[torch.Tensor], float | None]:
+    """Prune weights that read the same inputs (one group) with ``cfg.method``; returns the
+    pruned weights and SparseGPT's dampening (None for the others)."""
     if cfg.method == "magnitude":
-        return magnitude(W, cfg.target), None
+        return [magnitude(W, cfg.target) for W in Ws], None
     if stats is None or stats.tokens == 0:
         raise ValueError(f"{cfg.method} needs calibration statistics; none reached this layer")
     if cfg.method == "wanda":
-        return wanda(W, stats.col_norm, cfg.target), None
-    return sparsegpt(W, stats.H, cfg.target, cfg.sparsegpt)
+        return [wanda(W, stats.col_norm, cfg.target) for W in Ws], None
+    return sparsegpt_group(Ws, stats.H, cfg.target, cfg.sparsegpt)
 
 
 @torch.inference_mode()
@@ -238,56 +256,190 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
 
     dev = cfg.device
     states = capture_block_inputs(lm, blocks, batches, dev)
-    current: dict = {}
+    weights = [b.weight.reshape(-1) for b in batches]
     bar = tqdm(range(n_layers), desc=f"prune {cfg.method} {cfg.target}", unit="block",
                disable=not progress)
-
-    def run_block(block: torch.nn.Module) -> list[torch.Tensor]:
-        outs = []
-        for (hidden, kwargs), b in zip(states, batches):
-            current["keep"] = (b.weight.reshape(-1) > 0).to(dev)
-            current["weight"] = b.weight.reshape(-1).to(dev)
-            out = block(hidden.to(dev), **_to(kwargs, dev))
-            out = out[0] if isinstance(out, tuple) else out
-            outs.append(out.to("cpu"))
-        return outs
-
+    staged = cfg.true_sequential and staged_forward_matches(blocks[0], states[0], dev)
     for i in bar:
         block = blocks[i].to(dev)
         lins = targeted.get(i, {})
-        if lins:
-            # The linears of a group read the same input (q/k/v the normed hidden states,
-            # gate/up the normed residual), so one set of statistics serves the whole group.
-            groups = [g for g in ([n for n in grp if n in lins] for grp in SEQUENTIAL_GROUPS) if g]
-            for pass_groups in ([[g] for g in groups] if cfg.true_sequential else [groups]):
+        # The linears of a group read the same input (q/k/v the normed hidden states, gate/up
+        # the normed residual), so one set of statistics serves the whole group.
+        groups = [g for g in ([n for n in grp if n in lins] for grp in SEQUENTIAL_GROUPS) if g]
+        if lins and staged:
+            _staged_block(i, block, groups, lins, states, weights, cfg, report)
+        else:
+            passes = [[g] for g in groups] if cfg.true_sequential else [groups] if groups else []
+            for pass_groups in passes:
                 stats = {g[0]: LayerStats(lins[g[0]].in_features, dev) for g in pass_groups}
                 t0 = time.perf_counter()
-                with _collect({g[0]: lins[g[0]] for g in pass_groups}, stats, current):
-                    run_block(block)
-                stat_s = (time.perf_counter() - t0) / sum(map(len, pass_groups))
+                current: dict = {}
+                with _collect({g[0]: lins[g[0]] for g in pass_groups}, stats, current,
+                              stop_at=pass_groups[-1][0]):
+                    for (hidden, kwargs), w in zip(states, weights):
+                        current["weight"] = w.to(dev)
+                        with suppress(_Stop):
+                            block(hidden.to(dev), **_to(kwargs, dev))
+                per_linear = (time.perf_counter() - t0) / sum(map(len, pass_groups))
                 for g in pass_groups:
-                    st = stats[g[0]]
-                    if not torch.isfinite(st.H).all():
-                        raise ValueError(f"block {i} {g[0]}: calibration statistics hold NaN or "
-                                         "Inf (the activations overflowed); check the model's dtype")
-                    for n in g:
-                        t0 = time.perf_counter()
-                        W = lins[n].weight.data
-                        try:
-                            W_hat, damp = prune_linear(W, st, cfg)
-                        except CholeskyError as e:
-                            raise ValueError(f"block {i} {n}: {e}; raise --percdamp or add "
-                                             "calibration tokens") from e
-                        err = relative_error(W, W_hat, st.H)
-                        W.copy_(W_hat)
-                        report.append(_row(i, n, W, err, damp, time.perf_counter() - t0 + stat_s,
-                                           st.tokens))
-                del stats
-        if i + 1 < n_layers:
-            hidden_next = run_block(block)
-            states = [(h, kw) for h, (_, kw) in zip(hidden_next, states)]
+                    _prune_group(i, g, lins, stats[g[0]], per_linear * len(g), cfg, report)
+            if i + 1 < n_layers:
+                for hidden, kwargs in states:
+                    out = block(hidden.to(dev), **_to(kwargs, dev))
+                    hidden.copy_(out[0] if isinstance(out, tuple) else out)
         blocks[i].to("cpu")
     return report
+
+
+def _prune_group(i: int, group: list[str], lins: dict[str, torch.nn.Linear], stats: LayerStats,
+                 stat_s: float, cfg: PruneConfig, report: list[dict]) -> None:
+    """Prune the linears of one group, which share the statistics ``stats`` (collected in
+    ``stat_s`` seconds; the report shares all the group's time evenly between its linears)."""
+    if not torch.isfinite(stats.H).all():
+        raise ValueError(f"block {i} {group[0]}: calibration statistics hold NaN or Inf (the "
+                         "activations overflowed); check the model's dtype")
+    t0 = time.perf_counter()
+    Ws = [lins[n].weight.data for n in group]
+    try:
+        pruned, damp = prune_weights(Ws, stats, cfg)
+    except CholeskyError as e:
+        raise ValueError(f"block {i} {', '.join(group)}: {e}; raise --percdamp or add calibration "
+                         "tokens") from e
+    errors = [relative_error(W, W_hat, stats.H) for W, W_hat in zip(Ws, pruned)]
+    for W, W_hat in zip(Ws, pruned):
+        W.copy_(W_hat)
+    each = (time.perf_counter() - t0 + stat_s) / len(group)
+    for n, W, err in zip(group, Ws, errors):
+        report.append(_row(i, n, W, err, damp, each, stats.tokens))
+
+
+# -- the staged block forward (Llama/Qwen2 family) -------------------------------------------------
+#
+# A Llama/Qwen2 decoder block computes, with a and m the inputs of o_proj and down_proj:
+#     x = input_layernorm(h);  a = attention(q(x), k(x), v(x));  r = h + o_proj(a)
+#     y = post_attention_layernorm(r);  m = act(gate_proj(y)) * up_proj(y);  out = r + down_proj(m)
+# Running it stage by stage over all batches lets each group be pruned as soon as its inputs are
+# known, and the next stage then sees the pruned group: true-sequential in one pass. The attention
+# and the MLP are called as the model's own modules, stopped at o_proj / down_proj by a hook, so
+# rotary embeddings, GQA, q/k norms and the attention kernel stay the model's.
+
+
+def _input_of(linear: torch.nn.Module, run: Callable[[], object]) -> torch.Tensor:
+    """The input ``linear`` receives while ``run()`` executes; ``run`` stops right there."""
+    got: list[torch.Tensor] = []
+
+    def grab(module, args):
+        got.append(args[0])
+        raise _Stop
+
+    handle = linear.register_forward_pre_hook(grab)
+    try:
+        with suppress(_Stop):
+            run()
+    finally:
+        handle.remove()
+    if not got:
+        raise ValueError("the staged forward never reached " + type(linear).__name__)
+    return got[0]
+
+
+def _attn_input(block: torch.nn.Module, h: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    attn = block.self_attn
+    return _input_of(attn.o_proj, lambda: attn(hidden_states=block.input_layernorm(h), **kwargs))
+
+
+def _mlp_input(block: torch.nn.Module, r: torch.Tensor) -> torch.Tensor:
+    mlp = block.mlp
+    return _input_of(mlp.down_proj, lambda: mlp(block.post_attention_layernorm(r)))
+
+
+def _staged_forward(block: torch.nn.Module, h: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    r = h + block.self_attn.o_proj(_attn_input(block, h, kwargs))
+    return r + block.mlp.down_proj(_mlp_input(block, r))
+
+
+@torch.inference_mode()
+def staged_forward_matches(block: torch.nn.Module, state: tuple[torch.Tensor, dict], dev: str
+                           ) -> bool:
+    """Whether the staged forward reproduces ``block`` on one batch: the check that a block is of
+    the Llama/Qwen2 form before it is pruned in stages."""
+    names = ("input_layernorm", "post_attention_layernorm", "self_attn.o_proj", "mlp.down_proj")
+    have = {n for n, _ in block.named_modules()}
+    if not all(n in have for n in names):
+        return False
+    block.to(dev)
+    try:
+        h, kwargs = state[0].to(dev), _to(state[1], dev)
+        out = block(h, **kwargs)
+        out = out[0] if isinstance(out, tuple) else out
+        # The same kernels on the same inputs: equal up to rounding in the model's dtype; a block
+        # of another form (an extra norm, a scaled residual) is off by far more.
+        tol = max(1e-5, 4 * torch.finfo(out.dtype).eps)
+        ok = bool(torch.linalg.vector_norm((_staged_forward(block, h, kwargs) - out).float())
+                  <= tol * torch.linalg.vector_norm(out.float()))
+    except (TypeError, ValueError, RuntimeError):
+        ok = False
+    finally:
+        block.to("cpu")
+    if not ok:
+        print(f"note: {type(block).__name__} is not a Llama/Qwen2-style block; true-sequential "
+              "runs one forward pass per sublayer group instead of one staged pass")
+    return ok
+
+
+def _stash(dev: str, rows: int, widths: list[int], dtype: torch.dtype) -> str:
+    """Where a staged block keeps its activations (``rows`` tokens of each width): on a GPU when
+    they take under half of its free memory, else on the CPU."""
+    if torch.device(dev).type != "cuda":
+        return "cpu"
+    need = rows * sum(widths) * torch.empty((), dtype=dtype).element_size()
+    return dev if need < torch.cuda.mem_get_info(torch.device(dev))[0] // 2 else "cpu"
+
+
+def _staged_block(i: int, block: torch.nn.Module, groups: list[list[str]],
+                  lins: dict[str, torch.nn.Linear], states: list[tuple[torch.Tensor, dict]],
+                  weights: list[torch.Tensor], cfg: PruneConfig, report: list[dict]) -> None:
+    """Prune one block true-sequentially in one staged pass; leaves its outputs in ``states``.
+    Stage activations (the inputs of o_proj, then of down_proj) are held for all batches, in the
+    model's dtype, on the GPU when they fit (see ``_stash``)."""
+    dev = cfg.device
+    by_leader = {g[0]: g for g in groups}
+    kwargs_dev = [_to(kw, dev) for _, kw in states]  # small: masks and rotary tables
+    rows = sum(h.numel() // h.shape[-1] for h, _ in states)
+    mlp_width = block.mlp.down_proj.in_features
+    home = _stash(dev, rows, [states[0][0].shape[-1], block.self_attn.o_proj.in_features,
+                              mlp_width], states[0][0].dtype)
+    hs = [h.to(home) for h, _ in states]  # the block's inputs, replaced in place by r, then out
+
+    def stage(leader: str, inputs: Callable[[int], torch.Tensor], keep: bool) -> list[torch.Tensor]:
+        """Compute the leader's input for every batch (kept if ``keep``), then prune its group."""
+        if leader not in by_leader and not keep:
+            return []
+        t0 = time.perf_counter()
+        stats = LayerStats(lins[leader].in_features, dev) if leader in by_leader else None
+        kept = []
+        for k, w in enumerate(weights):
+            x = inputs(k)
+            if stats is not None:
+                _add(stats, x, w.to(dev))
+            if keep:
+                kept.append(x.to(home))
+        if stats is not None:
+            _prune_group(i, by_leader[leader], lins, stats, time.perf_counter() - t0, cfg, report)
+        return kept
+
+    stage("self_attn.q_proj", lambda k: block.input_layernorm(hs[k].to(dev)), keep=False)
+    a = stage("self_attn.o_proj", lambda k: _attn_input(block, hs[k].to(dev), kwargs_dev[k]),
+              keep=True)
+    for h, ak in zip(hs, a):
+        h.add_(block.self_attn.o_proj(ak.to(dev)).to(home))  # h is now r
+    del a
+    stage("mlp.gate_proj", lambda k: block.post_attention_layernorm(hs[k].to(dev)), keep=False)
+    m = stage("mlp.down_proj", lambda k: _mlp_input(block, hs[k].to(dev)), keep=True)
+    for (out, _), r, mk in zip(states, hs, m):
+        r.add_(block.mlp.down_proj(mk.to(dev)).to(home))
+        if r is not out:
+            out.copy_(r)
 
 
 def _row(layer: int, name: str, W: torch.Tensor, err: float | None, damp: float | None,

@@ -52,10 +52,17 @@ class Target:
 
 
 def smallest(score: torch.Tensor, k: int) -> torch.Tensor:
-    """Mask of exactly the ``k`` smallest entries of ``score`` (over all of it)."""
-    mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
-    if k > 0:
-        mask[score.flatten().topk(k, largest=False).indices] = True
+    """Mask of exactly the ``k`` smallest entries of ``score`` (over all of it); among entries
+    equal to the k-th smallest, the first ones in memory order. (A selection by the k-th value,
+    not a ``topk``: several times faster when k is half a layer.)"""
+    flat = score.flatten()
+    if k <= 0:
+        return torch.zeros_like(score, dtype=torch.bool)
+    kth = flat.kthvalue(k).values
+    mask = flat < kth
+    short = k - int(mask.sum())
+    if short > 0:
+        mask[(flat == kth).nonzero().squeeze(1)[:short]] = True
     return mask.view_as(score)
 
 

@@ -2,7 +2,7 @@
 compensate, using the inverse Hessian of the layer-wise reconstruction objective.
 
 Names follow the paper and the reference implementation: H = sum x x^T over calibration tokens,
-Hinv the upper Cholesky factor of H^-1, W1/Q1/Err1 the block being processed. The only deliberate
+Hinv the upper Cholesky factor of H^-1, W1/Err1 the block being processed. The only deliberate
 difference from the reference: the unstructured mask of a block prunes exactly
 int(numel * sparsity) weights (the reference's ``<= threshold`` prunes one more).
 """
@@ -49,8 +49,18 @@ def inverse_hessian_factor(H: torch.Tensor, percdamp: float, max_percdamp: float
 def sparsegpt(W: torch.Tensor, H: torch.Tensor, target: Target,
               cfg: SparseGPTConfig = SparseGPTConfig()) -> tuple[torch.Tensor, float]:
     """Return the pruned weight (in W's dtype) and the dampening used. ``H`` is not modified."""
-    dtype = W.dtype
-    W = W.detach().clone().float()
+    (pruned,), damp = sparsegpt_group([W], H, target, cfg)
+    return pruned, damp
+
+
+def sparsegpt_group(Ws: list[torch.Tensor], H: torch.Tensor, target: Target,
+                    cfg: SparseGPTConfig = SparseGPTConfig()) -> tuple[list[torch.Tensor], float]:
+    """Prune weights that read the same inputs (q/k/v, or gate/up) against their one ``H``: one
+    inverse and one column loop for all their rows. Rows never interact in SparseGPT, and the
+    unstructured mask is chosen per weight, so each result is what pruning it alone gives."""
+    rows = [w.shape[0] for w in Ws]
+    dtype = Ws[0].dtype
+    W = torch.cat([w.detach().float() for w in Ws])
     H = H.detach().clone().float()
     columns = W.shape[1]
     if target.structured and columns % target.m:
@@ -66,7 +76,6 @@ def sparsegpt(W: torch.Tensor, H: torch.Tensor, target: Target,
     for i1 in range(0, columns, cfg.blocksize):
         i2 = min(i1 + cfg.blocksize, columns)
         W1 = W[:, i1:i2].clone()
-        Q1 = torch.zeros_like(W1)
         Err1 = torch.zeros_like(W1)
         Hinv1 = Hinv[i1:i2, i1:i2]
         d1 = torch.diag(Hinv1).reshape(1, -1)
@@ -75,25 +84,25 @@ def sparsegpt(W: torch.Tensor, H: torch.Tensor, target: Target,
             mask1 = torch.zeros_like(W1, dtype=torch.bool)
         else:
             # Adaptive mask: chosen per block, from the weights already updated by earlier blocks.
-            mask1 = smallest(W1**2 / d1**2, int(W1.numel() * target.sparsity))
+            score = W1**2 / d1**2
+            mask1 = torch.cat([smallest(s, int(s.numel() * target.sparsity))
+                               for s in score.split(rows)])
 
         for i in range(i2 - i1):
-            w = W1[:, i]
-            d = Hinv1[i, i]
             if target.structured and i % target.m == 0:
                 # N:M on the current, already updated weights of this group of m columns.
                 score = W1[:, i:i + target.m] ** 2 / d1[:, i:i + target.m] ** 2
                 mask1.scatter_(1, i + score.topk(target.n, dim=1, largest=False).indices, True)
-            q = w.clone()
-            q[mask1[:, i]] = 0
-            Q1[:, i] = q
-            err1 = (w - q) / d
-            # Spread this column's error over the columns of the block not yet processed.
+            # (w - q) / d, q being the column w with its pruned weights set to zero
+            err1 = W1[:, i].masked_fill(~mask1[:, i], 0) / Hinv1[i, i]
+            # Spread this column's error over the columns of the block not yet processed. This
+            # also takes the column itself to q (w - (w - q) / d * d), up to rounding in its
+            # pruned entries, which are set to exactly zero below.
             W1[:, i:] -= err1.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
             Err1[:, i] = err1
 
-        W[:, i1:i2] = Q1
+        W[:, i1:i2] = W1.masked_fill_(mask1, 0)
         # Lazy batch update: the rest of the matrix sees the whole block's error at once.
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
 
-    return W.to(dtype), damp
+    return [w.to(dtype) for w in W.split(rows)], damp
