@@ -25,8 +25,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
-# Regenerate the committed reference run (docs/results/) from the full grid.
+# Regenerate the committed reference run (docs/results/) from the full grid, from scratch: the
+# sweep's cache is keyed by inputs, not by rac's code, so an old cache would be reused.
 results: $(STAMP)
+	rm -rf runs/demo-full
 	$(BIN)/rac demo --full --out runs/demo-full
 	rm -rf docs/results && mkdir -p docs/results
 	cp runs/demo-full/report.md runs/demo-full/results.json runs/demo-full/*.png docs/results/

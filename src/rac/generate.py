@@ -6,6 +6,7 @@ same batch with the same seed gives the same completions (what makes traces resu
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -97,8 +98,12 @@ class TransformersBackend:
         out = torch.full((n, sampling.max_new_tokens), self.pad_id, dtype=torch.long, device=dev)
         rows = torch.arange(n, device=dev)  # the original rows still being decoded
         cache = DynamicCache(config=self.lm.config)
+        # only the last position's logits are needed (models written without the argument get
+        # them all)
+        last_only = ({"logits_to_keep": 1}
+                     if "logits_to_keep" in inspect.signature(self.lm.forward).parameters else {})
         logits = self.lm(input_ids=ids, attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                         past_key_values=cache, use_cache=True, **last_only).logits[:, -1]
         position = positions[:, -1:]
         for step in range(sampling.max_new_tokens):
             u = None
