@@ -12,6 +12,7 @@ method must do at the matrix-multiply rate measured here, now:
   tokens x d^2 FLOPs each (a symmetric rank-k update), and the SparseGPT solves.
 
     python bench/prune_speed.py --layers 6 [--skip-llmcompressor]
+    python bench/prune_speed.py --layers 1 --profile-block   # where a block's forward goes
 
 Prints a table of seconds and ratios; a benchmark, never a test.
 """
@@ -141,6 +142,25 @@ def layer_errors(dense, pruned, ids) -> float:
     return sum(errs) / len(errs)
 
 
+def profile_block(lm, ids: torch.Tensor) -> None:
+    """Where one block's forward over all calibration tokens spends its time, by operator."""
+    from torch.profiler import profile
+
+    from rac.prune.engine import capture_block_inputs
+
+    batches = [Batch(ids[i:i + 4], torch.ones_like(ids[i:i + 4]),
+                     torch.ones(ids[i:i + 4].shape)) for i in range(0, len(ids), 4)]
+    states = capture_block_inputs(lm, lm.model.layers, batches, "cpu")
+    block = lm.model.layers[0]
+    with torch.inference_mode():
+        for h, kw in states[:1]:
+            block(h, **kw)
+        with profile() as prof:
+            for h, kw in states:
+                block(h, **kw)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=6)
@@ -148,6 +168,8 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--skip-llmcompressor", action="store_true")
+    ap.add_argument("--profile-block", action="store_true",
+                    help="only print an operator profile of one block's forward")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -157,6 +179,9 @@ def main() -> None:
     torch.manual_seed(0)
     dense = LlamaForCausalLM(cfg).eval()
     ids = torch.randint(0, cfg.vocab_size, (a.samples, a.seq), generator=torch.Generator().manual_seed(0))
+    if a.profile_block:
+        profile_block(dense, ids)
+        return
     rate = matmul_rate()
     tokens = a.samples * a.seq
     floors = {p: floor_flops(cfg, tokens, a.seq, p) for p in (1.75, 1.0)}
