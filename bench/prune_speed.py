@@ -57,6 +57,12 @@ def floor_flops(cfg: LlamaConfig, tokens: int, seq: int, passes: float,
     solve = sum(i**3 + 2 * o * i * blocksize + 2 * o * i * i for o, i in linears)
     forward = first_pass + (fwd if passes > 1 else 0)
     return {"forward": L * forward, "hessian": L * hess, "solve": L * solve}
+def calib_batches(ids: torch.Tensor) -> list[Batch]:
+    """rac's batches of 4 rows, no padding: the same tokens llm-compressor gets."""
+    return [Batch(ids[i:i + 4], torch.ones_like(ids[i:i + 4]), torch.ones(ids[i:i + 4].shape))
+            for i in range(0, len(ids), 4)]
+
+
 def run_rac(lm, ids: torch.Tensor, true_sequential: bool = False, staged: bool = True,
             device: str = "cpu", split: dict | None = None) -> float:
     """Seconds to prune ``lm`` with rac; ``split`` (if given) receives the seconds spent in
@@ -64,8 +70,7 @@ def run_rac(lm, ids: torch.Tensor, true_sequential: bool = False, staged: bool =
     import rac.prune.engine as engine
     from rac.prune.stats import LayerStats
 
-    batches = [Batch(ids[i:i + 4], torch.ones_like(ids[i:i + 4]),
-                     torch.ones(ids[i:i + 4].shape)) for i in range(0, len(ids), 4)]
+    batches = calib_batches(ids)
     saved = engine.staged_forward_matches, engine.sparsegpt_group, LayerStats.add
     if not staged:  # the one-pass-per-group form of true-sequential, for comparison
         engine.staged_forward_matches = lambda *a: False
@@ -148,8 +153,7 @@ def profile_block(lm, ids: torch.Tensor) -> None:
 
     from rac.prune.engine import capture_block_inputs
 
-    batches = [Batch(ids[i:i + 4], torch.ones_like(ids[i:i + 4]),
-                     torch.ones(ids[i:i + 4].shape)) for i in range(0, len(ids), 4)]
+    batches = calib_batches(ids)
     states = capture_block_inputs(lm, lm.model.layers, batches, "cpu")
     block = lm.model.layers[0]
     with torch.inference_mode():

@@ -35,8 +35,7 @@ def gemm_rate(x: torch.Tensor, repeats: int) -> float:
 
 def performed_flops(tokens: int, d: int) -> int:
     """FLOPs of LayerStats.add's row-block updates of the upper triangle."""
-    rows = max(LayerStats.MIN_BLOCK_ROWS, -(-d // 8))
-    return sum(2 * tokens * min(rows, d - i) * (d - i) for i in range(0, d, rows))
+    return sum(2 * tokens * (j - i) * (d - i) for i, j in LayerStats.row_blocks(d))
 
 
 def stats_rate(x: torch.Tensor, batch: int, repeats: int) -> tuple[float, float]:

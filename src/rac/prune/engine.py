@@ -428,14 +428,14 @@ def _staged_block(i: int, block: torch.nn.Module, groups: list[list[str]],
             _prune_group(i, by_leader[leader], lins, stats, time.perf_counter() - t0, cfg, report)
         return kept
 
-    stage("self_attn.q_proj", lambda k: block.input_layernorm(hs[k].to(dev)), keep=False)
-    a = stage("self_attn.o_proj", lambda k: _attn_input(block, hs[k].to(dev), kwargs_dev[k]),
+    stage(ATTN[0], lambda k: block.input_layernorm(hs[k].to(dev)), keep=False)
+    a = stage(ATTN[3], lambda k: _attn_input(block, hs[k].to(dev), kwargs_dev[k]),
               keep=True)
     for h, ak in zip(hs, a):
         h.add_(block.self_attn.o_proj(ak.to(dev)).to(home))  # h is now r
     del a
-    stage("mlp.gate_proj", lambda k: block.post_attention_layernorm(hs[k].to(dev)), keep=False)
-    m = stage("mlp.down_proj", lambda k: _mlp_input(block, hs[k].to(dev)), keep=True)
+    stage(MLP[0], lambda k: block.post_attention_layernorm(hs[k].to(dev)), keep=False)
+    m = stage(MLP[2], lambda k: _mlp_input(block, hs[k].to(dev)), keep=True)
     for (out, _), r, mk in zip(states, hs, m):
         r.add_(block.mlp.down_proj(mk.to(dev)).to(home))
         if r is not out:

@@ -18,8 +18,14 @@ import torch
 
 class LayerStats:
     # H is symmetric, so only its upper triangle is accumulated, in row blocks of at least this
-    # many rows (GEMMs stay large): for d_in = 1536, 8 blocks do 56% of the full product's FLOPs.
+    # many rows (GEMMs stay large): for d_in = 1536, 6 blocks do 58% of the full product's FLOPs.
     MIN_BLOCK_ROWS = 256
+
+    @classmethod
+    def row_blocks(cls, d: int) -> list[tuple[int, int]]:
+        """The (start, stop) row blocks of the upper triangle of a d x d H."""
+        rows = max(cls.MIN_BLOCK_ROWS, -(-d // 8))
+        return [(i, min(i + rows, d)) for i in range(0, d, rows)]
 
     def __init__(self, d_in: int, device: torch.device | str, hessian: bool = True):
         self._upper = torch.zeros(d_in, d_in, dtype=torch.float32, device=device) if hessian else None
@@ -38,21 +44,17 @@ class LayerStats:
             self._col_sq += (x * x).sum(0)
             return
         self._H = None
-        d = x.shape[1]
-        rows = max(self.MIN_BLOCK_ROWS, -(-d // 8))
-        for i in range(0, d, rows):  # rank-k updates of the row blocks right of the diagonal
-            self._upper[i:i + rows, i:].addmm_(x[:, i:i + rows].T, x[:, i:])
+        for i, j in self.row_blocks(x.shape[1]):  # rank-k updates right of the diagonal
+            self._upper[i:j, i:].addmm_(x[:, i:j].T, x[:, i:])
 
     @property
     def H(self) -> torch.Tensor | None:
         if self._upper is None:
             return None
         if self._H is None:
-            d = self._upper.shape[0]
-            rows = max(self.MIN_BLOCK_ROWS, -(-d // 8))
             H = self._upper.clone()
-            for i in range(0, d, rows):  # mirror each block row's right part below the diagonal
-                H[i + rows:, i:i + rows] = H[i:i + rows, i + rows:].T
+            for i, j in self.row_blocks(H.shape[0]):  # mirror each block's right part below it
+                H[j:, i:j] = H[i:j, j:].T
             self._H = H
         return self._H
 
