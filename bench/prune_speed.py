@@ -26,7 +26,9 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from rac.prune.engine import Batch, PruneConfig, prune_model
+from rac.prune.batches import Batch
+from rac.prune.config import PruneConfig
+from rac.prune.engine import prune_model
 from rac.prune.masks import Target
 from rac.prune.stats import relative_error
 
@@ -66,39 +68,29 @@ def calib_batches(ids: torch.Tensor) -> list[Batch]:
 def run_rac(lm, ids: torch.Tensor, true_sequential: bool = False, staged: bool = True,
             device: str = "cpu", split: dict | None = None) -> float:
     """Seconds to prune ``lm`` with rac; ``split`` (if given) receives the seconds spent in
-    Hessian updates and in SparseGPT solves (the rest is forward passes and data movement)."""
-    import rac.prune.engine as engine
-    from rac.prune.stats import LayerStats
+    Hessian updates and in SparseGPT solves (the rest is forward passes and data movement),
+    read from a cProfile of the run (which adds a little overhead to the run it measures)."""
+    import cProfile
+    import pstats
 
     batches = calib_batches(ids)
-    saved = engine.staged_forward_matches, engine.sparsegpt_group, LayerStats.add
-    if not staged:  # the one-pass-per-group form of true-sequential, for comparison
-        engine.staged_forward_matches = lambda *a: False
-    if split is not None:
-        split.update(hessian=0.0, solve=0.0)
-
-        def timed(key, fn):
-            def wrapper(*args, **kwargs):
-                t = time.perf_counter()
-                try:
-                    return fn(*args, **kwargs)
-                finally:
-                    split[key] += time.perf_counter() - t
-            return wrapper
-
-        engine.sparsegpt_group = timed("solve", saved[1])
-        LayerStats.add = timed("hessian", saved[2])
-    try:
-        t0 = time.perf_counter()
-        prune_model(lm, lm.model.layers, batches,
-                    PruneConfig("sparsegpt", Target(0.5), true_sequential=true_sequential,
-                                device=device),
-                    progress=False)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
-    finally:
-        engine.staged_forward_matches, engine.sparsegpt_group, LayerStats.add = saved
+    cfg = PruneConfig("sparsegpt", Target(0.5), true_sequential=true_sequential, staged=staged,
+                      device=device)
+    profile = cProfile.Profile() if split is not None else None
+    t0 = time.perf_counter()
+    if profile:
+        profile.enable()
+    prune_model(lm, lm.model.layers, batches, cfg, progress=False)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    if profile:
+        profile.disable()
+        cumulative = {f"{path.rsplit('/', 1)[-1]}:{name}": row[3]
+                      for (path, _, name), row in pstats.Stats(profile).stats.items()}
+        split.update(hessian=cumulative.get("stats.py:add", 0.0),
+                     solve=cumulative.get("sparsegpt.py:sparsegpt_group", 0.0))
+    return seconds
 
 
 def run_llmcompressor(dense, ids: torch.Tensor):
@@ -151,7 +143,7 @@ def profile_block(lm, ids: torch.Tensor) -> None:
     """Where one block's forward over all calibration tokens spends its time, by operator."""
     from torch.profiler import profile
 
-    from rac.prune.engine import capture_block_inputs
+    from rac.prune.forward import capture_block_inputs
 
     batches = calib_batches(ids)
     states = capture_block_inputs(lm, lm.model.layers, batches, "cpu")

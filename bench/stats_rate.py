@@ -88,7 +88,7 @@ def main() -> None:
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from rac.toy.generic import corpus
+    from rac.calibrate.generic import corpus
     from rac.toy.tokenizer import build_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:

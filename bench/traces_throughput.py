@@ -14,9 +14,8 @@ import time
 import torch
 
 from rac import models
-from rac.evaluate import generate_all
-from rac.generate import Completion, Sampling, TransformersBackend, eos_ids_of, trim
-from rac.toy import arith
+from rac.generate import Completion, Sampling, TransformersBackend, eos_ids_of, generate_all, trim
+from rac.tasks import arith
 
 
 class GenerateBackend:

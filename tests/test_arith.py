@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from rac.toy import arith
+from rac.tasks import arith
 
 
 def independent_answer(p: arith.Problem) -> int:

@@ -94,7 +94,7 @@ def test_bad_models_and_flags(qwen2_dir, problems_file, tmp_path, capsys):
         (["eval", qwen2_dir, "--problems", problems_file, "--temperature", -1], "temperature"),
         (["eval", qwen2_dir, "--problems", problems_file, "--samples", 0], "samples"),
         (["problems", "--n", 0, "--out", tmp_path / "x.jsonl"], "--n"),
-        (["problems", "--task", "chess", "--n", 3, "--out", tmp_path / "x.jsonl"], "unknown task"),
+        (["problems", "--task", "chess", "--n", 3, "--out", tmp_path / "x.jsonl"], "invalid choice"),
     ]
     for argv, needle in cases:
         code, _, err = run(capsys, *argv, "--out", tmp_path / "o") if argv[0] == "eval" \

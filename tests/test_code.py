@@ -110,6 +110,77 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def test_files_written_to_tmp_and_shm_do_not_outlive_the_program(tmp_path):
+    marker = f"rac-hostile-{os.getpid()}-{time.time_ns()}"
+    program = (f"for d in ('/tmp', '/dev/shm'):\n    open(d + '/{marker}', 'w').write('x')\n"
+               f"print(open('/tmp/{marker}').read())")
+    r = run_python(program, "", LIMITS)
+    assert r.status == "ok" and r.stdout.strip() == "x", r.stderr[-300:]  # it could write there
+    assert not Path(f"/tmp/{marker}").exists() and not Path(f"/dev/shm/{marker}").exists()
+
+
+@pytest.fixture
+def public_dir():
+    """A directory every user can read (pytest's tmp_path sits under a private one)."""
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="rac-test-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_program_cannot_read_the_hidden_tests(public_dir, tmp_path, capsys):
+    """Reward hacking through the file system: a program that opens the problem file (world
+    readable, at a path it can guess) and prints the expected output must be graded wrong."""
+    problems = write_jsonl(public_dir / "code.jsonl", [
+        {"id": "secret", "problem": "Print the secret.", "tests": [{"input": "", "output": "s3cr3t"}]}])
+    os.chmod(problems, 0o644)
+    cheat = ("</think>\n```python\nimport json\n"
+             f"row = json.loads(open({str(problems)!r}).readline())\n"
+             "print(row['tests'][0]['output'])\n```")
+    comps = write_jsonl(tmp_path / "c.jsonl", [{"id": "secret", "completion": cheat}])
+    assert main(["grade", "--problems", str(problems), "--completions", str(comps), "--out",
+                 str(tmp_path / "g")]) == 0
+    res = json.loads((tmp_path / "g" / "grade.json").read_text())
+    assert res["summary"]["accuracy"] == 0.0
+    capsys.readouterr()
+
+
+def test_the_sandbox_works_for_a_non_root_user(public_dir):
+    """The same isolation from an unprivileged caller (user namespaces), with the system Python."""
+    import shutil
+    import subprocess
+
+    import rac
+
+    setpriv, python = shutil.which("setpriv"), "/usr/bin/python3"
+    if os.geteuid() != 0 or not setpriv or not os.access(python, os.X_OK):
+        pytest.skip("needs root (to become nobody), setpriv and /usr/bin/python3")
+    src = public_dir / "src"
+    shutil.copytree(Path(rac.__file__).parent, src / "rac",
+                    ignore=shutil.ignore_patterns("embedded", "__pycache__"))
+    secret = public_dir / "secret.txt"
+    secret.write_text("s3cr3t")
+    for p in [public_dir, *public_dir.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    script = ("from rac.tasks.sandbox import Limits, run_python\n"
+              f"r = run_python({f'print(open({str(secret)!r}).read())'!r}, '', Limits())\n"
+              "print(r.status, 's3cr3t' in r.stdout)\n"
+              "r = run_python('import os; print(os.getuid(), sorted(os.listdir(\"/\")))', '', Limits())\n"
+              "print(r.status, r.stdout.strip())\n")
+    out = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c",
+                          script], capture_output=True, text=True, cwd=public_dir, timeout=60,
+                         env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin", "HOME": str(public_dir)})
+    if "namespaces" in out.stderr:
+        pytest.skip("this kernel refuses unprivileged user namespaces: " + out.stderr[-200:])
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0 and len(lines) == 2, out.stderr[-500:]
+    assert lines[0] == "error False"  # the host file is not there at all
+    assert lines[1].startswith("ok 65534 ") and "'sandbox'" in lines[1] and "'root'" not in lines[1]
+
+
 def test_rac_grade_code_and_math_files(tmp_path, capsys):
     code = write_jsonl(tmp_path / "code.jsonl", [
         {"id": "sum", "problem": "Add two numbers.", "tests": STDIN_TESTS},

@@ -8,9 +8,10 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rac import models
-from rac.evaluate import evaluate_model
+from rac.evaluate import EvalConfig, evaluate_model
+from rac.generate import sampling_for
+from rac.tasks import arith
 from rac.tasks.problems import Problem, write_problems
-from rac.toy import arith
 
 
 def test_loads_with_plain_transformers_as_qwen2():
@@ -34,7 +35,8 @@ def test_reasons_on_held_out_problems(tmp_path):
     R1 format, and a chain of thought much longer than the prompt."""
     problems = [Problem(p.id, p.problem, p.answer) for p in arith.generate(60, 123, "test")]
     write_problems(tmp_path / "p.jsonl", problems)
-    res = evaluate_model("embedded", tmp_path / "p.jsonl", None, batch_size=60, progress=False)
+    cfg = EvalConfig(sampling_for("embedded", "eval"), batch_size=60)
+    res = evaluate_model("embedded", tmp_path / "p.jsonl", None, cfg, progress=False)
     s = res["summary"]
     assert s["accuracy"] >= 0.9, s
     assert s["max_hit_rate"] == 0

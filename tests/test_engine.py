@@ -8,10 +8,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from rac import models
-from rac.calibrate import calib
+from rac import calibset, models
 from rac.cli import main
-from rac.prune.engine import PruneConfig, Scope, make_batches, prune_model
+from rac.prune.batches import make_batches
+from rac.prune.config import PruneConfig, Scope
+from rac.prune.engine import prune_model
 from rac.prune.masks import Target
 from rac.prune.stats import LayerStats
 
@@ -35,8 +36,7 @@ def calib_set(qwen2_dir, tmp_path_factory):
 
 
 def rows_of(path):
-    ds, _ = calib.load(path)
-    return list(zip(ds["input_ids"], ds["attention_mask"], ds["segment"]))
+    return calibset.read(path).rows
 
 
 def weights(lm) -> dict[str, torch.Tensor]:
@@ -81,7 +81,7 @@ def test_propagation_uses_the_pruned_blocks_and_masks_padding(qwen2_dir, calib_s
     tok = models.load_tokenizer(qwen2_dir)
     lm = models.load_model(qwen2_dir)
     rows = rows_of(calib_set)
-    assert any(0 in m for _, m, _ in rows)  # the set has padding
+    assert any(0 in r.mask for r in rows)  # the set has padding
     batches = make_batches(rows, tok.pad_token_id, {}, max_tokens=300)
     seen: dict = {}
     import rac.prune.engine as engine
@@ -106,9 +106,9 @@ def test_propagation_uses_the_pruned_blocks_and_masks_padding(qwen2_dir, calib_s
         q = model.model.layers[1].self_attn.q_proj
         handle = q.register_forward_pre_hook(
             lambda m, a: stats.add(a[0].reshape(-1, a[0].shape[-1])[current.reshape(-1) > 0]))
-        for ids, mask, _ in rows:
-            current = torch.tensor([mask])
-            model(input_ids=torch.tensor([ids]), attention_mask=torch.tensor([mask]))
+        for r in rows:
+            current = torch.tensor([r.mask])
+            model(input_ids=torch.tensor([r.ids]), attention_mask=torch.tensor([r.mask]))
         handle.remove()
         return stats.H
 
@@ -128,17 +128,16 @@ def test_true_sequential_differs_and_still_hits_the_target(qwen2_dir, calib_set)
         report = prune_model(lm, models.decoder_blocks(lm), batches,
                              PruneConfig("sparsegpt", Target(0.5), true_sequential=seq),
                              progress=False)
-        assert all(r["sparsity"] == pytest.approx(0.5, abs=1e-3) for r in report)
+        assert all(r.sparsity == pytest.approx(0.5, abs=1e-3) for r in report)
         results.append(lm.model.layers[1].mlp.down_proj.weight.clone())
     assert not torch.equal(*results)
 
 
 @pytest.mark.parametrize("arch_dir", ["qwen2_dir", "llama_dir"])
 @pytest.mark.parametrize("scope", ["all", "mlp@1", "attn@0,2"])
-def test_staged_true_sequential_equals_one_pass_per_group(arch_dir, scope, request, calib_set,
-                                                          monkeypatch):
+def test_staged_true_sequential_equals_one_pass_per_group(arch_dir, scope, request, calib_set):
     """The staged single pass computes what one forward pass per sublayer group computes."""
-    import rac.prune.engine as engine
+    from dataclasses import replace
 
     model = request.getfixturevalue(arch_dir)
     tok = models.load_tokenizer(model)
@@ -147,20 +146,20 @@ def test_staged_true_sequential_equals_one_pass_per_group(arch_dir, scope, reque
     cfg = PruneConfig("sparsegpt", Target(0.5), Scope.parse(scope), true_sequential=True)
     outs = []
     for staged in (True, False):
-        if not staged:
-            monkeypatch.setattr(engine, "staged_forward_matches", lambda *a: False)
         lm = models.load_model(model)
-        report = prune_model(lm, models.decoder_blocks(lm), batches, cfg, progress=False)
-        outs.append((weights(lm), [(r["layer"], r["name"], r["tokens"]) for r in report]))
+        report = prune_model(lm, models.decoder_blocks(lm), batches, replace(cfg, staged=staged),
+                             progress=False)
+        outs.append((weights(lm), [(r.layer, r.name, r.tokens) for r in report]))
     (w_staged, r_staged), (w_multi, r_multi) = outs
     assert r_staged == r_multi
     for k in w_staged:
         assert torch.equal(w_staged[k], w_multi[k]), k
 
 
-def test_staged_forward_refuses_a_block_of_another_form(llama_dir, calib_set, capsys):
+def test_staged_forward_refuses_a_block_of_another_form(llama_dir, calib_set, caplog):
     """A block that computes something else than the Llama/Qwen2 form is never staged."""
-    from rac.prune.engine import capture_block_inputs, staged_forward_matches
+    from rac.prune.forward import capture_block_inputs
+    from rac.prune.staged import staged_forward_matches
 
     lm = models.load_model(llama_dir)
     tok = models.load_tokenizer(llama_dir)
@@ -175,14 +174,14 @@ def test_staged_forward_refuses_a_block_of_another_form(llama_dir, calib_set, ca
 
     block.__class__ = Scaled
     assert not staged_forward_matches(block, state, "cpu")
-    assert "one forward pass per sublayer group" in capsys.readouterr().out
+    assert "one forward pass per sublayer group" in caplog.text
 
 
 def test_segment_weights_change_the_statistics(qwen2_dir, tmp_path):
     tok = models.load_tokenizer(qwen2_dir)
-    rows = [([3, 4, 5, 6, 7, 8], [1] * 6, [0, 0, 0, 1, 1, 1])]
+    rows = [calibset.Row([3, 4, 5, 6, 7, 8], [1] * 6, [0, 0, 0, 1, 1, 1])]
     plain = make_batches(rows, tok.pad_token_id, {})[0]
-    weighted = make_batches(rows, tok.pad_token_id, {1: 2.0})[0]
+    weighted = make_batches(rows, tok.pad_token_id, {"decode": 2.0})[0]
     assert plain.weight.tolist() == [[1.0] * 6]
     assert weighted.weight.tolist() == [[1.0, 1, 1, 2, 2, 2]]
 
@@ -299,7 +298,13 @@ def test_fp8_export_in_compressed_tensors_format(qwen2_dir, calib_set, tmp_path,
     assert code == 0, err
     exported = out / "fp8-compressed-tensors"
     cfg = json.loads((exported / "config.json").read_text())
-    assert cfg["quantization_config"]["quant_method"] == "compressed-tensors"
+    quant = cfg["quantization_config"]
+    assert quant["quant_method"] == "compressed-tensors"
+    # the scheme rac evaluates: FP8 weights per channel, activations left alone
+    (group,) = quant["config_groups"].values()
+    assert group["weights"]["type"] == "float" and group["weights"]["num_bits"] == 8
+    assert group["weights"]["strategy"] == "channel"
+    assert group["input_activations"] is None
     dense = AutoModelForCausalLM.from_pretrained(out)
     with safe_open(str(next(exported.glob("*.safetensors"))), "pt") as f:
         name = "model.layers.0.mlp.up_proj"
@@ -310,3 +315,133 @@ def test_fp8_export_in_compressed_tensors_format(qwen2_dir, calib_set, tmp_path,
     w = dense.model.layers[0].mlp.up_proj.weight
     assert torch.allclose(q.float() * scale.float().reshape(-1, 1), w, rtol=1e-6, atol=1e-8)
     assert torch.equal(q.float() == 0, w == 0)
+    # the head stays unquantized, in the model's dtype
+    with safe_open(str(next(exported.glob("*.safetensors"))), "pt") as f:
+        stored = list(f.keys())
+        head = [k for k in stored if k.startswith("lm_head")]
+        assert head == ["lm_head.weight"] or not head  # tied embeddings store no head
+        assert not any(k.startswith("lm_head") and "scale" in k for k in stored)
+        if head:
+            assert f.get_tensor("lm_head.weight").dtype == dense.lm_head.weight.dtype
+
+
+def _first_group_H(qwen2_dir, rows, segment_weights) -> torch.Tensor:
+    """The H that prune_model hands to the pruner for block 0's q/k/v."""
+    import rac.prune.engine as engine
+
+    tok = models.load_tokenizer(qwen2_dir)
+    lm = models.load_model(qwen2_dir)
+    seen: list[torch.Tensor] = []
+    real = engine.prune_weights
+
+    def spy(Ws, stats, cfg):
+        seen.append(stats.H.clone())
+        return real(Ws, stats, cfg)
+
+    engine.prune_weights = spy
+    try:
+        prune_model(lm, models.decoder_blocks(lm),
+                    make_batches(rows, tok.pad_token_id, segment_weights, max_tokens=300),
+                    PruneConfig("sparsegpt", Target(0.5), Scope("attn", "0"),
+                                segment_weights=segment_weights), progress=False)
+    finally:
+        engine.prune_weights = real
+    return seen[0]
+
+
+def test_segment_weights_reach_the_hessian_inside_prune_model(qwen2_dir, tmp_path):
+    problems = tmp_path / "p.jsonl"
+    assert main(["problems", "--n", "20", "--split", "calib", "--out", str(problems)]) == 0
+    assert main(["calib", "--source", "reference", "--tokenizer", str(qwen2_dir), "--problems",
+                 str(problems), "--budget-tokens", "800", "--out", str(tmp_path / "c")]) == 0
+    rows = calibset.read(tmp_path / "c").rows
+    H_all = _first_group_H(qwen2_dir, rows, {})
+    H_prompt = _first_group_H(qwen2_dir, rows, {"decode": 0.0})
+    H_decode = _first_group_H(qwen2_dir, rows, {"prompt": 0.0})
+    H_twice = _first_group_H(qwen2_dir, rows, {"decode": 2.0})
+    assert not torch.allclose(H_prompt, H_decode, rtol=1e-2)
+    assert torch.allclose(H_all, H_prompt + H_decode, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(H_twice, H_prompt + 2 * H_decode, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("staged", [True, False])
+def test_true_sequential_against_hessians_of_the_final_pruned_model(qwen2_dir, calib_set, staged):
+    """An independent reference: with true-sequential, every group's statistics come from inputs
+    that the *final* pruned model produces (nothing after a group changes its inputs). So H
+    recomputed with hooks on the final model, and SparseGPT applied to the dense weights with it,
+    must give back every pruned weight. The model runs in float64, so that the two orders of
+    computation cannot flip a mask."""
+    from rac.prune.config import SEQUENTIAL_GROUPS
+    from rac.prune.sparsegpt import sparsegpt_group
+
+    tok = models.load_tokenizer(qwen2_dir)
+    rows = rows_of(calib_set)
+    lm = models.load_model(qwen2_dir, dtype=torch.float64)
+    dense = weights(lm)
+    cfg = PruneConfig("sparsegpt", Target(0.5), true_sequential=True, staged=staged)
+    prune_model(lm, models.decoder_blocks(lm), make_batches(rows, tok.pad_token_id, {},
+                                                            max_tokens=300), cfg, progress=False)
+    pruned = weights(lm)
+    leaders = {f"model.layers.{i}.{g[0]}": g for i in range(len(lm.model.layers))
+               for g in SEQUENTIAL_GROUPS}
+    stats = {name: LayerStats(lm.get_submodule(name).in_features, "cpu") for name in leaders}
+    mask: list[torch.Tensor] = []
+    handles = [lm.get_submodule(name).register_forward_pre_hook(
+        lambda m, a, name=name: stats[name].add(a[0].reshape(-1, a[0].shape[-1])[mask[0] > 0]))
+        for name in leaders]
+    with torch.no_grad():
+        for r in rows:
+            mask[:] = [torch.tensor(r.mask)]
+            lm(input_ids=torch.tensor([r.ids]), attention_mask=torch.tensor([r.mask]))
+    for h in handles:
+        h.remove()
+    for leader, group in leaders.items():
+        block = leader.rsplit(".", 2)[0]
+        Ws = [dense[f"{block}.{n}.weight"] for n in group]
+        expected, _ = sparsegpt_group(Ws, stats[leader].H, cfg.target, cfg.sparsegpt)
+        for n, W_hat in zip(group, expected):
+            got = pruned[f"{block}.{n}.weight"]
+            assert torch.equal(got == 0, W_hat == 0), f"{block}.{n}: mask differs"
+            # SparseGPT and the statistics compute in float32: equal up to its rounding
+            assert torch.allclose(got, W_hat, rtol=1e-4, atol=1e-6), f"{block}.{n}"
+
+
+def test_generic_calibration_and_pruning_need_no_chat_template(qwen2_dir, tmp_path, capsys):
+    """A base model without a chat template (a real 270M Gemma 3 was the case): generic text and
+    pruning work; only the stages that render problems refuse, saying why."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(qwen2_dir, base)
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    cfg = json.loads((base / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(cfg))
+    assert not getattr(models.load_tokenizer(base), "chat_template", None)
+    code, _, err = run(capsys, "calib", "--source", "generic", "--tokenizer", base, "--text",
+                       _text(tmp_path), "--budget-tokens", 300, "--out", tmp_path / "g")
+    assert code == 0, err
+    code, _, err = run(capsys, "prune", base, "--calib", tmp_path / "g", "--method", "sparsegpt",
+                       "--sparsity", 0.5, "--out", tmp_path / "pruned")
+    assert code == 0, err
+    problems = tmp_path / "p.jsonl"
+    assert main(["problems", "--n", "5", "--out", str(problems)]) == 0
+    code, _, err = run(capsys, "calib", "--source", "prompt", "--tokenizer", base, "--problems",
+                       problems, "--budget-tokens", 50, "--out", tmp_path / "p")
+    assert code == 2 and "no chat template" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_bad_choice_gets_one_line(qwen2_dir, calib_set, tmp_path, capsys):
+    code, _, err = run(capsys, "prune", qwen2_dir, "--calib", calib_set, "--method", "obs",
+                       "--sparsity", 0.5, "--out", tmp_path / "o")
+    assert code == 2 and "invalid choice" in err and "see rac prune --help" in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_the_report_names_the_block_size_used(qwen2_dir, calib_set, tmp_path, capsys):
+    code, _, err = run(capsys, "prune", qwen2_dir, "--calib", calib_set, "--method", "sparsegpt",
+                       "--pattern", "2:4", "--blocksize", 6, "--out", tmp_path / "o")
+    assert code == 0, err
+    report = json.loads((tmp_path / "o" / "prune_report.json").read_text())
+    assert report["blocksize"] == 8
+    assert all(r["sparsity"] == 0.5 for r in report["layers"])

@@ -250,3 +250,72 @@ def test_sparsegpt_on_a_group_is_each_weight_pruned_alone(target):
         assert torch.equal(g, alone) and damp == damp_alone
         if not target.structured:  # the mask is chosen per weight, not over the whole group
             assert int((g == 0).sum()) == int(W.numel() * 0.5)
+
+
+@pytest.mark.parametrize("pattern,blocksize", [("1:3", 128), ("2:4", 6), ("2:4", 5), ("3:8", 20)])
+def test_sparsegpt_n_m_groups_follow_the_row_whatever_the_block_size(pattern, blocksize):
+    """Groups are the row's own columns 0..m-1, m..2m-1, ...: a block size that M does not divide
+    is rounded up to a multiple of M (and the engine reports the block size it used)."""
+    torch.manual_seed(0)
+    target = Target.parse(None, pattern)
+    cols = 384 if target.m == 3 else 96
+    X = torch.randn(500, cols)
+    W = torch.randn(16, cols)
+    cfg = SparseGPTConfig(blocksize=blocksize)
+    assert cfg.block_for(target) % target.m == 0 and cfg.block_for(target) >= blocksize
+    W_hat, _ = sparsegpt(W, X.T @ X, target, cfg)
+    groups = (W_hat == 0).reshape(16, cols // target.m, target.m).sum(-1)
+    assert torch.all(groups == target.n), groups.unique()
+    # with a rounded block size the result is the one of that block size given directly
+    same, _ = sparsegpt(W, X.T @ X, target, SparseGPTConfig(blocksize=cfg.block_for(target)))
+    assert torch.equal(W_hat, same)
+
+
+def test_sparsegpt_block_size_and_dampening_are_validated():
+    for bad in (dict(blocksize=0), dict(percdamp=0.0), dict(percdamp=-1.0)):
+        with pytest.raises(ValueError):
+            SparseGPTConfig(**bad)
+
+
+def test_dampening_above_one_is_used_as_given():
+    torch.manual_seed(0)
+    X = torch.randn(64, 8)
+    W = torch.randn(4, 8)
+    _, damp = sparsegpt(W, X.T @ X, Target(0.5), SparseGPTConfig(percdamp=1.5))
+    assert damp == 1.5
+    _, damp = inverse_hessian_factor(torch.tensor([[1.0, 1.05], [1.05, 1.0]]), 2.0, 1.0)
+    assert damp == 2.0
+
+
+def test_hessian_upper_triangle_over_several_row_blocks():
+    """d_in > MIN_BLOCK_ROWS: the triangle is accumulated in several row blocks and mirrored."""
+    torch.manual_seed(0)
+    d = 3 * LayerStats.MIN_BLOCK_ROWS + 37
+    assert len(LayerStats.row_blocks(d)) > 1
+    s = LayerStats(d, "cpu")
+    xs = [torch.randn(50, d), torch.randn(70, d)]
+    w = torch.rand(70)
+    s.add(xs[0])
+    s.add(xs[1], w)
+    expected = xs[0].T @ xs[0] + (xs[1] * w.unsqueeze(1)).T @ xs[1]
+    assert torch.allclose(s.H, expected, rtol=1e-5, atol=1e-3)
+    assert torch.equal(s.H, s.H.T)
+    assert torch.allclose(s.col_sq, torch.diagonal(expected), rtol=1e-5)
+
+
+def test_wanda_compared_per_layer():
+    from rac.prune.wanda import WandaConfig
+
+    W = torch.tensor([[1.0, 2, 3, 4], [4, 3, 2, 1]])
+    norm = torch.tensor([1.0, 1, 10, 10])
+    # scores: row 0 [1, 2, 30, 40], row 1 [4, 3, 20, 10]; the 4 smallest of the layer: 1, 2, 3, 4
+    assert torch.equal(wanda(W, norm, Target(0.5), WandaConfig(group="layer")),
+                       torch.tensor([[0.0, 0, 3, 4], [0, 0, 2, 1]]))
+    W = torch.tensor([[1.0, 2, 3, 4], [50, 31, 20, 10]])
+    # scores: row 0 [1, 2, 30, 40], row 1 [50, 31, 200, 100]: per layer the 4 smallest are
+    # 1, 2, 30 (row 0) and 31 (row 1); per row each row loses its 2 smallest
+    layer = wanda(W, norm, Target(0.5), WandaConfig(group="layer"))
+    assert torch.equal(layer, torch.tensor([[0.0, 0, 0, 4], [50, 0, 20, 10]]))
+    assert torch.equal(wanda(W, norm, Target(0.5)), torch.tensor([[0.0, 0, 3, 4], [0, 0, 20, 10]]))
+    with pytest.raises(ValueError, match="comparison group"):
+        WandaConfig(group="column")

@@ -15,12 +15,13 @@ import torch
 from rac.experiments import config
 from rac.experiments.sweep import Run, plan, sweep_and_report
 from rac.io import RacError
+from rac.prune.masks import Target
 from rac.recon import Sequence, token_errors
 
 
 @pytest.fixture(scope="module")
 def generic_text(tmp_path_factory) -> Path:
-    from rac.toy import generic
+    from rac.calibrate import generic
 
     f = tmp_path_factory.mktemp("g") / "generic.txt"
     f.write_text("\n\n".join(generic.corpus(200, 0)))
@@ -81,9 +82,9 @@ def test_plan_has_no_duplicates_and_limits_subgrids():
     })
     runs = plan(cfg)
     assert len(runs) == len(set(runs))
-    assert Run(0, "rac", 0.5, "sparsegpt", "0.5", "all", False) in runs
-    assert Run(0, "rac", 0.5, "sparsegpt", "0.4", "all", False) not in runs
-    assert Run(0, "prompt", 1.0, "sparsegpt", "2:4", "mlp", True) in runs
+    assert Run(0, "rac", 0.5, "sparsegpt", Target(0.5), "all", False) in runs
+    assert Run(0, "rac", 0.5, "sparsegpt", Target(0.4), "all", False) not in runs
+    assert Run(0, "prompt", 1.0, "sparsegpt", Target(n=2, m=4), "mlp", True) in runs
     # per source: 3 targets + 1 size point + table 4 (2 scopes x 2 fp8, one already counted)
     assert len(runs) == 2 * (3 + 1 + 3)
 
@@ -92,13 +93,13 @@ def test_plan_has_no_duplicates_and_limits_subgrids():
 def test_sweep_caches_every_stage(qwen2_dir, generic_text, tmp_path, capsys):
     out = tmp_path / "sweep"
     cfg = config.from_dict(mini(qwen2_dir, generic_text))
-    first, table1 = sweep_and_report(cfg, out)
+    first, report = sweep_and_report(cfg, out, show=print)
     log1 = capsys.readouterr().out
-    assert "cached" not in log1 and "| 2:4 |" in table1
+    assert "cached" not in log1 and "| 2:4 |" in report.table1
     assert (out / "report.md").exists() and (out / "figure1_sparsegpt.png").exists()
     assert (out / "recon" / "recon_heatmap.png").exists()
     stamp = {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("inputs.json")}
-    again, _ = sweep_and_report(cfg, out)
+    again, _ = sweep_and_report(cfg, out, show=print)
     log2 = capsys.readouterr().out
     stages = [ln for ln in log2.splitlines() if ln.startswith("[")]
     assert stages and all("cached" in ln for ln in stages)
@@ -113,7 +114,7 @@ def test_sweep_caches_every_stage(qwen2_dir, generic_text, tmp_path, capsys):
     assert "Time spent building each stage" in (out / "report.md").read_text()
     # an extended grid does only the new work
     bigger = config.from_dict(mini(qwen2_dir, generic_text, prune={"sparsities": [0.5, 0.3]}))
-    sweep_and_report(bigger, out)
+    sweep_and_report(bigger, out, show=print)
     log3 = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[")]
     fresh = [ln for ln in log3 if "cached" not in ln]
     assert fresh and all(" 0.3 " in ln for ln in fresh), fresh

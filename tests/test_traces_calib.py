@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rac import models
-from rac.calibrate import calib
+from rac import calibset, models
 from rac.calibrate.traces import load_traces
 from rac.cli import main
 from tests.conftest import make_model
@@ -117,7 +116,7 @@ def test_other_run_in_the_same_directory_is_refused(qwen2_dir, calib_problems, s
 
 
 def segments_of(path: Path) -> list[list[int]]:
-    ds, _ = calib.load(path)
+    ds, _ = calibset.read_dataset(path)
     return ds["segment"]
 
 
@@ -134,7 +133,7 @@ def test_sources_have_equal_exact_budgets(qwen2_dir, calib_problems, store, tmp_
         code, stdout, err = run(capsys, "calib", "--source", source, "--tokenizer", qwen2_dir,
                                 "--budget-tokens", budget, "--out", out, "--pack", pack, *flags)
         assert code == 0, err
-        ds, info = calib.load(out)
+        ds, info = calibset.read_dataset(out)
         assert info["tokens"] == budget
         assert sum(map(sum, ds["attention_mask"])) == budget
         counts = info["segment_tokens"]
@@ -142,7 +141,7 @@ def test_sources_have_equal_exact_budgets(qwen2_dir, calib_problems, store, tmp_
         for ids, mask, seg in zip(ds["input_ids"], ds["attention_mask"], ds["segment"]):
             assert len(ids) == len(mask) == len(seg)
             for _t, m, s in zip(ids, mask, seg):
-                assert (m == 0) == (s == calib.PAD)  # padding never appears unmasked
+                assert (m == 0) == (s == calibset.PAD)  # padding never appears unmasked
             if pack:
                 assert len(ids) == pack
             else:
@@ -159,8 +158,8 @@ def test_rac_sequences_are_prompt_then_generated_ids(qwen2_dir, calib_problems, 
                  "--budget-tokens", "300", "--out", str(tmp_path / "r")]) == 0
     assert main(["calib", "--source", "prompt", "--tokenizer", str(qwen2_dir), "--problems",
                  str(calib_problems), "--budget-tokens", "300", "--out", str(tmp_path / "p")]) == 0
-    rac_ds, _ = calib.load(tmp_path / "r")
-    prompt_ds, _ = calib.load(tmp_path / "p")
+    rac_ds, _ = calibset.read_dataset(tmp_path / "r")
+    prompt_ds, _ = calibset.read_dataset(tmp_path / "p")
     first = traces[0]
     assert rac_ds[0]["input_ids"] == first.prompt_ids + first.completion_ids
     assert rac_ds[0]["segment"] == [0] * len(first.prompt_ids) + [1] * len(first.completion_ids)
@@ -195,7 +194,7 @@ def test_offpolicy_retokenizes_with_the_target_tokenizer(store, tmp_path, toy_to
     code, _, err = run(capsys, "calib", "--source", "offpolicy", "--tokenizer", target, "--traces",
                        store, "--budget-tokens", 200, "--out", tmp_path / "off")
     assert code == 0, err
-    ds, info = calib.load(tmp_path / "off")
+    ds, info = calibset.read_dataset(tmp_path / "off")
     _, traces = load_traces(store)
     src = models.load_tokenizer(store / "tokenizer")
     want = src.decode(traces[0].prompt_ids + traces[0].completion_ids)
@@ -219,7 +218,7 @@ def test_budget_beyond_the_available_tokens(qwen2_dir, calib_problems, tmp_path,
     assert code == 2 and "only" in err and "--allow-short" in err
     assert not (tmp_path / "c").exists()
     assert run(capsys, *args, "--allow-short")[0] == 0
-    assert calib.load(tmp_path / "c")[1]["tokens"] < 10**6
+    assert calibset.read_dataset(tmp_path / "c")[1]["tokens"] < 10**6
 
 
 def test_existing_set_is_reused_or_protected(qwen2_dir, calib_problems, tmp_path, capsys):
@@ -265,7 +264,7 @@ def test_llmcompressor_accepts_the_calibration_set(qwen2_dir, store, tmp_path):
 
     assert main(["calib", "--source", "rac", "--tokenizer", str(qwen2_dir), "--traces", str(store),
                  "--budget-tokens", "400", "--out", str(tmp_path / "c")]) == 0
-    ds, _ = calib.load(tmp_path / "c")
+    ds, _ = calibset.read_dataset(tmp_path / "c")
     lm = models.load_model(qwen2_dir)
     oneshot(model=lm, dataset=ds.remove_columns("segment"),
             recipe=SparseGPTModifier(sparsity=0.5, targets=["Linear"], ignore=["re:.*lm_head"]),
@@ -306,7 +305,7 @@ def test_generic_text_from_a_datasets_directory(qwen2_dir, tmp_path, capsys):
     code, _, err = run(capsys, "calib", "--source", "generic", "--tokenizer", qwen2_dir, "--text",
                        tmp_path / "ds", "--budget-tokens", 200, "--out", tmp_path / "c")
     assert code == 0, err
-    assert calib.load(tmp_path / "c")[1]["segment_tokens"]["generic"] == 200
+    assert calibset.read_dataset(tmp_path / "c")[1]["segment_tokens"]["generic"] == 200
 
 
 def test_vllm_backend_generates_the_same_format(qwen2_dir, calib_problems, tmp_path):

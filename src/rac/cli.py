@@ -27,32 +27,39 @@ def _threads(n: int) -> None:
 # -- rac problems ---------------------------------------------------------------------------------
 
 def cmd_problems(a: argparse.Namespace) -> None:
-    from rac.tasks.problems import Problem, write_problems
-    from rac.toy import arith
+    from rac.tasks.generators import generate
+    from rac.tasks.problems import write_problems
 
-    if a.task != "arith":
-        raise RacError(f"unknown task {a.task!r}; the built-in task is 'arith'")
-    if a.n < 1:
-        raise RacError(f"--n must be >= 1, got {a.n}")
-    families = tuple(a.families.split(",")) if a.families else arith.FAMILIES
-    made = arith.generate(a.n, a.seed, a.split, families)
-    write_problems(a.out, [Problem(p.id, p.problem, p.answer,
-                                   {"solution": p.solution, "family": p.family, "split": a.split})
-                           for p in made])
-    print(f"wrote {len(made)} {a.split} problems ({', '.join(families)}) to {a.out}")
+    families = tuple(a.families.split(",")) if a.families else None
+    made = generate(a.task, a.n, a.seed, a.split, families)
+    write_problems(a.out, made)
+    kinds = ", ".join(sorted({p.extra["family"] for p in made}))
+    print(f"wrote {len(made)} {a.split} {a.task} problems ({kinds}) to {a.out}")
 
 
 # -- rac eval -------------------------------------------------------------------------------------
 
+def _engine(a: argparse.Namespace):
+    from rac.generate import Engine
+
+    return Engine(backend=a.backend, device=a.device, tensor_parallel=a.tensor_parallel,
+                  trust_remote_code=a.trust_remote_code)
+
+
+def _sampling(a: argparse.Namespace, stage: str):
+    from rac.generate import sampling_for
+
+    return sampling_for(a.model, stage, a.temperature, a.top_p, a.max_new_tokens)
+
+
 def cmd_eval(a: argparse.Namespace) -> None:
-    from rac.evaluate import evaluate_model, summary_markdown
+    from rac.evaluate import EvalConfig, evaluate_model, summary_markdown
 
     _threads(a.threads)
-    result = evaluate_model(
-        a.model, a.problems, a.out, temperature=a.temperature, top_p=a.top_p,
-        max_new_tokens=a.max_new_tokens, samples=a.samples, seed=a.seed, batch_size=a.batch_size,
-        instruction=a.instruction, limit=a.limit, device=a.device,
-        trust_remote_code=a.trust_remote_code, overwrite=a.overwrite)
+    cfg = EvalConfig(_sampling(a, "eval"), samples=a.samples, seed=a.seed,
+                     batch_size=a.batch_size, instruction=a.instruction)
+    result = evaluate_model(a.model, a.problems, a.out, cfg, _engine(a), limit=a.limit,
+                            overwrite=a.overwrite)
     print(summary_markdown(result, f"rac eval: {result['model']}"))
     print(f"results: {Path(a.out) / 'eval.json'}, {Path(a.out) / 'eval.md'}")
 
@@ -69,15 +76,13 @@ def cmd_grade(a: argparse.Namespace) -> None:
 # -- rac traces -----------------------------------------------------------------------------------
 
 def cmd_traces(a: argparse.Namespace) -> None:
-    from rac.calibrate.traces import make_traces
+    from rac.calibrate.traces import TracesConfig, make_traces
 
     _threads(a.threads)
-    done = make_traces(
-        a.model, a.problems, a.out, temperature=a.temperature, top_p=a.top_p,
-        max_new_tokens=a.max_new_tokens, seed=a.seed, samples_per_prompt=a.samples_per_prompt,
-        budget_tokens=a.budget_tokens, batch_size=a.batch_size, only_correct=a.only_correct,
-        instruction=a.instruction, backend=a.backend, tensor_parallel=a.tensor_parallel,
-        device=a.device, trust_remote_code=a.trust_remote_code, overwrite=a.overwrite)
+    cfg = TracesConfig(_sampling(a, "trace"), seed=a.seed, samples_per_prompt=a.samples_per_prompt,
+                       budget_tokens=a.budget_tokens, batch_size=a.batch_size,
+                       only_correct=a.only_correct, instruction=a.instruction)
+    done = make_traces(a.model, a.problems, a.out, cfg, _engine(a), overwrite=a.overwrite)
     note = "" if done["budget_reached"] else " (budget not reached: the problems ran out)"
     kept = f", kept {done['kept']} correct" if a.only_correct else ""
     print(f"{done['traces']} traces{kept}, {done['tokens']} tokens of {a.budget_tokens}{note}; "
@@ -97,10 +102,12 @@ def cmd_calib(a: argparse.Namespace) -> None:
     for flag in ("source", "tokenizer", "budget_tokens", "out"):
         if getattr(a, flag) is None:
             raise RacError(f"--{flag.replace('_', '-')} is required (or use --inspect DIR)")
-    wrote, info = calib.make_calib(
-        a.source, a.tokenizer, a.budget_tokens, a.out, text=a.text, problems=a.problems,
+    cfg = calib.CalibConfig(
+        a.source, a.budget_tokens, text=[Path(t) for t in a.text or []], problems=a.problems,
         traces=a.traces, pack=a.pack, allow_short=a.allow_short, instruction=a.instruction,
-        seed=a.seed, trust_remote_code=a.trust_remote_code, overwrite=a.overwrite)
+        seed=a.seed)
+    wrote, info = calib.make_calib(a.tokenizer, cfg, a.out, trust_remote_code=a.trust_remote_code,
+                                   overwrite=a.overwrite)
     seg = ", ".join(f"{k} {v}" for k, v in info["segment_tokens"].items() if v)
     print(f"{'wrote' if wrote else 'already built:'} {a.source} calibration set, {info['tokens']} "
           f"tokens in {info['rows']} rows ({seg}) at {a.out}")
@@ -108,48 +115,32 @@ def cmd_calib(a: argparse.Namespace) -> None:
 
 # -- rac prune ------------------------------------------------------------------------------------
 
-def _segment_weights(specs: list[str] | None) -> dict[int, float]:
-    from rac.calibrate.calib import SEGMENT_NAMES
-
-    ids = {name: k for k, name in SEGMENT_NAMES.items() if k >= 0}
-    out: dict[int, float] = {}
-    for spec in specs or []:
-        name, _, value = spec.partition("=")
-        if name not in ids:
-            raise RacError(f"--segment-weights {spec!r}: segment must be one of {', '.join(ids)}")
-        try:
-            out[ids[name]] = float(value)
-        except ValueError as e:
-            raise RacError(f"--segment-weights {spec!r}: write SEGMENT=WEIGHT, e.g. decode=2") from e
-        if not out[ids[name]] >= 0:
-            raise RacError(f"--segment-weights {spec!r}: weights must be >= 0")
-    return out
-
-
 def cmd_prune(a: argparse.Namespace) -> None:
     from rac import models
-    from rac.prune.engine import PruneConfig, Scope
+    from rac.calibset import parse_segment_weights
+    from rac.prune.config import PruneConfig, Scope
     from rac.prune.masks import Target
     from rac.prune.run import prune_to_dir
     from rac.prune.sparsegpt import SparseGPTConfig
+    from rac.prune.wanda import WandaConfig
 
     _threads(a.threads)
-    if a.blocksize < 1 or a.percdamp <= 0:
-        raise RacError("--blocksize must be >= 1 and --percdamp > 0")
     cfg = PruneConfig(
         method=a.method, target=Target.parse(a.sparsity, a.pattern), scope=Scope.parse(a.scope),
         true_sequential=a.true_sequential,
         sparsegpt=SparseGPTConfig(blocksize=a.blocksize, percdamp=a.percdamp),
-        segment_weights=_segment_weights(a.segment_weights), device=models.pick_device(a.device))
-    result = prune_to_dir(a.model, a.calib, cfg, a.out, fp8=a.fp8, fp8_export=a.fp8_export,
+        wanda=WandaConfig(group=a.wanda_group),
+        segment_weights=parse_segment_weights(a.segment_weights or []),
+        device=models.pick_device(a.device))
+    report = prune_to_dir(a.model, a.calib, cfg, a.out, fp8=a.fp8, fp8_export=a.fp8_export,
                           batch_tokens=a.batch_tokens, trust_remote_code=a.trust_remote_code,
                           overwrite=a.overwrite)
-    t = result["totals"]
-    err = t["mean_relative_error"]
-    print(f"pruned {t['linears']} linears with {cfg.method} to {cfg.target} "
-          f"({t['sparsity_in_scope']:.4f} of weights in scope are zero)"
+    t = report.totals
+    err = t.mean_relative_error
+    print(f"pruned {t.linears} linears with {cfg.method} to {cfg.target} "
+          f"({t.sparsity_in_scope:.4f} of weights in scope are zero)"
           + (f", mean relative error {err:.4f}" if err is not None else "")
-          + f", {t['wall_s']:.1f} s, peak RSS {t['peak_rss_mb']:.0f} MB -> {a.out}")
+          + f", {t.wall_s:.1f} s, peak RSS {t.peak_rss_mb:.0f} MB -> {a.out}")
 
 
 # -- rac sweep / recon / demo ---------------------------------------------------------------------
@@ -162,13 +153,18 @@ def _report_paths(out: Path) -> str:
             + (f", {heat}" if heat.exists() else ""))
 
 
+def _show(line: str) -> None:
+    print(line, flush=True)
+
+
 def cmd_sweep(a: argparse.Namespace) -> None:
     from rac.experiments import config, report
     from rac.experiments.sweep import sweep_and_report
 
     cfg = config.load(a.config)
-    result, table1 = sweep_and_report(cfg, a.out, command=" ".join(["rac"] + sys.argv[1:]))
-    print(table1)
+    result, rep = sweep_and_report(cfg, a.out, command=" ".join(["rac"] + sys.argv[1:]),
+                                   show=_show)
+    print(rep.table1)
     print(f"done in {result['wall_s']:.0f} s: " + report.stage_breakdown(result["stages"]))
     print(_report_paths(a.out))
 
@@ -178,7 +174,8 @@ def cmd_recon(a: argparse.Namespace) -> None:
 
     _threads(a.threads)
     res = recon(a.dense, a.model_a, a.model_b, a.problems, a.out, n=a.n,
-                max_new_tokens=a.max_new_tokens, labels=tuple(a.labels), overwrite=a.overwrite)
+                max_new_tokens=a.max_new_tokens, labels=tuple(a.labels), engine=_engine(a),
+                overwrite=a.overwrite)
     for lab, v in res["per_model"].items():
         print(f"{lab}: mean error prompt {v['mean_error_prompt']:.4f}, "
               f"decode {v['mean_error_decode']:.4f}")
@@ -192,13 +189,14 @@ def cmd_demo(a: argparse.Namespace) -> None:
     cfg = config.from_dict({**(demo.FULL if a.full else demo.DEMO),
                             **({"threads": a.threads} if a.threads else {})})
     out = a.out or Path("runs") / ("demo-full" if a.full else "demo")
-    result, table1 = sweep_and_report(cfg, out, command="rac demo" + (" --full" if a.full else ""))
+    result, rep = sweep_and_report(cfg, out, command="rac demo" + (" --full" if a.full else ""),
+                                   show=_show)
     print()
-    print(table1)
-    for method, comps in result.get("comparisons", {}).items():
-        first = next((c for c in comps if c["beyond_2se"]), None)
+    print(rep.table1)
+    for method, comps in rep.comparisons.items():
+        first = next((c for c in comps if c.beyond_2se), None)
         print(f"{method}: RAC vs prompt-only first differ by more than 2 SE at "
-              + (f"{first['target']}." if first else "no sparsity in this grid."))
+              + (f"{first.target}." if first else "no sparsity in this grid."))
     print(f"done in {result['wall_s']:.0f} s: " + report.stage_breakdown(result["stages"]))
     print(_report_paths(out))
 
@@ -223,12 +221,27 @@ def cmd_toy_train(a: argparse.Namespace) -> None:
 
 # -- argument parsing -----------------------------------------------------------------------------
 
+class Parser(argparse.ArgumentParser):
+    """Bad arguments get one line (what is wrong, where to look) and exit status 2, not the usage."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="Hugging Face model directory, or 'embedded'")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default: cuda if present)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow code shipped in the model directory to run (off: never runs)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+
+
+def _backend_args(p: argparse.ArgumentParser) -> None:
+    from rac.generate import BACKENDS
+
+    p.add_argument("--backend", choices=BACKENDS, default="transformers",
+                   help="generation backend (vllm: optional extra, GPU)")
+    p.add_argument("--tensor-parallel", type=int, default=1, help="vLLM tensor parallel size")
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
@@ -242,11 +255,16 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rac", description="Reasoning-aware compression.")
+    from rac.calibrate.calib import SOURCES
+    from rac.prune.config import METHODS
+    from rac.prune.wanda import GROUPS
+    from rac.tasks.generators import TASKS
+
+    parser = Parser(prog="rac", description="Reasoning-aware compression.")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     p = sub.add_parser("problems", help="write synthetic reasoning problems (JSONL)")
-    p.add_argument("--task", default="arith", help="built-in task (default: arith)")
+    p.add_argument("--task", default="arith", choices=TASKS, help="built-in task (default: arith)")
     p.add_argument("--n", type=int, required=True, help="number of problems")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default="test", choices=["train", "calib", "test"],
@@ -261,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problems", type=Path, required=True, help="JSONL problem file")
     p.add_argument("--samples", type=int, default=1, help="samples per problem (pass@1 over k)")
     p.add_argument("--limit", type=int, default=0, help="only the first N problems")
+    _backend_args(p)
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_eval)
@@ -282,14 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-tokens", type=int, default=1_000_000,
                    help="stop once kept traces hold this many prompt + generated tokens")
     p.add_argument("--only-correct", action="store_true", help="keep only correct traces")
-    p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
-    p.add_argument("--tensor-parallel", type=int, default=1, help="vLLM tensor parallel size")
+    _backend_args(p)
     p.add_argument("--out", type=Path, required=True, help="trace store directory (resumable)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_traces)
 
     p = sub.add_parser("calib", help="build a calibration set (generic/prompt/rac/offpolicy)")
-    p.add_argument("--source", choices=["generic", "prompt", "rac", "offpolicy", "reference"])
+    p.add_argument("--source", choices=SOURCES)
     p.add_argument("--tokenizer", help="the target model directory, or 'embedded'")
     p.add_argument("--budget-tokens", type=int, help="exact token budget of the set")
     p.add_argument("--text", nargs="+", help="generic: .txt (blank-line separated), .jsonl "
@@ -309,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="prune a model layer by layer")
     _model_args(p)
     p.add_argument("--calib", type=Path, help="calibration set from 'rac calib'")
-    p.add_argument("--method", choices=["magnitude", "wanda", "sparsegpt"], required=True)
+    p.add_argument("--method", choices=METHODS, required=True)
     p.add_argument("--sparsity", type=float, help="unstructured: fraction of weights pruned")
     p.add_argument("--pattern", help="N:M: N pruned of every M consecutive inputs, e.g. 2:4")
     p.add_argument("--scope", default="all", help="KIND[@LAYERS]: all|attn|mlp at all|"
@@ -320,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reweight tokens by segment, e.g. decode=2 (extension beyond the paper)")
     p.add_argument("--blocksize", type=int, default=128, help="SparseGPT column block")
     p.add_argument("--percdamp", type=float, default=0.01, help="SparseGPT dampening")
+    p.add_argument("--wanda-group", choices=GROUPS, default="row",
+                   help="where Wanda compares scores: per output row (the paper) or per layer")
     p.add_argument("--batch-tokens", type=int, default=8192, help="tokens per forward batch")
     p.add_argument("--fp8", action="store_true",
                    help="then quantize the decoder's linear weights to FP8 E4M3 (per channel); "
@@ -345,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, help="rollout length (default: the model's)")
     p.add_argument("--labels", nargs=2, default=["A", "B"])
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="auto", help="for the rollouts (transformers backend)")
+    p.add_argument("--trust-remote-code", action="store_true")
+    _backend_args(p)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_recon)
@@ -381,7 +404,10 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a bad argument already reported in one line
+        return e.code if isinstance(e.code, int) else EXIT_USER_ERROR
     _quiet_libraries()
     try:
         args.func(args)

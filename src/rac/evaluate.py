@@ -10,30 +10,30 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from rac import models
-from rac.generate import Backend, Completion, Sampling, TransformersBackend, eos_ids_of
+from rac.generate import Backend, Engine, Sampling, generate_all, open_backend
 from rac.io import RacError, atomic_dir, atomic_write_text, check_output_dir, write_json
+from rac.metrics import mean_se
 from rac.models import prompt_ids
 from rac.tasks.grading import grade_problem
-from rac.tasks.math import Grade
+from rac.tasks.math import THINK_CLOSE, Grade
 from rac.tasks.problems import Problem, read_problems
-
-THINK_CLOSE = "</think>"
 
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """``instruction`` None: the model's instruction for the kind of problem (math or code)."""
+
     sampling: Sampling
     samples: int = 1
     seed: int = 0
     batch_size: int = 64
-    instruction: str = ""
+    instruction: str | None = None
 
     def __post_init__(self) -> None:
         if self.samples < 1:
@@ -42,33 +42,11 @@ class EvalConfig:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
 
 
-def mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and its standard error (sample standard deviation / sqrt(n))."""
-    m = statistics.fmean(values)
-    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
-    return m, se
-
-
 def cot_length(ids: list[int], think_close_id: int | None) -> int:
     """Tokens up to and including ``</think>``; all of them when the model never closed it."""
     if think_close_id is not None and think_close_id in ids:
         return ids.index(think_close_id) + 1
     return len(ids)
-
-
-def generate_all(backend: Backend, prompts: list[list[int]], sampling: Sampling, seed: int,
-                 batch_size: int, desc: str = "generate", progress: bool = True) -> list[Completion]:
-    """Generate for every prompt, batched by similar length; batch ``b`` is seeded ``seed + b``."""
-    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
-    out: list[Completion | None] = [None] * len(prompts)
-    bar = tqdm(total=len(prompts), desc=desc, unit="seq", leave=False, disable=not progress)
-    for b, start in enumerate(range(0, len(order), batch_size)):
-        idx = order[start:start + batch_size]
-        for i, c in zip(idx, backend.generate([prompts[i] for i in idx], sampling, seed + b)):
-            out[i] = c
-        bar.update(len(idx))
-    bar.close()
-    return out  # type: ignore[return-value]
 
 
 def grade_sample(text: str, problem: Problem, grade: Callable[[str, Problem], Grade],
@@ -80,24 +58,51 @@ def grade_sample(text: str, problem: Problem, grade: Callable[[str, Problem], Gr
             "grade": g.reason}
 
 
-def summarize(rows: list[dict]) -> dict:
-    """Accuracy (pass@1 over the samples of each problem) with its SE over problems, and the
-    length metrics where token counts are known."""
+@dataclass(frozen=True)
+class EvalSummary:
+    """Accuracy (pass@1 over the samples of each problem) with its SE over problems; length,
+    max-length and speed metrics where they are known (``rac grade`` may lack token counts)."""
+
+    n_problems: int
+    samples_per_problem: int
+    accuracy: float
+    accuracy_se: float
+    mean_cot_tokens: float | None = None
+    mean_cot_tokens_se: float | None = None
+    sd_cot_tokens: float | None = None
+    mean_completion_tokens: float | None = None
+    generated_tokens: int | None = None
+    max_hit_rate: float | None = None
+    mean_prompt_tokens: float | None = None
+    sd_prompt_tokens: float | None = None
+    generation_s: float | None = None
+    wall_s: float | None = None
+    tokens_per_s: float | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: dict) -> EvalSummary:
+        return cls(**data)
+
+
+def summarize(rows: list[dict]) -> EvalSummary:
+    """Sets each row's ``pass1`` and summarizes the rows."""
     for r in rows:
         r["pass1"] = statistics.fmean(s["correct"] for s in r["samples"])
     flat = [s for r in rows for s in r["samples"]]
     acc, acc_se = mean_se([r["pass1"] for r in rows])
-    summary = {"n_problems": len(rows), "samples_per_problem": len(rows[0]["samples"]),
-               "accuracy": acc, "accuracy_se": acc_se}
+    lengths: dict = {}
     if all(s["tokens"] is not None for s in flat):
         cot, cot_se = mean_se([s["cot_tokens"] for s in flat])
-        summary |= {"mean_cot_tokens": cot, "mean_cot_tokens_se": cot_se,
-                    "sd_cot_tokens": statistics.pstdev(s["cot_tokens"] for s in flat),
-                    "mean_completion_tokens": statistics.fmean(s["tokens"] for s in flat),
-                    "generated_tokens": sum(s["tokens"] for s in flat)}
+        lengths = {"mean_cot_tokens": cot, "mean_cot_tokens_se": cot_se,
+                   "sd_cot_tokens": statistics.pstdev(s["cot_tokens"] for s in flat),
+                   "mean_completion_tokens": statistics.fmean(s["tokens"] for s in flat),
+                   "generated_tokens": sum(s["tokens"] for s in flat)}
     if all(s["finish_reason"] is not None for s in flat):
-        summary["max_hit_rate"] = statistics.fmean(s["finish_reason"] == "length" for s in flat)
-    return summary
+        lengths["max_hit_rate"] = statistics.fmean(s["finish_reason"] == "length" for s in flat)
+    return EvalSummary(len(rows), len(rows[0]["samples"]), acc, acc_se, **lengths)
 
 
 def think_close_id(tok: PreTrainedTokenizerBase) -> int | None:
@@ -110,7 +115,8 @@ def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Prob
              progress: bool = True) -> dict:
     grade = grade or grade_problem
     think_id = think_close_id(tok)
-    prompts = [prompt_ids(tok, p.problem, cfg.instruction) for p in problems]
+    instruction = cfg.instruction if cfg.instruction is not None else ""
+    prompts = [prompt_ids(tok, p.problem, instruction) for p in problems]
     requests = [(pi, s) for pi in range(len(problems)) for s in range(cfg.samples)]
     t0 = time.perf_counter()
     completions = generate_all(backend, [prompts[pi] for pi, _ in requests], cfg.sampling,
@@ -123,13 +129,12 @@ def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Prob
         rows[pi]["samples"].append(grade_sample(text, problems[pi], grade, c.ids, c.finish_reason,
                                                 think_id))
     summary = summarize(rows)
-    summary |= {
-        "mean_prompt_tokens": statistics.fmean(len(p) for p in prompts),
-        "sd_prompt_tokens": statistics.pstdev(len(p) for p in prompts),
-        "generation_s": gen_s, "wall_s": time.perf_counter() - t0,
-        "tokens_per_s": summary["generated_tokens"] / gen_s if gen_s > 0 else 0.0,
-    }
-    return {"summary": summary, "config": {**asdict(cfg), "backend": backend.name},
+    summary = replace(
+        summary, mean_prompt_tokens=statistics.fmean(len(p) for p in prompts),
+        sd_prompt_tokens=statistics.pstdev(len(p) for p in prompts), generation_s=gen_s,
+        wall_s=time.perf_counter() - t0,
+        tokens_per_s=summary.generated_tokens / gen_s if gen_s > 0 else 0.0)
+    return {"summary": summary.to_json(), "config": {**asdict(cfg), "backend": backend.name},
             "problems": rows}
 
 
@@ -154,26 +159,18 @@ def summary_markdown(result: dict, title: str) -> str:
     ])
 
 
-def evaluate_model(model: str | Path, problems_file: Path, out: Path | None, *,
-                   temperature: float | None = None, top_p: float | None = None,
-                   max_new_tokens: int | None = None, samples: int = 1, seed: int = 0,
-                   batch_size: int = 64, instruction: str | None = None, limit: int = 0,
-                   device: str = "auto", trust_remote_code: bool = False,
-                   overwrite: bool = False, progress: bool = True) -> dict:
+def evaluate_model(model: str | Path, problems_file: Path, out: Path | None, cfg: EvalConfig,
+                   engine: Engine | None = None, *, limit: int = 0, overwrite: bool = False,
+                   progress: bool = True) -> dict:
     """``rac eval``: evaluate ``model`` on a problem file; writes eval.json and eval.md to ``out``."""
+    engine = engine or Engine()
     problems = read_problems(problems_file)[: limit or None]
     if out is not None:
         check_output_dir(out, overwrite)
-    d = models.defaults(model)
-    sampling = Sampling(d.eval_temperature if temperature is None else temperature,
-                        d.eval_top_p if top_p is None else top_p,
-                        d.eval_max_new_tokens if max_new_tokens is None else max_new_tokens)
-    cfg = EvalConfig(sampling=sampling, samples=samples, seed=seed, batch_size=batch_size,
-                     instruction=models.instruction_for(d, problems[0].kind, instruction))
-    tok = models.load_tokenizer(model, trust_remote_code)
-    lm = models.load_model(model, models.pick_device(device), trust_remote_code=trust_remote_code)
-    result = evaluate(TransformersBackend(lm, tok.pad_token_id, eos_ids_of(tok, lm)), tok,
-                      problems, cfg, progress=progress)
+    cfg = replace(cfg, instruction=models.instruction_for(models.defaults(model), problems[0].kind,
+                                                          cfg.instruction))
+    tok = models.load_tokenizer(model, engine.trust_remote_code)
+    result = evaluate(open_backend(model, tok, engine), tok, problems, cfg, progress=progress)
     result["model"] = models.model_name(model)
     result["problems_file"] = str(problems_file)
     if out is not None:
@@ -235,7 +232,7 @@ def grade_completions(problems_file: Path, completions_file: Path, out: Path | N
     if missing:
         raise RacError(f"{len(missing)} problems have no completion (first: {missing[0]}); grade a "
                        "problem file that matches the completions")
-    result = {"summary": summarize(rows), "problems_file": str(problems_file),
+    result = {"summary": summarize(rows).to_json(), "problems_file": str(problems_file),
               "completions_file": str(completions_file), "problems": rows}
     if out is not None:
         with atomic_dir(out, overwrite=overwrite) as tmp:

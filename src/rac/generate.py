@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import torch
+from tqdm import tqdm
+
+from rac import models
+from rac.io import RacError
+
+BACKENDS = ("transformers", "vllm")
 
 
 @dataclass(frozen=True)
@@ -134,7 +141,6 @@ class VLLMBackend:
         try:
             from vllm import LLM
         except ImportError as e:
-            from rac.io import RacError
             raise RacError("--backend vllm needs vLLM: pip install 'rac[vllm]' on a GPU machine") from e
         self.llm = LLM(model=model_dir, tensor_parallel_size=tensor_parallel,
                        trust_remote_code=trust_remote_code)
@@ -160,3 +166,58 @@ def eos_ids_of(tok, lm: torch.nn.Module | None = None) -> set[int]:
     elif isinstance(cfg_eos, list):
         ids.update(cfg_eos)
     return {i for i in ids if i is not None}
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How a stage runs a model: the backend, the device (transformers) or tensor parallelism
+    (vLLM), and whether code shipped in the model directory may run."""
+
+    backend: str = "transformers"
+    device: str = "auto"
+    tensor_parallel: int = 1
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend {self.backend!r} unknown; use {', '.join(BACKENDS)}")
+        if self.tensor_parallel < 1:
+            raise ValueError(f"tensor parallel size must be >= 1, got {self.tensor_parallel}")
+
+
+def open_backend(model: str | Path, tok, engine: Engine | None = None) -> Backend:
+    """Load ``model`` for generation with ``engine`` (default: transformers on the best device):
+    the one place every generating verb does it."""
+    engine = engine or Engine()
+    if engine.backend == "vllm":
+        return VLLMBackend(str(models.resolve(model)), engine.tensor_parallel,
+                           engine.trust_remote_code)
+    lm = models.load_model(model, models.pick_device(engine.device),
+                           trust_remote_code=engine.trust_remote_code)
+    return TransformersBackend(lm, tok.pad_token_id, eos_ids_of(tok, lm))
+
+
+def generate_all(backend: Backend, prompts: list[list[int]], sampling: Sampling, seed: int,
+                 batch_size: int, desc: str = "generate", progress: bool = True) -> list[Completion]:
+    """Generate for every prompt, batched by similar length; batch ``b`` is seeded ``seed + b``."""
+    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+    out: list[Completion | None] = [None] * len(prompts)
+    bar = tqdm(total=len(prompts), desc=desc, unit="seq", leave=False, disable=not progress)
+    for b, start in enumerate(range(0, len(order), batch_size)):
+        idx = order[start:start + batch_size]
+        for i, c in zip(idx, backend.generate([prompts[i] for i in idx], sampling, seed + b)):
+            out[i] = c
+        bar.update(len(idx))
+    bar.close()
+    return out  # type: ignore[return-value]
+
+
+def sampling_for(model: str | Path, stage: str, temperature: float | None = None,
+                 top_p: float | None = None, max_new_tokens: int | None = None) -> Sampling:
+    """The sampling settings a stage ("eval" or "trace") uses on ``model``: what is given, else
+    the model's defaults (``rac_model.json``, else the paper's)."""
+    d = models.defaults(model)
+    return Sampling(getattr(d, f"{stage}_temperature") if temperature is None else temperature,
+                    getattr(d, f"{stage}_top_p") if top_p is None else top_p,
+                    getattr(d, f"{stage}_max_new_tokens") if max_new_tokens is None
+                    else max_new_tokens)

@@ -80,8 +80,6 @@ def load_tokenizer(model: str | Path, trust_remote_code: bool = False) -> PreTra
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as e:
         raise RacError(f"{path} has no usable tokenizer ({str(e).splitlines()[0]})") from e
-    if not getattr(tok, "chat_template", None):
-        raise RacError(f"{path}: the tokenizer has no chat template; a reasoning model needs one")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
@@ -140,7 +138,13 @@ def pick_device(device: str | None) -> str:
 
 def prompt_text(tok: PreTrainedTokenizerBase, problem: str, instruction: str) -> str:
     """The R1 prompt: no system prompt, the instruction after the problem, and the assistant turn
-    opened with ``<think>\\n`` (added when an older chat template does not add it itself)."""
+    opened with ``<think>\\n`` (added when an older chat template does not add it itself).
+    Only the stages that render problems need a chat template; generic-text calibration and
+    pruning work without one."""
+    if not getattr(tok, "chat_template", None):
+        raise RacError(f"the tokenizer of {tok.name_or_path} has no chat template, which rendering "
+                       "problems as prompts needs (eval, traces, prompt/rac/offpolicy/reference "
+                       "calibration, recon); add one to its tokenizer_config.json")
     content = f"{problem}\n{instruction}" if instruction else problem
     text = tok.apply_chat_template([{"role": "user", "content": content}],
                                    add_generation_prompt=True, tokenize=False)

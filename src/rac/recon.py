@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 
 from rac import models
-from rac.evaluate import generate_all
-from rac.generate import Sampling, TransformersBackend, eos_ids_of
+from rac.generate import Engine, Sampling, generate_all, open_backend
 from rac.io import atomic_dir, atomic_write_text, save_figure, write_json
 from rac.tasks.problems import read_problems
 
@@ -42,13 +41,14 @@ def token_errors(dense: torch.nn.Module, pruned: torch.nn.Module, seqs: list[Seq
 
 
 def rollouts(dense_dir: str | Path, problems_file: Path, n: int, max_new_tokens: int,
-             batch_size: int = 64, progress: bool = True) -> list[Sequence]:
+             engine: Engine | None = None, batch_size: int = 64, progress: bool = True
+             ) -> list[Sequence]:
+    """The dense model's greedy rollouts on the first ``n`` problems."""
     tok = models.load_tokenizer(dense_dir)
-    lm = models.load_model(dense_dir)
     problems = read_problems(problems_file)[:n]
-    instruction = models.defaults(dense_dir).instruction
+    instruction = models.instruction_for(models.defaults(dense_dir), problems[0].kind, None)
     prompts = [models.prompt_ids(tok, p.problem, instruction) for p in problems]
-    comps = generate_all(TransformersBackend(lm, tok.pad_token_id, eos_ids_of(tok, lm)), prompts,
+    comps = generate_all(open_backend(dense_dir, tok, engine), prompts,
                          Sampling(0.0, 1.0, max_new_tokens), 0, batch_size, desc="rollouts",
                          progress=progress)
     return [Sequence(p.id, pr + c.ids, len(pr)) for p, pr, c in zip(problems, prompts, comps)]
@@ -92,9 +92,9 @@ def heatmap(ratios: list[torch.Tensor], seqs: list[Sequence], path: Path, label_
 
 def recon(dense_dir: str | Path, model_a: Path, model_b: Path, problems_file: Path, out: Path, *,
           n: int = 20, max_new_tokens: int | None = None, labels: tuple[str, str] = ("A", "B"),
-          overwrite: bool = False, progress: bool = True) -> dict:
+          engine: Engine | None = None, overwrite: bool = False, progress: bool = True) -> dict:
     max_new = max_new_tokens or models.defaults(dense_dir).eval_max_new_tokens
-    seqs = rollouts(dense_dir, problems_file, n, max_new, progress=progress)
+    seqs = rollouts(dense_dir, problems_file, n, max_new, engine, progress=progress)
     dense = models.load_model(dense_dir)
     errs = {lab: token_errors(dense, models.load_model(m), seqs)
             for lab, m in zip(labels, (model_a, model_b))}

@@ -1,10 +1,6 @@
-"""Calibration sets: generic text, prompt-only, RAC (prompt + on-policy CoT), off-policy CoT, and the
-reference-solution control, all in one format and cut to the same token budget.
-
-A calibration set is a ``datasets.Dataset`` saved to disk with ``input_ids``, ``attention_mask``
-and a per-token ``segment`` label (0 prompt, 1 decode, 2 generic, -1 padding), plus
-``calib_info.json``. llm-compressor's ``oneshot(dataset=...)`` takes the first two columns as they
-are. Padding only appears with ``--pack`` and is always masked; pruning statistics use the mask.
+"""Building calibration sets: generic text, prompt-only, RAC (prompt + on-policy CoT), off-policy
+CoT, and the reference-solution control, all cut to the same token budget and written in the one
+format ``rac.calibset`` defines. Padding only appears with ``--pack`` and is always masked.
 """
 
 from __future__ import annotations
@@ -13,21 +9,46 @@ import json
 import random
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 from transformers import PreTrainedTokenizerBase
 
-from rac import models
+from rac import calibset, models
+from rac.calibrate import generic
 from rac.calibrate.traces import Trace, load_traces
-from rac.io import RacError, atomic_dir, write_json
+from rac.calibset import DECODE, GENERIC, PAD, PROMPT, Row
+from rac.io import RacError
 from rac.models import prompt_ids
 from rac.tasks.problems import Problem, read_problems
 
-PROMPT, DECODE, GENERIC, PAD = 0, 1, 2, -1
-SEGMENT_NAMES = {PROMPT: "prompt", DECODE: "decode", GENERIC: "generic", PAD: "pad"}
 SOURCES = ("generic", "prompt", "rac", "offpolicy", "reference")
+
+
+@dataclass(frozen=True)
+class CalibConfig:
+    """One set: its source, its exact token budget and the inputs that source needs (``text``
+    for generic, ``problems`` for prompt/reference, ``traces`` for rac/offpolicy). ``pack`` > 0
+    packs into windows of that length; ``instruction`` None is the model's."""
+
+    source: str
+    budget_tokens: int
+    text: list[Path] = field(default_factory=list)
+    problems: Path | None = None
+    traces: Path | None = None
+    pack: int = 0
+    allow_short: bool = False
+    instruction: str | None = None
+    seed: int = 0  # shuffles generic documents
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown source {self.source!r}; use {', '.join(SOURCES)}")
+        if self.budget_tokens < 1:
+            raise ValueError(f"the token budget must be >= 1, got {self.budget_tokens}")
+        if self.pack < 0:
+            raise ValueError(f"the pack length must be >= 0, got {self.pack}")
 
 
 @dataclass(frozen=True)
@@ -97,7 +118,7 @@ def take_budget(seqs: Iterable[Sequence], budget: int) -> tuple[list[Sequence], 
     return out, total
 
 
-def pack(seqs: list[Sequence], length: int, pad_id: int) -> list[tuple[list[int], list[int], list[int]]]:
+def pack(seqs: list[Sequence], length: int, pad_id: int) -> list[Row]:
     """Concatenate into windows of ``length``; the last window is padded and masked."""
     ids = [t for s in seqs for t in s.ids]
     seg = [g for s in seqs for g in s.segment]
@@ -105,14 +126,12 @@ def pack(seqs: list[Sequence], length: int, pad_id: int) -> list[tuple[list[int]
     for k in range(0, len(ids), length):
         w_ids, w_seg = ids[k:k + length], seg[k:k + length]
         pad = length - len(w_ids)
-        rows.append((w_ids + [pad_id] * pad, [1] * len(w_ids) + [0] * pad, w_seg + [PAD] * pad))
+        rows.append(Row(w_ids + [pad_id] * pad, [1] * len(w_ids) + [0] * pad, w_seg + [PAD] * pad))
     return rows
 
 
 def build(seqs: Iterable[Sequence], budget: int, pad_id: int, pack_len: int = 0,
-          allow_short: bool = False) -> tuple[datasets.Dataset, dict]:
-    if budget < 1:
-        raise RacError(f"--budget-tokens must be >= 1, got {budget}")
+          allow_short: bool = False) -> tuple[list[Row], dict]:
     chosen, total = take_budget(seqs, budget)
     if total < budget and not allow_short:
         raise RacError(f"only {total} tokens are available for a budget of {budget}; "
@@ -122,43 +141,16 @@ def build(seqs: Iterable[Sequence], budget: int, pad_id: int, pack_len: int = 0,
     if pack_len:
         rows = pack(chosen, pack_len, pad_id)
     else:
-        rows = [(s.ids, [1] * len(s.ids), s.segment) for s in chosen]
-    ds = datasets.Dataset.from_dict({
-        "input_ids": [r[0] for r in rows], "attention_mask": [r[1] for r in rows],
-        "segment": [r[2] for r in rows]})
-    counts = Counter(g for r in rows for g in r[2])
+        rows = [Row(s.ids, [1] * len(s.ids), s.segment) for s in chosen]
     info = {"tokens": total, "budget_tokens": budget, "sequences": len(chosen), "rows": len(rows),
-            "pack": pack_len, "segment_tokens": {SEGMENT_NAMES[k]: counts.get(k, 0)
-                                                 for k in (PROMPT, DECODE, GENERIC, PAD)}}
-    return ds, info
-
-
-def save(ds: datasets.Dataset, info: dict, out: Path, overwrite: bool) -> bool:
-    """Write the set; returns False (and writes nothing) when ``out`` already holds this very set."""
-    out = Path(out)
-    old = out / "calib_info.json"
-    if old.exists() and json.loads(old.read_text()) == info:
-        return False
-    if old.exists() and not overwrite:
-        raise RacError(f"{out} holds a different calibration set; pass --overwrite or use another")
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        ds.save_to_disk(str(tmp / "data"))
-        write_json(tmp / "calib_info.json", info)
-    return True
-
-
-def load(path: Path) -> tuple[datasets.Dataset, dict]:
-    path = Path(path)
-    if not (path / "calib_info.json").exists():
-        raise RacError(f"{path} is not a calibration set (no calib_info.json); make one with "
-                       "'rac calib'")
-    info = json.loads((path / "calib_info.json").read_text())
-    return datasets.load_from_disk(str(path / "data")), info
+            "pack": pack_len, "segment_tokens": calibset.segment_counts(rows)}
+    return rows, info
 
 
 def inspect(path: Path, tok: PreTrainedTokenizerBase | None = None, bins: int = 10) -> str:
-    ds, info = load(path)
-    lengths = [sum(m) for m in ds["attention_mask"]]
+    cset = calibset.read(path)
+    info = cset.info
+    lengths = [sum(r.mask) for r in cset.rows]
     lines = [f"calibration set {path}: source {info.get('source')}, {info['tokens']} tokens "
              f"(budget {info['budget_tokens']}), {info['rows']} rows",
              "tokens per segment: " + ", ".join(f"{k} {v}" for k, v in
@@ -172,11 +164,11 @@ def inspect(path: Path, tok: PreTrainedTokenizerBase | None = None, bins: int = 
         lines.append(f"  {lo + b * width:6d}-{lo + (b + 1) * width - 1:<6d} "
                      f"{'#' * round(40 * hist.get(b, 0) / peak):<40} {hist.get(b, 0)}")
     if tok is not None:
-        ids, seg = ds[0]["input_ids"], ds[0]["segment"]
+        ids, seg = cset.rows[0].ids, cset.rows[0].segment
         parts, start = [], 0
         for i in range(1, len(ids) + 1):
             if i == len(ids) or seg[i] != seg[start]:
-                parts.append(f"[{SEGMENT_NAMES[seg[start]]}]" + tok.decode(ids[start:i]))
+                parts.append(f"[{calibset.NAMES[seg[start]]}]" + tok.decode(ids[start:i]))
                 start = i
         lines.append("first sequence, decoded:")
         lines.append("".join(parts)[:2000])
@@ -209,16 +201,13 @@ def read_documents(paths: list[Path]) -> list[str]:
     return docs
 
 
-def make_calib(source: str, tokenizer: str | Path, budget_tokens: int, out: Path, *,
-               text: list[Path] | None = None, problems: Path | None = None,
-               traces: Path | None = None, pack: int = 0, allow_short: bool = False,
-               instruction: str | None = None, seed: int = 0, trust_remote_code: bool = False,
-               overwrite: bool = False) -> tuple[bool, dict]:
-    """``rac calib``: build one source's set; returns (written, info). Nothing is written when
-    ``out`` already holds this very set."""
-    if source not in SOURCES:
-        raise RacError(f"unknown source {source!r}; use {', '.join(SOURCES)}")
+def make_calib(tokenizer: str | Path, cfg: CalibConfig, out: Path, *,
+               trust_remote_code: bool = False, overwrite: bool = False) -> tuple[bool, dict]:
+    """``rac calib``: build one source's set for the model ``tokenizer``; returns (written, info).
+    Nothing is written when ``out`` already holds this very set."""
+    source = cfg.source
     tok = models.load_tokenizer(tokenizer, trust_remote_code)
+    instruction = cfg.instruction
     if instruction is None:
         instruction = models.defaults(tokenizer).instruction
     inputs: dict = {}
@@ -230,24 +219,23 @@ def make_calib(source: str, tokenizer: str | Path, budget_tokens: int, out: Path
         return value
 
     if source == "generic":
-        if text:
-            docs = read_documents(text)
-            inputs["text"] = [str(t) for t in text]
+        if cfg.text:
+            docs = read_documents(cfg.text)
+            inputs["text"] = [str(t) for t in cfg.text]
         elif str(tokenizer) == models.EMBEDDED:
-            from rac.toy import generic
-
-            docs = generic.corpus(20000, seed)
-            inputs["text"] = f"built-in corpus, seed {seed}"
+            docs = generic.corpus(20000, cfg.seed)
+            inputs["text"] = f"built-in corpus, seed {cfg.seed}"
         else:
             raise RacError("--source generic needs --text FILE... (text, JSONL with 'text', or a "
                            "datasets directory); only the embedded model has a built-in corpus")
-        random.Random(seed).shuffle(docs)
+        random.Random(cfg.seed).shuffle(docs)
         seqs = from_documents(tok, docs)
     elif source in ("prompt", "reference"):
-        probs = read_problems(need("problems", problems))
+        probs = read_problems(need("problems", cfg.problems))
         seqs = (from_prompts if source == "prompt" else from_reference)(tok, probs, instruction)
     else:
-        meta, kept = load_traces(need("traces", traces))
+        traces = need("traces", cfg.traces)
+        meta, kept = load_traces(traces)
         same_tok = meta["tokenizer_fingerprint"] == models.tokenizer_fingerprint(tok)
         if source == "rac":
             if not same_tok:
@@ -261,7 +249,7 @@ def make_calib(source: str, tokenizer: str | Path, budget_tokens: int, out: Path
         else:
             source_tok = models.load_tokenizer(Path(traces) / "tokenizer")
             seqs = from_foreign_traces(kept, source_tok, tok, instruction)
-    ds, info = build(seqs, budget_tokens, tok.pad_token_id, pack, allow_short)
+    rows, info = build(seqs, cfg.budget_tokens, tok.pad_token_id, cfg.pack, cfg.allow_short)
     info = {"source": source, "tokenizer": models.model_name(tokenizer),
             "tokenizer_fingerprint": models.tokenizer_fingerprint(tok), "inputs": inputs, **info}
-    return save(ds, info, out, overwrite), info
+    return calibset.write(rows, info, out, overwrite), info

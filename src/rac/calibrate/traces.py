@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,7 +26,7 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from rac import models
-from rac.generate import Backend, Sampling, TransformersBackend, VLLMBackend, eos_ids_of
+from rac.generate import Backend, Engine, Sampling, open_backend
 from rac.io import RacError, check_output_dir, write_json
 from rac.models import prompt_ids
 from rac.tasks.grading import grade_problem
@@ -36,32 +36,41 @@ FORMAT = "rac-traces-1"
 
 
 @dataclass(frozen=True)
-class TraceConfig:
-    model: str
-    weights_fingerprint: str
-    tokenizer_fingerprint: str
-    problems_sha256: str
+class TracesConfig:
+    """What to generate. ``instruction`` None: the model's instruction for the kind of problem.
+    Generation stops once the kept traces hold ``budget_tokens`` (prompt + completion)."""
+
     sampling: Sampling
-    instruction: str
     seed: int = 0
     samples_per_prompt: int = 1
     budget_tokens: int = 1_000_000
     batch_size: int = 64
     only_correct: bool = False
-    backend: str = "transformers"
+    instruction: str | None = None
 
-    def to_json(self) -> dict:
-        return {"format": FORMAT, **asdict(self)}
+    def __post_init__(self) -> None:
+        for name in ("budget_tokens", "samples_per_prompt", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+
+
+def store_identity(cfg: TracesConfig, *, model: str, weights_fingerprint: str,
+                   tokenizer_fingerprint: str, problems_sha256: str, backend: str) -> dict:
+    """A store's ``meta.json``: the request (instruction resolved) plus what it ran on. A rerun
+    with the same identity resumes; another one is refused."""
+    return {"format": FORMAT, "model": model, "weights_fingerprint": weights_fingerprint,
+            "tokenizer_fingerprint": tokenizer_fingerprint, "problems_sha256": problems_sha256,
+            "backend": backend, **asdict(cfg)}
 
 
 def _shard_path(out: Path, index: int) -> Path:
     return out / "shards" / f"{index:05d}.parquet"
 
 
-def _open_store(out: Path, cfg: TraceConfig, overwrite: bool) -> None:
+def _open_store(out: Path, identity: dict, overwrite: bool) -> None:
     meta = out / "meta.json"
     if meta.exists():
-        if json.loads(meta.read_text()) == cfg.to_json():
+        if json.loads(meta.read_text()) == identity:
             return  # resume
         if not overwrite:
             raise RacError(f"{out} holds traces of a different run (see its meta.json); "
@@ -72,16 +81,17 @@ def _open_store(out: Path, cfg: TraceConfig, overwrite: bool) -> None:
     else:
         check_output_dir(out, overwrite)
     (out / "shards").mkdir(parents=True, exist_ok=True)
-    write_json(meta, cfg.to_json())
+    write_json(meta, identity)
 
 
 def generate_traces(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Problem],
-                    cfg: TraceConfig, out: Path, overwrite: bool = False,
+                    cfg: TracesConfig, identity: dict, out: Path, overwrite: bool = False,
                     progress: bool = True) -> dict:
     """Generate until the kept traces hold ``budget_tokens`` (prompt + completion) or the problems
-    run out; returns the realized counts (also written to ``done.json``)."""
+    run out; returns the realized counts (also written to ``done.json``). ``cfg.instruction`` is
+    the resolved one; ``identity`` is what ``meta.json`` must hold (see ``store_identity``)."""
     out = Path(out)
-    _open_store(out, cfg, overwrite)
+    _open_store(out, identity, overwrite)
     tok_dir = out / "tokenizer"
     if not tok_dir.exists():
         tmp = out / ".tokenizer.tmp"
@@ -157,35 +167,18 @@ def load_traces(store: Path) -> tuple[dict, list[Trace]]:
     return meta, traces
 
 
-def make_traces(model: str | Path, problems_file: Path, out: Path, *, temperature: float | None = None,
-                top_p: float | None = None, max_new_tokens: int | None = None, seed: int = 0,
-                samples_per_prompt: int = 1, budget_tokens: int = 1_000_000, batch_size: int = 64,
-                only_correct: bool = False, instruction: str | None = None,
-                backend: str = "transformers", tensor_parallel: int = 1, device: str = "auto",
-                trust_remote_code: bool = False, overwrite: bool = False,
-                progress: bool = True) -> dict:
+def make_traces(model: str | Path, problems_file: Path, out: Path, cfg: TracesConfig,
+                engine: Engine | None = None, *, overwrite: bool = False, progress: bool = True) -> dict:
     """``rac traces``: load the model, check the inputs, generate (resuming) into ``out``."""
+    engine = engine or Engine()
     problems = read_problems(problems_file)
-    for name, value in (("budget-tokens", budget_tokens), ("samples-per-prompt", samples_per_prompt),
-                        ("batch-size", batch_size)):
-        if value < 1:
-            raise RacError(f"--{name} must be >= 1, got {value}")
-    d = models.defaults(model)
-    tok = models.load_tokenizer(model, trust_remote_code)
+    tok = models.load_tokenizer(model, engine.trust_remote_code)
     path = models.resolve(model)
-    sampling = Sampling(d.trace_temperature if temperature is None else temperature,
-                        d.trace_top_p if top_p is None else top_p,
-                        d.trace_max_new_tokens if max_new_tokens is None else max_new_tokens)
-    cfg = TraceConfig(
-        model=models.model_name(model), weights_fingerprint=models.weights_fingerprint(path),
+    cfg = replace(cfg, instruction=models.instruction_for(models.defaults(model), problems[0].kind,
+                                                          cfg.instruction))
+    identity = store_identity(
+        cfg, model=models.model_name(model), weights_fingerprint=models.weights_fingerprint(path),
         tokenizer_fingerprint=models.tokenizer_fingerprint(tok),
-        problems_sha256=models.file_sha256(problems_file), sampling=sampling,
-        instruction=models.instruction_for(d, problems[0].kind, instruction), seed=seed,
-        samples_per_prompt=samples_per_prompt, budget_tokens=budget_tokens, batch_size=batch_size,
-        only_correct=only_correct, backend=backend)
-    if backend == "vllm":
-        engine: Backend = VLLMBackend(str(path), tensor_parallel, trust_remote_code)
-    else:
-        lm = models.load_model(model, models.pick_device(device), trust_remote_code=trust_remote_code)
-        engine = TransformersBackend(lm, tok.pad_token_id, eos_ids_of(tok, lm))
-    return generate_traces(engine, tok, problems, cfg, out, overwrite, progress)
+        problems_sha256=models.file_sha256(problems_file), backend=engine.backend)
+    return generate_traces(open_backend(model, tok, engine), tok, problems, cfg, identity, out,
+                           overwrite, progress)

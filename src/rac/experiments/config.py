@@ -11,14 +11,15 @@ import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from rac.calibrate.calib import SOURCES
 from rac.io import RacError
+from rac.prune.config import METHODS, Scope
+from rac.prune.masks import Target
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-SOURCES = ("generic", "prompt", "rac", "offpolicy", "reference")
 
 
 @dataclass(frozen=True)
@@ -143,12 +144,9 @@ def validate(cfg: SweepConfig) -> SweepConfig:
          "'calibration.fractions' must be in (0, 1]")
     need(c.pack >= 0, "'calibration.pack' must be >= 0")
     for m in p.methods:
-        need(m in ("magnitude", "wanda", "sparsegpt"), f"'prune.methods' has unknown method {m!r}")
+        need(m in METHODS, f"'prune.methods' has unknown method {m!r}; use {', '.join(METHODS)}")
     need(bool(p.sparsities or p.patterns), "'prune' needs 'sparsities' or 'patterns'")
     need(all(0 <= s < 1 for s in p.sparsities), "'prune.sparsities' must be in [0, 1)")
-    from rac.prune.engine import Scope
-    from rac.prune.masks import Target
-
     try:
         for pat in p.patterns:
             Target.parse(None, pat)

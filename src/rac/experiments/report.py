@@ -9,61 +9,111 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
-from rac.evaluate import mean_se
+from rac.calibrate.calib import SOURCES
+from rac.evaluate import EvalSummary
 from rac.io import atomic_write_text, save_figure
+from rac.metrics import mean_se, paired_diff
+from rac.prune.masks import Target
 
-SOURCE_ORDER = ("generic", "prompt", "rac", "offpolicy", "reference")
 LABELS = {"generic": "generic text", "prompt": "prompt-only", "rac": "RAC",
           "offpolicy": "off-policy CoT", "reference": "reference CoT", "dense": "dense"}
 
 
-def aggregate(records: list[dict]) -> dict[tuple, dict]:
-    """Group records over seeds: key (source, fraction, method, target, scope, fp8, max_new)."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the tables: a pruned model (or the dense one) under one eval budget, over all
+    calibration seeds."""
+
+    source: str
+    max_new_tokens: int
+    method: str | None = None
+    target: Target | None = None
+    scope: str | None = None
+    fp8: bool = False
+    fraction: float = 1.0
+
+    @classmethod
+    def of(cls, record: dict) -> Cell:
+        target = record.get("target")
+        return cls(record["source"], record["max_new_tokens"], record.get("method"),
+                   Target.of(target) if target is not None else None, record.get("scope"),
+                   record.get("fp8", False), record.get("fraction", 1.0))
+
+
+@dataclass(frozen=True)
+class Group:
+    """A cell's numbers: accuracy ± SE over problems (pass@1 averaged over seeds), the spread
+    between seeds, and the means of the length and speed metrics."""
+
+    accuracy: float
+    se: float
+    n: int
+    seeds: int
+    seed_sd: float
+    per_problem: list[float]
+    wall_s: float
+    cot: float
+    max_hit: float
+    tokens_per_s: float
+    sparsity: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """RAC minus prompt-only, paired on the same problems."""
+
+    target: str
+    diff: float
+    se: float
+    beyond_2se: bool
+
+
+@dataclass(frozen=True)
+class Report:
+    table1: str  # the first method's Table 1, as Markdown
+    comparisons: dict[str, list[Comparison]]  # per method
+
+
+def aggregate(records: list[dict]) -> dict[Cell, Group]:
+    """Group records over calibration seeds."""
+    groups: dict[Cell, list[dict]] = defaultdict(list)
     for r in records:
-        k = (r["source"], r.get("fraction", 1.0), r.get("method"), r.get("target"), r.get("scope"),
-             r.get("fp8", False), r["max_new_tokens"])
-        groups[k].append(r)
+        groups[Cell.of(r)].append(r)
     out = {}
-    for k, rs in groups.items():
+    for cell_key, rs in groups.items():
         per_problem = [statistics.fmean(col) for col in zip(*(r["pass1"] for r in rs))]
         acc, se = mean_se(per_problem)
-        s = [r["summary"] for r in rs]
-        seed_accs = [x["accuracy"] for x in s]
-        out[k] = {
-            "accuracy": acc, "se": se, "n": len(per_problem), "seeds": len(rs),
-            "seed_sd": statistics.stdev(seed_accs) if len(rs) > 1 else 0.0,
-            "per_problem": per_problem,
-            "wall_s": statistics.fmean(x["wall_s"] for x in s),
-            "cot": statistics.fmean(x["mean_cot_tokens"] for x in s),
-            "max_hit": statistics.fmean(x["max_hit_rate"] for x in s),
-            "tokens_per_s": statistics.fmean(x["tokens_per_s"] for x in s),
-            "sparsity": rs[0].get("sparsity", 0.0),
-        }
+        s = [EvalSummary.from_json(r["summary"]) for r in rs]
+        out[cell_key] = Group(
+            accuracy=acc, se=se, n=len(per_problem), seeds=len(rs),
+            seed_sd=statistics.stdev(x.accuracy for x in s) if len(rs) > 1 else 0.0,
+            per_problem=per_problem, wall_s=statistics.fmean(x.wall_s for x in s),
+            cot=statistics.fmean(x.mean_cot_tokens for x in s),
+            max_hit=statistics.fmean(x.max_hit_rate for x in s),
+            tokens_per_s=statistics.fmean(x.tokens_per_s for x in s),
+            sparsity=rs[0].get("sparsity", 0.0))
     return out
 
 
-def paired_diff(a: dict, b: dict) -> tuple[float, float]:
-    """Mean of (a - b) over the same problems, and its SE."""
-    return mean_se([x - y for x, y in zip(a["per_problem"], b["per_problem"])])
-
-
-def cell(g: dict | None, time: bool = True) -> str:
+def cell(g: Group | None, time: bool = True) -> str:
     if g is None:
         return "-"
-    text = f"{g['accuracy']:.3f} ± {g['se']:.3f}"
-    return text + (f" ({g['wall_s']:.0f}s)" if time else "")
+    text = f"{g.accuracy:.3f} ± {g.se:.3f}"
+    return text + (f" ({g.wall_s:.0f}s)" if time else "")
 
 
-def _targets(agg: dict, method: str, scope: str, max_new: int) -> list[str]:
-    ts = {k[3] for k in agg if k[2] == method and k[4] == scope and k[6] == max_new and k[1] == 1.0}
-    return sorted(ts, key=lambda t: (":" in t, float(t) if ":" not in t else t))
+def _targets(agg: dict[Cell, Group], method: str, scope: str, max_new: int) -> list[Target]:
+    """The targets of the main grid, unstructured by sparsity first, then the N:M patterns."""
+    ts = {k.target for k in agg if k.method == method and k.scope == scope
+          and k.max_new_tokens == max_new and k.fraction == 1.0}
+    return sorted(ts, key=lambda t: (t.structured, t.fraction if not t.structured else str(t)))
 
 
-def table1(agg: dict, sources: list[str], method: str, scope: str, max_new: int,
-           dense: dict | None) -> tuple[list[str], list[dict]]:
+def table1(agg: dict[Cell, Group], sources: list[str], method: str, scope: str, max_new: int,
+           dense: Group | None) -> tuple[list[str], list[Comparison]]:
     """Accuracy ± SE (eval time) per target and source; best per row in bold; paired RAC vs
     prompt-only difference; returns the lines and the paired comparisons."""
     head = ["target"] + [LABELS[s] for s in sources]
@@ -75,15 +125,15 @@ def table1(agg: dict, sources: list[str], method: str, scope: str, max_new: int,
         lines.append(f"| dense | {cell(dense)} |" + " |" * (len(head) - 2))
     comparisons = []
     for t in _targets(agg, method, scope, max_new):
-        gs = [agg.get((s, 1.0, method, t, scope, False, max_new)) for s in sources]
-        best = max((g["accuracy"] for g in gs if g), default=None)
-        cells = [f"**{cell(g)}**" if g and g["accuracy"] == best else cell(g) for g in gs]
+        gs = [agg.get(Cell(s, max_new, method, t, scope)) for s in sources]
+        best = max((g.accuracy for g in gs if g), default=None)
+        cells = [f"**{cell(g)}**" if g and g.accuracy == best else cell(g) for g in gs]
         if compare:
             rac, prompt = gs[sources.index("rac")], gs[sources.index("prompt")]
             if rac and prompt:
-                d, se = paired_diff(rac, prompt)
+                d, se = paired_diff(rac.per_problem, prompt.per_problem)
                 sig = abs(d) > 2 * se
-                comparisons.append({"target": t, "diff": d, "se": se, "beyond_2se": sig})
+                comparisons.append(Comparison(str(t), d, se, sig))
                 cells.append(f"{d:+.3f} ± {se:.3f}{' *' if sig else ''}")
             else:
                 cells.append("-")
@@ -91,8 +141,8 @@ def table1(agg: dict, sources: list[str], method: str, scope: str, max_new: int,
     return lines, comparisons
 
 
-def figure1(agg: dict, sources: list[str], method: str, scope: str, max_new: int,
-            dense: dict | None, path: Path) -> None:
+def figure1(agg: dict[Cell, Group], sources: list[str], method: str, scope: str, max_new: int,
+            dense: Group | None, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,19 +152,20 @@ def figure1(agg: dict, sources: list[str], method: str, scope: str, max_new: int
     panels = [("accuracy", "accuracy (pass@1)"), ("wall_s", "total eval time (s)"),
               ("cot", "mean CoT tokens")]
     for s in sources:
-        pts = sorted((g["sparsity"], g) for k, g in agg.items()
-                     if k[0] == s and k[1] == 1.0 and k[2] == method and k[4] == scope
-                     and not k[5] and k[6] == max_new and ":" not in str(k[3]))
+        pts = sorted(((g.sparsity, g) for k, g in agg.items()
+                      if k.source == s and k.fraction == 1.0 and k.method == method
+                      and k.scope == scope and not k.fp8 and k.max_new_tokens == max_new
+                      and not k.target.structured), key=lambda p: p[0])
         if not pts:
             continue
         xs = [p[0] for p in pts]
         for ax, (field, _) in zip(axes, panels):
-            ys = [p[1][field] for p in pts]
-            err = [p[1]["se"] for p in pts] if field == "accuracy" else None
+            ys = [getattr(p[1], field) for p in pts]
+            err = [p[1].se for p in pts] if field == "accuracy" else None
             ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=LABELS[s])
     for ax, (field, title) in zip(axes, panels):
         if dense:
-            ax.axhline(dense[field], color="gray", linestyle=":", label="dense")
+            ax.axhline(getattr(dense, field), color="gray", linestyle=":", label="dense")
         ax.set_xlabel("sparsity")
         ax.set_title(title)
         ax.grid(alpha=0.3)
@@ -131,15 +182,15 @@ def stage_breakdown(stages: dict) -> str:
                      + (f" + {v['cached']} cached)" if v["cached"] else ")") for k, v in rows)
 
 
-def write_report(result: dict, out: Path, command: str = "") -> str:
-    """Write report.md and the figures into ``out``; returns the Table 1 markdown."""
+def write_report(result: dict, out: Path, command: str = "") -> Report:
+    """Write report.md and the figures into ``out``; returns Table 1 and the comparisons."""
     cfg = result["config"]
     agg = aggregate(result["records"])
-    sources = [s for s in SOURCE_ORDER if s in cfg["calibration"]["sources"]]
+    sources = [s for s in SOURCES if s in cfg["calibration"]["sources"]]
     main_new = cfg["eval"]["max_new_tokens"][0]
     scope = cfg["prune"]["scopes"][0]
-    dense = agg.get(("dense", 1.0, None, None, None, False, main_new))
-    n = dense["n"] if dense else 0
+    dense = agg.get(Cell("dense", main_new))
+    n = dense.n if dense else 0
     md = [
         "# rac sweep report", "",
         f"Model `{cfg['model']}`; {n} test problems; calibration seeds {cfg['seeds']}; "
@@ -167,9 +218,9 @@ def write_report(result: dict, out: Path, command: str = "") -> str:
         fig = out / f"figure1_{method}.png"
         figure1(agg, sources, method, scope, main_new, dense, fig)
         md += [f"![Figure 1, {method}]({fig.name})", ""]
-        first = next((c for c in comps if c["beyond_2se"]), None)
+        first = next((c for c in comps if c.beyond_2se), None)
         md.append("RAC and prompt-only first differ by more than 2 SE at "
-                  + (f"target {first['target']} ({first['diff']:+.3f} ± {first['se']:.3f})."
+                  + (f"target {first.target} ({first.diff:+.3f} ± {first.se:.3f})."
                      if first else "no target in this grid."))
         md.append("")
     method = cfg["prune"]["methods"][0]
@@ -180,7 +231,7 @@ def write_report(result: dict, out: Path, command: str = "") -> str:
                "|---|" + "---|" * len(extra)]
         for t in _targets(agg, method, scope, main_new):
             md.append(f"| {t} | " + " | ".join(
-                cell(agg.get((s, 1.0, method, t, scope, False, main_new))) for s in extra) + " |")
+                cell(agg.get(Cell(s, main_new, method, t, scope))) for s in extra) + " |")
         md.append("")
     t4 = cfg["prune"]["table4_scopes"]
     if t4 and cfg["prune"]["patterns"]:
@@ -188,26 +239,24 @@ def write_report(result: dict, out: Path, command: str = "") -> str:
                "| source | pattern | scope | FP8 | accuracy ± SE | generated tokens/s |",
                "|---|---|---|---|---|---|"]
         for s in sources:
-            for pat in cfg["prune"]["patterns"]:
+            for pat in map(Target.of, cfg["prune"]["patterns"]):
                 for sc in t4:
                     for fp8 in (False, True):
-                        g = agg.get((s, 1.0, method, pat, sc, fp8, main_new))
+                        g = agg.get(Cell(s, main_new, method, pat, sc, fp8))
                         if g:
                             md.append(f"| {LABELS[s]} | {pat} | {sc} | {'yes' if fp8 else 'no'} | "
-                                      f"{cell(g, time=False)} | {g['tokens_per_s']:.0f} |")
+                                      f"{cell(g, time=False)} | {g.tokens_per_s:.0f} |")
         md.append("")
     budgets = cfg["eval"]["max_new_tokens"]
     if len(budgets) > 1:
         md += ["## Table 5 form: accuracy ± SE (eval time) under max-new-token budgets", "",
                "| model | " + " | ".join(f"max {b}" for b in budgets) + " |",
                "|---|" + "---|" * len(budgets)]
-        md.append("| dense | " + " | ".join(cell(agg.get(("dense", 1.0, None, None, None, False, b)))
-                                          for b in budgets) + " |")
+        md.append("| dense | " + " | ".join(cell(agg.get(Cell("dense", b))) for b in budgets) + " |")
         for sp in cfg["eval"]["budget_sparsities"]:
             for s in sources:
                 md.append(f"| {LABELS[s]} {sp:g} | " + " | ".join(
-                    cell(agg.get((s, 1.0, method, str(float(sp)), scope, False, b)))
-                    for b in budgets) + " |")
+                    cell(agg.get(Cell(s, b, method, Target(sp), scope))) for b in budgets) + " |")
         md.append("")
     fracs = cfg["calibration"]["fractions"]
     if len(fracs) > 1:
@@ -218,7 +267,7 @@ def write_report(result: dict, out: Path, command: str = "") -> str:
                    "|---|---|" + "---|" * len(sources)]
             for f in sorted(fracs):
                 md.append(f"| {f:g} | {int(cfg['calibration']['budget_tokens'] * f)} | " + " | ".join(
-                    cell(agg.get((s, f, method, str(float(sp)), scope, False, main_new)))
+                    cell(agg.get(Cell(s, main_new, method, Target(sp), scope, fraction=f)))
                     for s in sources) + " |")
             md.append("")
     for m in cfg["prune"]["methods"]:
@@ -226,12 +275,12 @@ def write_report(result: dict, out: Path, command: str = "") -> str:
                "| target | " + " | ".join(LABELS[s] for s in sources) + " |",
                "|---|" + "---|" * len(sources)]
         if dense:
-            md.append(f"| dense | {dense['cot']:.1f} / {dense['max_hit']:.3f} |"
+            md.append(f"| dense | {dense.cot:.1f} / {dense.max_hit:.3f} |"
                       + " |" * (len(sources) - 1))
         for t in _targets(agg, m, scope, main_new):
             md.append(f"| {t} | " + " | ".join(
-                (lambda g: f"{g['cot']:.1f} / {g['max_hit']:.3f}" if g else "-")(
-                    agg.get((s, 1.0, m, t, scope, False, main_new))) for s in sources) + " |")
+                (lambda g: f"{g.cot:.1f} / {g.max_hit:.3f}" if g else "-")(
+                    agg.get(Cell(s, main_new, m, t, scope))) for s in sources) + " |")
         md.append("")
     if "recon" in result:
         r = result["recon"]
@@ -245,5 +294,4 @@ def write_report(result: dict, out: Path, command: str = "") -> str:
         md += ["", f"Mean ratio e({a})/e({b}): prompt {r['mean_ratio_prompt']:.3f}, decode "
                f"{r['mean_ratio_decode']:.3f}.", "", "![Figure 2](recon/recon_heatmap.png)", ""]
     atomic_write_text(out / "report.md", "\n".join(md))
-    result["comparisons"] = all_comparisons
-    return table1_md
+    return Report(table1_md, all_comparisons)

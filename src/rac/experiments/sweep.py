@@ -25,17 +25,20 @@ from pathlib import Path
 import torch
 
 from rac import models
-from rac.calibrate.calib import make_calib
-from rac.calibrate.traces import make_traces
-from rac.evaluate import evaluate_model
+from rac.calibrate.calib import CalibConfig, make_calib
+from rac.calibrate.traces import TracesConfig, make_traces
+from rac.evaluate import EvalConfig, evaluate_model
 from rac.experiments.config import SweepConfig
+from rac.experiments.report import Report, write_report
+from rac.generate import Sampling
 from rac.io import RacError, write_json
-from rac.prune.engine import PruneConfig, Scope
+from rac.prune.config import PruneConfig, Scope
 from rac.prune.masks import Target
-from rac.prune.run import prune_to_dir
+from rac.prune.report import PruneTotals
+from rac.prune.run import prune_to_dir, read_totals
 from rac.recon import recon
-from rac.tasks.problems import Problem, write_problems
-from rac.toy import arith
+from rac.tasks.generators import generate
+from rac.tasks.problems import write_problems
 
 CODE_VERSION = 1  # bump to invalidate every cache entry when a stage's semantics change
 
@@ -47,34 +50,28 @@ def key_of(inputs: dict) -> str:
 
 @dataclass(frozen=True)
 class Run:
+    """One pruned model of the grid."""
+
     seed: int
     source: str
-    fraction: float
+    fraction: float  # of the calibration token budget
     method: str
-    target: str
+    target: Target
     scope: str
     fp8: bool
 
-    @property
-    def pruning_target(self) -> Target:
-        """``target`` is written as in the config: '0.5' or an N:M pattern such as '2:4'."""
-        if ":" in self.target:
-            return Target.parse(None, self.target)
-        return Target(float(self.target))
-
-    @property
-    def sparsity(self) -> float:
-        return self.pruning_target.fraction
+    def to_json(self) -> dict:
+        return {**asdict(self), "target": str(self.target), "sparsity": self.target.fraction}
 
 
 def plan(cfg: SweepConfig) -> list[Run]:
     """Every pruned model the config asks for, without duplicates, in a stable order."""
     c, p = cfg.calibration, cfg.prune
-    targets = [str(s) for s in p.sparsities] + list(p.patterns)
+    targets = [Target(s) for s in p.sparsities] + [Target.of(t) for t in p.patterns]
     runs: list[Run] = []
 
-    def in_size_sweep(target: str) -> bool:
-        return ":" not in target and float(target) in c.fraction_sparsities
+    def in_size_sweep(target: Target) -> bool:
+        return not target.structured and target.sparsity in c.fraction_sparsities
 
     for seed in cfg.seeds:
         for source in c.sources:
@@ -86,7 +83,7 @@ def plan(cfg: SweepConfig) -> list[Run]:
                         for scope in p.scopes:
                             for fp8 in p.fp8:
                                 runs.append(Run(seed, source, frac, method, target, scope, fp8))
-                for pattern in p.patterns:
+                for pattern in (Target.of(t) for t in p.patterns):
                     for scope in p.table4_scopes:
                         for fp8 in (False, True):
                             runs.append(Run(seed, source, 1.0, method, pattern, scope, fp8))
@@ -94,10 +91,12 @@ def plan(cfg: SweepConfig) -> list[Run]:
 
 
 class Progress:
-    """One line per stage: i of n, its time, elapsed, and an estimate of what remains."""
+    """One line per stage, given to ``show``: i of n, its time, elapsed, and an estimate of what
+    remains."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, show: Callable[[str], None]):
         self.total, self.done, self.t0, self.worked, self.built = total, 0, time.time(), 0.0, 0
+        self.show = show
 
     def step(self, label: str, seconds: float, cached: bool) -> None:
         self.done += 1
@@ -107,14 +106,15 @@ class Progress:
         left = self.total - self.done
         eta = (self.worked / self.built * left) if self.built else 0.0
         note = "cached" if cached else f"{seconds:.1f}s"
-        print(f"[{self.done:>3}/{self.total}] {label:<58} {note:>8}  elapsed "
-              f"{time.time() - self.t0:6.0f}s  eta {eta:6.0f}s", flush=True)
+        self.show(f"[{self.done:>3}/{self.total}] {label:<58} {note:>8}  elapsed "
+                  f"{time.time() - self.t0:6.0f}s  eta {eta:6.0f}s")
 
 
 class Sweep:
-    def __init__(self, cfg: SweepConfig, out: Path):
+    def __init__(self, cfg: SweepConfig, out: Path, show: Callable[[str], None] | None = None):
         self.cfg, self.out = cfg, Path(out)
         self.cache = self.out / "cache"
+        self.show = show
         self.progress: Progress | None = None
         self.seen: dict[Path, None] = {}  # stages already reported in this process
         self.stage_seconds: dict[str, dict] = {}  # per kind: seconds built here, built, cached
@@ -150,15 +150,13 @@ class Sweep:
             _, task, split, n = spec.split(":")
             n_int = int(n)
         except ValueError as e:
-            raise RacError(f"problem spec {spec!r}: write generate:arith:SPLIT:N") from e
-        if task != "arith":
-            raise RacError(f"problem spec {spec!r}: the built-in task is 'arith'")
+            raise RacError(f"problem spec {spec!r}: write generate:TASK:SPLIT:N") from e
         path = self.out / "problems" / f"{task}-{split}-{n_int}.jsonl"
         if not path.exists():
-            made = arith.generate(n_int, 0, split)
-            write_problems(path, [Problem(p.id, p.problem, p.answer,
-                                          {"solution": p.solution, "family": p.family})
-                                  for p in made])
+            try:
+                write_problems(path, generate(task, n_int, 0, split))
+            except ValueError as e:
+                raise RacError(f"problem spec {spec!r}: {e}") from e
         return path
 
     def traces(self, model: str, seed: int) -> Path:
@@ -166,11 +164,12 @@ class Sweep:
         calib = self.problem_file(self.cfg.problems.calib)
         inputs = {"model": models.model_name(model), "problems": models.file_sha256(calib),
                   "seed": seed, "budget": budget, **asdict(t)}
-        return self.stage("traces", inputs, lambda d: make_traces(
-            model, calib, d, temperature=t.temperature, top_p=t.top_p,
-            max_new_tokens=t.max_new_tokens, seed=seed, samples_per_prompt=t.samples_per_prompt,
-            budget_tokens=budget, batch_size=t.batch_size, progress=False),
-            f"traces {Path(model).name} seed {seed}")
+        cfg = TracesConfig(Sampling(t.temperature, t.top_p, t.max_new_tokens), seed=seed,
+                           samples_per_prompt=t.samples_per_prompt, budget_tokens=budget,
+                           batch_size=t.batch_size)
+        return self.stage("traces", inputs, lambda d: make_traces(model, calib, d, cfg,
+                                                                  progress=False),
+                          f"traces {Path(model).name} seed {seed}")
 
     def calib_set(self, source: str, seed: int, fraction: float) -> Path:
         c = self.cfg.calibration
@@ -186,22 +185,23 @@ class Sweep:
             kwargs["text"] = [Path(t) for t in c.generic_text]
         inputs = {"source": source, "model": models.model_name(self.cfg.model), "budget": budget,
                   **{k: str(v) for k, v in kwargs.items()}}
-        return self.stage("calib", inputs, lambda d: make_calib(
-            source, self.cfg.model, budget, d, **kwargs), f"calib {source} x{fraction:g} seed {seed}")
+        cfg = CalibConfig(source, budget, **kwargs)
+        return self.stage("calib", inputs, lambda d: make_calib(self.cfg.model, cfg, d),
+                          f"calib {source} x{fraction:g} seed {seed}")
 
-    def pruned(self, run: Run) -> tuple[Path, dict]:
+    def pruned(self, run: Run) -> tuple[Path, PruneTotals]:
         calib = self.calib_set(run.source, run.seed, run.fraction) if run.method != "magnitude" \
             else None
-        cfg = PruneConfig(run.method, run.pruning_target, Scope.parse(run.scope),
+        cfg = PruneConfig(run.method, run.target, Scope.parse(run.scope),
                           true_sequential=self.cfg.prune.true_sequential)
         inputs = {"model": models.model_name(self.cfg.model), "calib": str(calib), "fp8": run.fp8,
-                  "method": run.method, "target": run.target, "scope": run.scope,
+                  "method": run.method, "target": str(run.target), "scope": run.scope,
                   "true_sequential": self.cfg.prune.true_sequential}
         label = (f"prune {run.method} {run.target} {run.scope}{' fp8' if run.fp8 else ''} "
                  f"{run.source} x{run.fraction:g} s{run.seed}")
         d = self.stage("pruned", inputs, lambda d: prune_to_dir(
             self.cfg.model, calib, cfg, d, fp8=run.fp8, progress=False), label)
-        return d, json.loads((d / "prune_report.json").read_text())["totals"]
+        return d, read_totals(d)
 
     def evaluation(self, model: str | Path, max_new: int, label: str) -> dict:
         e = self.cfg.eval
@@ -209,18 +209,19 @@ class Sweep:
         inputs = {"model": str(model), "problems": models.file_sha256(test), "max_new": max_new,
                   **{k: v for k, v in asdict(e).items() if k not in ("max_new_tokens",
                                                                      "budget_sparsities")}}
-        d = self.stage("eval", inputs, lambda d: evaluate_model(
-            model, test, d, temperature=e.temperature, top_p=e.top_p, max_new_tokens=max_new,
-            samples=e.samples, batch_size=e.batch_size, progress=False), f"eval {label} max {max_new}")
+        cfg = EvalConfig(Sampling(e.temperature, e.top_p, max_new), samples=e.samples,
+                         batch_size=e.batch_size)
+        d = self.stage("eval", inputs, lambda d: evaluate_model(model, test, d, cfg, progress=False),
+                       f"eval {label} max {max_new}")
         result = json.loads((d / "eval.json").read_text())
         return {"summary": result["summary"], "pass1": [r["pass1"] for r in result["problems"]]}
 
     # -- the grid ----------------------------------------------------------------------------------
     def budgets_for(self, run: Run | None) -> list[int]:
         e = self.cfg.eval
-        if run is None or (run.fraction == 1 and not run.fp8 and ":" not in run.target
+        if run is None or (run.fraction == 1 and not run.fp8 and not run.target.structured
                            and run.scope == self.cfg.prune.scopes[0]
-                           and run.sparsity in e.budget_sparsities):
+                           and run.target.sparsity in e.budget_sparsities):
             return e.max_new_tokens
         return e.max_new_tokens[:1]
 
@@ -234,8 +235,9 @@ class Sweep:
                                      + ("offpolicy" in cfg.calibration.sources))
         n_calib = len({(r.source, r.seed, r.fraction) for r in runs if r.method != "magnitude"})
         n_eval = len(self.budgets_for(None)) + sum(len(self.budgets_for(r)) for r in runs)
-        self.progress = Progress(n_traces + n_calib + len(runs) + n_eval
-                                 + (1 if cfg.recon.problems else 0))
+        if self.show:
+            self.progress = Progress(n_traces + n_calib + len(runs) + n_eval
+                                     + (1 if cfg.recon.problems else 0), self.show)
         write_json(self.out / "config.json", asdict(cfg))
         records = []
         for max_new in self.budgets_for(None):
@@ -247,8 +249,8 @@ class Sweep:
             pruned_dirs[run] = d
             for max_new in self.budgets_for(run):
                 ev = self.evaluation(d, max_new, f"{run.source} {run.target} {run.scope}")
-                records.append({**asdict(run), "sparsity": run.sparsity, "max_new_tokens": max_new,
-                                "prune": totals, **ev})
+                records.append({**run.to_json(), "max_new_tokens": max_new,
+                                "prune": asdict(totals), **ev})
         result = {"config": asdict(cfg), "records": records,
                   "versions": {"torch": torch.__version__, **_versions()}}
         if cfg.recon.problems:
@@ -259,7 +261,7 @@ class Sweep:
 
     def figure2(self, pruned_dirs: dict[Run, Path]) -> dict:
         r, c = self.cfg.recon, self.cfg
-        a, b = (Run(c.seeds[0], src, 1.0, c.prune.methods[0], str(r.sparsity), c.prune.scopes[0],
+        a, b = (Run(c.seeds[0], src, 1.0, c.prune.methods[0], Target(r.sparsity), c.prune.scopes[0],
                     False) for src in r.pair)
         dirs = [pruned_dirs.get(run) or self.pruned(run)[0] for run in (a, b)]
         test = self.problem_file(c.problems.test)
@@ -288,9 +290,10 @@ def _versions() -> dict:
     return out
 
 
-def sweep_and_report(cfg: SweepConfig, out: Path, command: str = "") -> tuple[dict, str]:
-    """Run (or resume) the grid, then write results.json, report.md and the figures."""
-    from rac.experiments.report import write_report
+def sweep_and_report(cfg: SweepConfig, out: Path, command: str = "",
+                     show: Callable[[str], None] | None = None) -> tuple[dict, Report]:
+    """Run (or resume) the grid, then write results.json, report.md and the figures; ``show``
+    receives one progress line per stage."""
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -299,11 +302,11 @@ def sweep_and_report(cfg: SweepConfig, out: Path, command: str = "") -> tuple[di
     if old.exists() and json.loads(old.read_text())["model"] != cfg.model:
         raise RacError(f"{out} holds a sweep of another model; use another --out")
     t0 = time.time()
-    result = Sweep(cfg, out).run()
+    result = Sweep(cfg, out, show).run()
     t_report = time.time()
-    table1 = write_report(result, out, command)
+    report = write_report(result, out, command)
     result["stages"]["report"] = {"seconds": round(time.time() - t_report, 2), "built": 1,
                                   "cached": 0}
     result["wall_s"] = round(time.time() - t0, 1)
     write_json(out / "results.json", result)
-    return result, table1
+    return result, report

@@ -47,6 +47,18 @@ class Target:
             raise ValueError(f"pattern {pattern!r} is malformed; write N:M, e.g. 2:4") from e
         return cls(n=n, m=m)
 
+    @classmethod
+    def of(cls, text: str) -> Target:
+        """A target as ``str`` writes it: '0.5' (unstructured) or 'N:M'."""
+        if ":" in text:
+            return cls.parse(None, text)
+        try:
+            sparsity = float(text)
+        except ValueError as e:
+            raise ValueError(f"target {text!r} is malformed; write a sparsity such as 0.5 or a "
+                             "pattern such as 2:4") from e
+        return cls(sparsity=sparsity)
+
     def __str__(self) -> str:
         return f"{self.n}:{self.m}" if self.m else f"{self.sparsity:g}"
 

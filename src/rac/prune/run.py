@@ -1,44 +1,34 @@
 """``rac prune`` as a library call: load the model and a calibration set from disk, run the engine,
 optionally quantize to FP8, and write a model directory plus ``prune_report.json`` atomically.
 
-The calibration set is read by its on-disk contract (``data/`` + ``calib_info.json``), so this
-stage does not depend on how the set was built.
+The calibration set is read through ``rac.calibset``, its on-disk contract, so this stage does not
+depend on how the set was built.
 """
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 from pathlib import Path
 
-import datasets
 import torch
 
-from rac import models
+from rac import calibset, models
 from rac.io import RacError, atomic_dir, check_output_dir, write_json
-from rac.prune.engine import PruneConfig, make_batches, prune_model
-from rac.prune.quant import fp8_per_channel
+from rac.prune.batches import make_batches
+from rac.prune.config import PruneConfig
+from rac.prune.engine import prune_model
+from rac.prune.quant import FP8_DIR, export_fp8, fp8_per_channel, require_llmcompressor
+from rac.prune.report import PruneReport, PruneTotals
 from rac.prune.sparsegpt import CholeskyError
 
 REPORT = "prune_report.json"
 
 
-def read_calibration(path: Path) -> tuple[list[tuple[list[int], list[int], list[int]]], dict]:
-    path = Path(path)
-    info_file = path / "calib_info.json"
-    if not info_file.exists():
-        raise RacError(f"{path} is not a calibration set (no calib_info.json); make one with "
-                       "'rac calib'")
-    ds = datasets.load_from_disk(str(path / "data"))
-    return list(zip(ds["input_ids"], ds["attention_mask"], ds["segment"])), json.loads(
-        info_file.read_text())
-
-
 def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, out: Path, *,
                  fp8: bool = False, fp8_export: bool = False, batch_tokens: int = 8192,
                  trust_remote_code: bool = False, overwrite: bool = False,
-                 progress: bool = True) -> dict:
+                 progress: bool = True) -> PruneReport:
     check_output_dir(out, overwrite)
     if fp8_export:
         require_llmcompressor()
@@ -46,17 +36,18 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
     tok = models.load_tokenizer(model, trust_remote_code)
     batches, calib_info = None, None
     if calib_dir is not None:
-        rows, calib_info = read_calibration(calib_dir)
-        if calib_info["tokenizer_fingerprint"] != models.tokenizer_fingerprint(tok):
-            raise RacError(f"{calib_dir} was tokenized for another model ({calib_info['tokenizer']});"
+        cset = calibset.read(calib_dir)
+        if cset.tokenizer_fingerprint != models.tokenizer_fingerprint(tok):
+            raise RacError(f"{calib_dir} was tokenized for another model ({cset.info['tokenizer']});"
                            " rebuild it with --tokenizer pointing at this model")
-        batches = make_batches(rows, tok.pad_token_id, cfg.segment_weights, batch_tokens)
+        calib_info = cset.info
+        batches = make_batches(cset.rows, tok.pad_token_id, cfg.segment_weights, batch_tokens)
     elif cfg.method != "magnitude":
         raise RacError(f"--method {cfg.method} needs --calib DIR (only magnitude works without)")
     lm = models.load_model(model, "cpu", trust_remote_code=trust_remote_code)
     blocks = models.decoder_blocks(lm)
     try:
-        report = prune_model(lm, blocks, batches, cfg, progress=progress)
+        layers = prune_model(lm, blocks, batches, cfg, progress=progress)
     except (ValueError, CholeskyError) as e:
         raise RacError(str(e)) from e
     if fp8 or fp8_export:
@@ -66,61 +57,29 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
             for lin in (m for m in blocks.modules() if isinstance(m, torch.nn.Linear)):
                 lin.weight.copy_(fp8_per_channel(lin.weight)[0])
     models.check_finite(lm, "the pruned model")
-    seconds = time.perf_counter() - t0
-    in_scope = sum(r["shape"][0] * r["shape"][1] for r in report)
-    zeros = sum(r["sparsity"] * r["shape"][0] * r["shape"][1] for r in report)
-    errors = [r["relative_error"] for r in report if r["relative_error"] is not None]
-    result = {
-        "model": models.model_name(model), "calib": str(calib_dir) if calib_dir else None,
-        "calib_info": calib_info, "method": cfg.method, "target": str(cfg.target),
-        "scope": str(cfg.scope), "true_sequential": cfg.true_sequential, "fp8": fp8 or fp8_export,
-        "blocksize": cfg.sparsegpt.blocksize, "percdamp": cfg.sparsegpt.percdamp,
-        "segment_weights": {str(k): v for k, v in cfg.segment_weights.items()},
-        "device": cfg.device,
-        "totals": {
-            "linears": len(report), "weights_in_scope": in_scope,
-            "sparsity_in_scope": zeros / in_scope,
-            "mean_relative_error": sum(errors) / len(errors) if errors else None,
-            "max_percdamp": max((r["percdamp"] or 0) for r in report),
-            "wall_s": round(seconds, 2),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        },
-        "layers": report,
-    }
+    report = PruneReport(
+        model=models.model_name(model), calib=str(calib_dir) if calib_dir else None,
+        calib_info=calib_info, method=cfg.method, target=str(cfg.target), scope=str(cfg.scope),
+        true_sequential=cfg.true_sequential, fp8=fp8 or fp8_export,
+        blocksize=cfg.sparsegpt.block_for(cfg.target), percdamp=cfg.sparsegpt.percdamp,
+        segment_weights=dict(cfg.segment_weights), device=cfg.device,
+        totals=PruneTotals.of(layers, time.perf_counter() - t0,
+                              resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        layers=layers)
     rac_file = models.resolve(model) / models.RAC_MODEL_FILE
     with atomic_dir(out, overwrite=overwrite) as tmp:
         lm.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         if rac_file.exists():
             (tmp / models.RAC_MODEL_FILE).write_text(rac_file.read_text())
-        write_json(tmp / REPORT, result)
+        write_json(tmp / REPORT, report.to_json())
         if fp8_export:
             export_fp8(lm, tok, tmp / FP8_DIR)
-    return result
+    return report
 
 
-FP8_DIR = "fp8-compressed-tensors"
+def read_totals(pruned_dir: Path) -> PruneTotals:
+    """The totals of a pruned model directory's ``prune_report.json``."""
+    import json
 
-
-def require_llmcompressor() -> None:
-    try:
-        import llmcompressor  # noqa: F401
-    except ImportError as e:
-        raise RacError("--fp8-export writes the compressed-tensors format with llm-compressor: "
-                       "pip install 'rac[llmcompressor]'") from e
-
-
-def export_fp8(lm: torch.nn.Module, tok, out: Path) -> None:
-    """Write the (already FP8-gridded) model in the compressed-tensors FP8 format vLLM loads:
-    llm-compressor's FP8_DYNAMIC scheme (per-channel weight scales, dynamic per-token activation
-    scales). Its per-channel scale is amax / 448, as ours, so it re-quantizes our grid exactly."""
-    import copy
-
-    from llmcompressor import oneshot
-    from llmcompressor.modifiers.quantization import QuantizationModifier
-
-    model = copy.deepcopy(lm)
-    oneshot(model=model, recipe=QuantizationModifier(targets="Linear", scheme="FP8_DYNAMIC",
-                                                     ignore=["lm_head"]))
-    model.save_pretrained(out, save_compressed=True)
-    tok.save_pretrained(out)
+    return PruneTotals(**json.loads((Path(pruned_dir) / REPORT).read_text())["totals"])

@@ -24,17 +24,33 @@ class CholeskyError(RuntimeError):
 class SparseGPTConfig:
     blocksize: int = 128
     percdamp: float = 0.01  # dampening, as a fraction of mean(diag H)
-    max_percdamp: float = 1.0  # on a Cholesky failure, dampening doubles up to this
+    max_percdamp: float = 1.0  # on a Cholesky failure, dampening doubles up to this (or percdamp)
+
+    def __post_init__(self) -> None:
+        if self.blocksize < 1:
+            raise ValueError(f"SparseGPT block size must be >= 1, got {self.blocksize}")
+        if not self.percdamp > 0:
+            raise ValueError(f"SparseGPT dampening must be > 0, got {self.percdamp}")
+
+    def block_for(self, target: Target) -> int:
+        """The column block used for ``target``: N:M groups must not straddle two blocks (the
+        mask of a group is chosen from the weights updated so far in its block), so for N:M the
+        block size is rounded up to a multiple of M."""
+        if not target.structured:
+            return self.blocksize
+        return -(-self.blocksize // target.m) * target.m
 
 
 def inverse_hessian_factor(H: torch.Tensor, percdamp: float, max_percdamp: float
                            ) -> tuple[torch.Tensor, float]:
     """Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1, raising the dampening until the
-    factorisations succeed. Returns the factor and the dampening used; never falls back silently."""
+    factorisations succeed (from ``percdamp``, doubling up to ``max_percdamp`` or ``percdamp``,
+    whichever is larger). Returns the factor and the dampening used; never falls back silently."""
     mean_diag = torch.mean(torch.diag(H))
     idx = torch.arange(H.shape[0], device=H.device)
+    ceiling = max(percdamp, max_percdamp)
     damp = percdamp
-    while damp <= max_percdamp:
+    while damp <= ceiling:
         Hd = H.clone()
         Hd[idx, idx] += damp * mean_diag
         L, info = torch.linalg.cholesky_ex(Hd)
@@ -43,7 +59,7 @@ def inverse_hessian_factor(H: torch.Tensor, percdamp: float, max_percdamp: float
             if info == 0 and torch.isfinite(U).all():
                 return U, damp
         damp *= 2
-    raise CholeskyError(f"H is not positive definite even with dampening {max_percdamp:g}")
+    raise CholeskyError(f"H is not positive definite even with dampening {ceiling:g}")
 
 
 def sparsegpt(W: torch.Tensor, H: torch.Tensor, target: Target,
@@ -73,8 +89,9 @@ def sparsegpt_group(Ws: list[torch.Tensor], H: torch.Tensor, target: Target,
 
     Hinv, damp = inverse_hessian_factor(H, cfg.percdamp, cfg.max_percdamp)
 
-    for i1 in range(0, columns, cfg.blocksize):
-        i2 = min(i1 + cfg.blocksize, columns)
+    blocksize = cfg.block_for(target)
+    for i1 in range(0, columns, blocksize):
+        i2 = min(i1 + blocksize, columns)
         W1 = W[:, i1:i2].clone()
         Err1 = torch.zeros_like(W1)
         Hinv1 = Hinv[i1:i2, i1:i2]
@@ -90,7 +107,8 @@ def sparsegpt_group(Ws: list[torch.Tensor], H: torch.Tensor, target: Target,
 
         for i in range(i2 - i1):
             if target.structured and i % target.m == 0:
-                # N:M on the current, already updated weights of this group of m columns.
+                # N:M on the current, already updated weights of this group of m columns (i1 is
+                # a multiple of m, so the group is the row's own columns i1+i .. i1+i+m-1).
                 score = W1[:, i:i + target.m] ** 2 / d1[:, i:i + target.m] ** 2
                 mask1.scatter_(1, i + score.topk(target.n, dim=1, largest=False).indices, True)
             # (w - q) / d, q being the column w with its pruned weights set to zero

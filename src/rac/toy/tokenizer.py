@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from rac.toy import arith, generic
+from rac.calibrate import generic
+from rac.tasks import arith
 
 # Qwen2's pre-tokenizer pattern (transformers' Qwen2Tokenizer rebuilds exactly this).
 QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"

@@ -23,9 +23,10 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from rac.calibrate import generic
 from rac.io import atomic_dir, atomic_write_text
 from rac.models import RAC_MODEL_FILE
-from rac.toy import arith, generic
+from rac.tasks import arith
 from rac.toy.tokenizer import build_tokenizer
 
 # The embedded model is not an R1 checkpoint: no instruction suffix, greedy evaluation and budgets

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from rac.toy.arith import ITEMS, NAMES, PRONOUNS
+from rac.tasks.arith import ITEMS, NAMES, PRONOUNS
 
 PLACES = ("the park", "the market", "the library", "the station", "the school", "the harbor",
           "the museum", "the garden", "the bakery", "the farm")

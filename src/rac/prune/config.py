@@ -1,0 +1,92 @@
+"""What to prune and how: the pruning method, the sparsity target, the layer scope and the
+method's settings, each validated where it is defined."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from rac.calibset import check_segment_weights
+from rac.prune.masks import Target
+from rac.prune.sparsegpt import SparseGPTConfig
+from rac.prune.wanda import WandaConfig
+
+METHODS = ("magnitude", "wanda", "sparsegpt")
+ATTN = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
+MLP = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+# The order in which a Llama/Qwen2 block uses its linears: what true-sequential follows. The
+# linears of a group read the same input (q/k/v the normed hidden states, gate/up the normed
+# residual), so one set of statistics serves the whole group.
+SEQUENTIAL_GROUPS = (ATTN[:3], ATTN[3:], MLP[:2], MLP[2:])
+LAYER_SETS = ("all", "first-third", "first-last-third")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which linears to prune: a kind (all, attn, mlp) at a set of layers.
+
+    Written ``KIND[@LAYERS]`` where LAYERS is ``all``, ``first-third``, ``first-last-third`` (the
+    paper's Table 4 scopes) or an index list such as ``0-3,7``."""
+
+    kind: str = "all"
+    layers: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("all", "attn", "mlp"):
+            raise ValueError(f"scope kind {self.kind!r} unknown; use all, attn or mlp")
+        if self.layers not in LAYER_SETS and not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*",
+                                                              self.layers):
+            raise ValueError(f"scope layers {self.layers!r} unknown; use {', '.join(LAYER_SETS)} "
+                             "or an index list such as 0-3,7")
+
+    @classmethod
+    def parse(cls, text: str) -> Scope:
+        kind, _, layers = text.partition("@")
+        return cls(kind or "all", layers or "all")
+
+    def layer_indices(self, n_layers: int) -> list[int]:
+        third = n_layers // 3
+        if self.layers == "all":
+            chosen = set(range(n_layers))
+        elif self.layers == "first-third":
+            chosen = set(range(third))
+        elif self.layers == "first-last-third":
+            chosen = set(range(third)) | set(range(n_layers - third, n_layers))
+        else:
+            chosen = set()
+            for part in self.layers.split(","):  # validated in __post_init__
+                lo, _, hi = part.partition("-")
+                chosen.update(range(int(lo), int(hi or lo) + 1))
+            bad = sorted(i for i in chosen if not 0 <= i < n_layers)
+            if bad:
+                raise ValueError(f"layers {bad} do not exist: the model has {n_layers} (0-{n_layers - 1})")
+        return sorted(chosen)
+
+    def names(self) -> tuple[str, ...]:
+        return {"all": ATTN + MLP, "attn": ATTN, "mlp": MLP}[self.kind]
+
+    def __str__(self) -> str:
+        return f"{self.kind}@{self.layers}"
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """One pruning run. ``true_sequential`` also propagates inside each block; ``staged`` runs it
+    as one staged pass per block (Llama/Qwen2 blocks; others fall back to one pass per sublayer
+    group, as does ``staged=False``). ``segment_weights`` reweights calibration tokens by segment
+    name, e.g. ``{"decode": 2.0}`` (an extension beyond the paper)."""
+
+    method: str
+    target: Target
+    scope: Scope = Scope()
+    true_sequential: bool = False
+    staged: bool = True
+    sparsegpt: SparseGPTConfig = SparseGPTConfig()
+    wanda: WandaConfig = WandaConfig()
+    segment_weights: dict[str, float] = field(default_factory=dict)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method {self.method!r} unknown; use {', '.join(METHODS)}")
+        check_segment_weights(self.segment_weights)

@@ -1,0 +1,96 @@
+"""Running calibration batches through decoder blocks: capturing block 0's inputs, stopping a
+forward at a module, and feeding a linear's inputs into its statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import suppress
+
+import torch
+
+from rac.prune.batches import Batch
+from rac.prune.stats import LayerStats
+
+
+class Stop(Exception):
+    """Raised by a hook to end a forward pass once what it needs has been seen."""
+
+
+def to_device(obj, device):
+    """``obj`` (a tensor, or tuples, lists and dicts of them) on ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(to_device(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    return obj
+
+
+def feed(stats: LayerStats, x: torch.Tensor, weight: torch.Tensor) -> None:
+    """Feed the kept tokens (weight > 0) of activations ``x`` (..., d) into ``stats``."""
+    x = x.reshape(-1, x.shape[-1])
+    keep = weight > 0
+    if bool(keep.all()):  # no padding: skip the copies that selecting rows would make
+        stats.add(x, None if bool((weight == 1).all()) else weight)
+    else:
+        stats.add(x[keep], weight[keep])
+
+
+def inputs_of(linears: dict[str, torch.nn.Module], run: Callable[[], object], stop_at: str
+              ) -> dict[str, torch.Tensor]:
+    """The inputs each of ``linears`` receives while ``run()`` executes; the forward stops at
+    ``stop_at``'s input, since nothing after it is needed."""
+    got: dict[str, torch.Tensor] = {}
+
+    def hook_for(name: str) -> Callable:
+        def hook(module, args):
+            got[name] = args[0]
+            if name == stop_at:
+                raise Stop
+        return hook
+
+    handles = [lin.register_forward_pre_hook(hook_for(n)) for n, lin in linears.items()]
+    try:
+        with suppress(Stop):
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    if stop_at not in got:
+        raise ValueError(f"the forward pass never reached {stop_at}")
+    return got
+
+
+def block_output(out: torch.Tensor | tuple) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+@torch.inference_mode()
+def capture_block_inputs(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[Batch],
+                         device: str) -> list[tuple[torch.Tensor, dict]]:
+    """The hidden states entering block 0 and its forward kwargs (attention mask, position ids,
+    rotary embeddings), per batch, on the CPU, by stopping the model's forward at block 0."""
+    captured: list[tuple[torch.Tensor, dict]] = []
+
+    def grab(module, args, kwargs):
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("cache", "past_key_values")}
+        captured.append((hidden.to("cpu"), to_device(kwargs, "cpu")))
+        raise Stop
+
+    inner = lm.model
+    movable = [m for m in (inner.embed_tokens, getattr(inner, "rotary_emb", None)) if m is not None]
+    for m in movable:
+        m.to(device)
+    handle = blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        for b in batches:
+            with suppress(Stop):
+                inner(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device),
+                      use_cache=False)
+    finally:
+        handle.remove()
+        for m in movable:
+            m.to("cpu")
+    return captured

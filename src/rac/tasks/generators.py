@@ -1,0 +1,20 @@
+"""The built-in tasks that ``rac problems`` and ``rac sweep`` generate problem files from."""
+
+from __future__ import annotations
+
+from rac.tasks import arith
+from rac.tasks.problems import Problem
+
+TASKS = ("arith",)
+
+
+def generate(task: str, n: int, seed: int, split: str, families: tuple[str, ...] | None = None
+             ) -> list[Problem]:
+    """``n`` problems of ``task`` in ``split`` (disjoint splits), reproducible from ``seed``."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; the built-in tasks are {', '.join(TASKS)}")
+    if n < 1:
+        raise ValueError(f"the number of problems (--n) must be >= 1, got {n}")
+    made = arith.generate(n, seed, split, families or arith.FAMILIES)
+    return [Problem(p.id, p.problem, p.answer,
+                    {"solution": p.solution, "family": p.family, "split": split}) for p in made]
