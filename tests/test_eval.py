@@ -77,3 +77,47 @@ def test_standard_error_over_problems(toy_tokenizer):
 def test_cot_length_counts_through_think_close():
     assert cot_length([5, 6, 9, 7], think_close_id=9) == 3
     assert cot_length([5, 6, 7], think_close_id=9) == 3
+
+
+def _plain_instruction_tokenizer():
+    """A tokenizer of an instruction model with no think phase: no </think>, a plain template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<eos>", "<unk>", "Compute", "1+2.", "It", "is", "\\boxed{3}", "\\boxed{4}", "user:",
+             "assistant:"]
+    raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<eos>", unk_token="<unk>",
+                                  pad_token="<eos>")
+    tok.chat_template = ("{% for m in messages %}user: {{ m.content }}{% endfor %}"
+                         "{% if add_generation_prompt %} assistant:{% endif %}")
+    return tok
+
+
+def test_a_model_without_think_phase_is_graded_on_its_whole_completion(toy_tokenizer):
+    from rac import models
+    from rac.tasks.math import grade_math
+
+    plain = _plain_instruction_tokenizer()
+    assert models.thinks(toy_tokenizer) and not models.thinks(plain)
+    assert models.prompt_text(toy_tokenizer, "Compute 1+2.", "").endswith("<think>\n")
+    assert models.prompt_text(plain, "Compute 1+2.", "", thinking=False).endswith("assistant:")
+    assert grade_math("It is \\boxed{3}", "3").reason == "no_think_close"
+    assert grade_math("It is \\boxed{3}", "3", thinking=False).correct
+    assert not grade_math("\\boxed{3} It is \\boxed{4}", "3", thinking=False).correct  # last box
+    # the whole evaluation, with thinking forced off on the toy tokenizer
+    problems = [Problem("a", "Compute 1+2.", "3"), Problem("b", "Compute 2+2.", "4")]
+    backend = ScriptedBackend(toy_tokenizer, {"Compute 1+2.": ["So \\boxed{3}"],
+                                              "Compute 2+2.": ["So \\boxed{5}"]})
+    res = evaluate(backend, toy_tokenizer, problems,
+                   EvalConfig(Sampling(0.0, 1.0, 50), thinking=False), progress=False)
+    assert res["config"]["thinking"] is False
+    assert res["summary"]["accuracy"] == 0.5
+    for row in res["problems"]:
+        s = row["samples"][0]
+        assert s["cot_tokens"] == s["tokens"]  # all of it is the chain of thought
+    on = evaluate(ScriptedBackend(toy_tokenizer, {"Compute 1+2.": ["So \\boxed{3}"],
+                                                  "Compute 2+2.": ["So \\boxed{4}"]}),
+                  toy_tokenizer, problems, EvalConfig(Sampling(0.0, 1.0, 50)), progress=False)
+    assert on["config"]["thinking"] is True and on["summary"]["accuracy"] == 0.0  # no </think>

@@ -317,3 +317,15 @@ def test_vllm_backend_generates_the_same_format(qwen2_dir, calib_problems, tmp_p
                  str(tmp_path / "v"), "--budget-tokens", "200", "--backend", "vllm"]) == 0
     meta, traces = load_traces(tmp_path / "v")
     assert meta["backend"] == "vllm" and traces and all(t.completion_ids for t in traces)
+
+
+def test_builtin_generic_text_for_any_model(qwen2_dir, tmp_path, capsys):
+    code, _, err = run(capsys, "calib", "--source", "generic", "--tokenizer", qwen2_dir,
+                       "--budget-tokens", 300, "--out", tmp_path / "x")
+    assert code == 2 and "--builtin-text" in err
+    code, _, err = run(capsys, "calib", "--source", "generic", "--tokenizer", qwen2_dir,
+                       "--builtin-text", "--budget-tokens", 300, "--out", tmp_path / "g")
+    assert code == 0, err
+    info = json.loads((tmp_path / "g" / "calib_info.json").read_text())
+    assert info["tokens"] == 300 and info["segment_tokens"]["generic"] == 300
+    assert info["inputs"]["text"].startswith("built-in corpus")

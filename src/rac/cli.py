@@ -14,6 +14,8 @@ from safetensors import SafetensorError
 
 from rac.io import RacError
 
+THINKING = {"auto": None, "on": True, "off": False}  # --thinking: detected, or forced
+
 EXIT_USER_ERROR = 2
 
 
@@ -57,7 +59,8 @@ def cmd_eval(a: argparse.Namespace) -> None:
 
     _threads(a.threads)
     cfg = EvalConfig(_sampling(a, "eval"), samples=a.samples, seed=a.seed,
-                     batch_size=a.batch_size, instruction=a.instruction)
+                     batch_size=a.batch_size, instruction=a.instruction,
+                     thinking=THINKING[a.thinking])
     result = evaluate_model(a.model, a.problems, a.out, cfg, _engine(a), limit=a.limit,
                             overwrite=a.overwrite)
     print(summary_markdown(result, f"rac eval: {result['model']}"))
@@ -68,7 +71,7 @@ def cmd_grade(a: argparse.Namespace) -> None:
     from rac.evaluate import grade_completions, grade_markdown
 
     result = grade_completions(a.problems, a.completions, a.out, tokenizer=a.tokenizer,
-                               overwrite=a.overwrite)
+                               thinking=THINKING[a.thinking], overwrite=a.overwrite)
     print(grade_markdown(result))
     print(f"results: {Path(a.out) / 'grade.json'}, {Path(a.out) / 'grade.md'}")
 
@@ -81,7 +84,8 @@ def cmd_traces(a: argparse.Namespace) -> None:
     _threads(a.threads)
     cfg = TracesConfig(_sampling(a, "trace"), seed=a.seed, samples_per_prompt=a.samples_per_prompt,
                        budget_tokens=a.budget_tokens, batch_size=a.batch_size,
-                       only_correct=a.only_correct, instruction=a.instruction)
+                       only_correct=a.only_correct, instruction=a.instruction,
+                       thinking=THINKING[a.thinking])
     done = make_traces(a.model, a.problems, a.out, cfg, _engine(a), overwrite=a.overwrite)
     note = "" if done["budget_reached"] else " (budget not reached: the problems ran out)"
     kept = f", kept {done['kept']} correct" if a.only_correct else ""
@@ -103,9 +107,10 @@ def cmd_calib(a: argparse.Namespace) -> None:
         if getattr(a, flag) is None:
             raise RacError(f"--{flag.replace('_', '-')} is required (or use --inspect DIR)")
     cfg = calib.CalibConfig(
-        a.source, a.budget_tokens, text=[Path(t) for t in a.text or []], problems=a.problems,
+        a.source, a.budget_tokens, text=[Path(t) for t in a.text or []],
+        builtin_text=a.builtin_text, problems=a.problems,
         traces=a.traces, pack=a.pack, allow_short=a.allow_short, instruction=a.instruction,
-        seed=a.seed)
+        seed=a.seed, thinking=THINKING[a.thinking])
     wrote, info = calib.make_calib(a.tokenizer, cfg, a.out, trust_remote_code=a.trust_remote_code,
                                    overwrite=a.overwrite)
     seg = ", ".join(f"{k} {v}" for k, v in info["segment_tokens"].items() if v)
@@ -252,6 +257,14 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--instruction", help="text appended to each problem (default: the R1 "
                    "instruction for real models, none for the embedded model)")
+    _thinking_arg(p)
+
+
+def _thinking_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--thinking", choices=list(THINKING), default="auto",
+                   help="whether the model has a <think> phase (auto: detected from its "
+                   "tokenizer); off: the whole completion is the chain of thought and the "
+                   "answer is its last \\boxed{}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--completions", type=Path, required=True,
                    help="JSONL of {id, completion} per sample, or a 'rac eval' eval.json")
     p.add_argument("--tokenizer", help="model directory for token counts (optional)")
+    _thinking_arg(p)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_grade)
@@ -312,11 +326,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-tokens", type=int, help="exact token budget of the set")
     p.add_argument("--text", nargs="+", help="generic: .txt (blank-line separated), .jsonl "
                    "with 'text', or a datasets directory")
+    p.add_argument("--builtin-text", action="store_true",
+                   help="generic: rac's built-in synthetic everyday prose (the default for the "
+                   "embedded model; a small stand-in for C4 for any other)")
     p.add_argument("--problems", type=Path, help="prompt/reference: calibration problems")
     p.add_argument("--traces", type=Path, help="rac/offpolicy: a trace store")
     p.add_argument("--pack", type=int, default=0, help="pack into windows of LEN (0: natural)")
     p.add_argument("--allow-short", action="store_true", help="accept fewer tokens than budgeted")
     p.add_argument("--instruction", help="as for rac eval")
+    _thinking_arg(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the built-in generic corpus")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--out", type=Path)

@@ -19,21 +19,24 @@ from rac import models
 from rac.generate import Backend, Engine, Sampling, generate_all, open_backend
 from rac.io import RacError, atomic_dir, atomic_write_text, check_output_dir, write_json
 from rac.metrics import mean_se
-from rac.models import prompt_ids
+from rac.models import THINK_CLOSE, prompt_ids
 from rac.tasks.grading import grade_problem
-from rac.tasks.math import THINK_CLOSE, Grade
+from rac.tasks.math import Grade
 from rac.tasks.problems import Problem, read_problems
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """``instruction`` None: the model's instruction for the kind of problem (math or code)."""
+    """``instruction`` None: the model's instruction for the kind of problem (math or code).
+    ``thinking`` None: whether the model has a think phase is detected (``models.thinks``);
+    without one the whole completion is the chain of thought and the answer its last box."""
 
     sampling: Sampling
     samples: int = 1
     seed: int = 0
     batch_size: int = 64
     instruction: str | None = None
+    thinking: bool | None = None
 
     def __post_init__(self) -> None:
         if self.samples < 1:
@@ -49,9 +52,10 @@ def cot_length(ids: list[int], think_close_id: int | None) -> int:
     return len(ids)
 
 
-def grade_sample(text: str, problem: Problem, grade: Callable[[str, Problem], Grade],
-                 ids: list[int] | None, finish_reason: str | None, think_id: int | None) -> dict:
-    g = grade(text, problem)
+def grade_sample(text: str, problem: Problem, grade: Callable[[str, Problem, bool], Grade],
+                 ids: list[int] | None, finish_reason: str | None, think_id: int | None,
+                 thinking: bool = True) -> dict:
+    g = grade(text, problem, thinking)
     return {"completion": text, "tokens": None if ids is None else len(ids),
             "cot_tokens": None if ids is None else cot_length(ids, think_id),
             "finish_reason": finish_reason, "extracted": g.extracted, "correct": g.correct,
@@ -105,18 +109,21 @@ def summarize(rows: list[dict]) -> EvalSummary:
     return EvalSummary(len(rows), len(rows[0]["samples"]), acc, acc_se, **lengths)
 
 
-def think_close_id(tok: PreTrainedTokenizerBase) -> int | None:
-    tid = tok.convert_tokens_to_ids(THINK_CLOSE)
+def think_close_id(tok: PreTrainedTokenizerBase, thinking: bool = True) -> int | None:
+    """The id of ``</think>`` where the chain of thought ends, None without a think phase."""
+    tid = tok.convert_tokens_to_ids(THINK_CLOSE) if thinking else None
     return None if tid is None or tid == tok.unk_token_id else tid
 
 
 def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Problem],
-             cfg: EvalConfig, grade: Callable[[str, Problem], Grade] | None = None,
+             cfg: EvalConfig, grade: Callable[[str, Problem, bool], Grade] | None = None,
              progress: bool = True) -> dict:
     grade = grade or grade_problem
-    think_id = think_close_id(tok)
+    thinking = models.thinks(tok) if cfg.thinking is None else cfg.thinking
+    cfg = replace(cfg, thinking=thinking)
+    think_id = think_close_id(tok, thinking)
     instruction = cfg.instruction if cfg.instruction is not None else ""
-    prompts = [prompt_ids(tok, p.problem, instruction) for p in problems]
+    prompts = [prompt_ids(tok, p.problem, instruction, thinking) for p in problems]
     requests = [(pi, s) for pi in range(len(problems)) for s in range(cfg.samples)]
     t0 = time.perf_counter()
     completions = generate_all(backend, [prompts[pi] for pi, _ in requests], cfg.sampling,
@@ -127,7 +134,7 @@ def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Prob
     for (pi, _), c in zip(requests, completions):
         text = tok.decode(c.ids, skip_special_tokens=True)
         rows[pi]["samples"].append(grade_sample(text, problems[pi], grade, c.ids, c.finish_reason,
-                                                think_id))
+                                                think_id, thinking))
     summary = summarize(rows)
     summary = replace(
         summary, mean_prompt_tokens=statistics.fmean(len(p) for p in prompts),
@@ -147,6 +154,9 @@ def summary_markdown(result: dict, title: str) -> str:
         f"# {title}", "",
         f"{s['n_problems']} problems x {s['samples_per_problem']} sample(s), {mode}, "
         f"max {sampling['max_new_tokens']} new tokens, seed {c['seed']}.", "",
+        *([] if c.get("thinking", True) else [
+            "No think phase (detected, or --thinking off): the whole completion counts as the "
+            "chain of thought and the answer is its last \\boxed{} (or code block).", ""]),
         "| metric | value |", "|---|---|",
         f"| accuracy (pass@1) | {s['accuracy']:.4f} +- {s['accuracy_se']:.4f} (SE) |",
         f"| mean CoT tokens | {s['mean_cot_tokens']:.1f} +- {s['mean_cot_tokens_se']:.1f} "
@@ -167,9 +177,10 @@ def evaluate_model(model: str | Path, problems_file: Path, out: Path | None, cfg
     problems = read_problems(problems_file)[: limit or None]
     if out is not None:
         check_output_dir(out, overwrite)
-    cfg = replace(cfg, instruction=models.instruction_for(models.defaults(model), problems[0].kind,
-                                                          cfg.instruction))
     tok = models.load_tokenizer(model, engine.trust_remote_code)
+    cfg = replace(cfg, instruction=models.instruction_for(models.defaults(model), problems[0].kind,
+                                                          cfg.instruction),
+                  thinking=models.thinking_for(model, tok, cfg.thinking))
     result = evaluate(open_backend(model, tok, engine), tok, problems, cfg, progress=progress)
     result["model"] = models.model_name(model)
     result["problems_file"] = str(problems_file)
@@ -212,14 +223,18 @@ def read_completions(path: Path) -> list[dict]:
 
 
 def grade_completions(problems_file: Path, completions_file: Path, out: Path | None, *,
-                      tokenizer: str | Path | None = None, overwrite: bool = False) -> dict:
-    """``rac grade``: the same grader and report as ``rac eval``, for completions made elsewhere."""
+                      tokenizer: str | Path | None = None, thinking: bool | None = None,
+                      overwrite: bool = False) -> dict:
+    """``rac grade``: the same grader and report as ``rac eval``, for completions made elsewhere.
+    ``thinking`` None: detected from ``tokenizer`` when given, else on."""
     problems = read_problems(problems_file)
     if out is not None:
         check_output_dir(out, overwrite)
     by_id = {p.id: i for i, p in enumerate(problems)}
     tok = models.load_tokenizer(tokenizer) if tokenizer else None
-    think_id = think_close_id(tok) if tok else None
+    if thinking is None:
+        thinking = models.thinking_for(tokenizer, tok, None) if tok else True
+    think_id = think_close_id(tok, thinking) if tok else None
     rows = [{"id": p.id, "answer": p.answer, "samples": []} for p in problems]
     for c in read_completions(completions_file):
         if c["id"] not in by_id:
@@ -227,12 +242,12 @@ def grade_completions(problems_file: Path, completions_file: Path, out: Path | N
         ids = tok(c["completion"], add_special_tokens=False)["input_ids"] if tok else None
         i = by_id[c["id"]]
         rows[i]["samples"].append(grade_sample(c["completion"], problems[i], grade_problem, ids,
-                                               c["finish_reason"], think_id))
+                                               c["finish_reason"], think_id, thinking))
     missing = [r["id"] for r in rows if not r["samples"]]
     if missing:
         raise RacError(f"{len(missing)} problems have no completion (first: {missing[0]}); grade a "
                        "problem file that matches the completions")
-    result = {"summary": summarize(rows).to_json(), "problems_file": str(problems_file),
+    result = {"summary": summarize(rows).to_json(), "thinking": thinking, "problems_file": str(problems_file),
               "completions_file": str(completions_file), "problems": rows}
     if out is not None:
         with atomic_dir(out, overwrite=overwrite) as tmp:

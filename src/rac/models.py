@@ -24,6 +24,7 @@ CODE_INSTRUCTION = ("Write a Python program that reads the input from standard i
                     "answer to standard output. Reason step by step, then give the whole program "
                     "in one ```python code block.")
 THINK_OPEN = "<think>\n"
+THINK_CLOSE = "</think>"
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ModelDefaults:
     trace_temperature: float = 0.6
     trace_top_p: float = 0.95
     trace_max_new_tokens: int = 8192
+    thinking: bool | None = None  # None: detected from the tokenizer (see ``thinks``)
 
 
 def resolve(model: str | Path, need_config: bool = True) -> Path:
@@ -136,11 +138,28 @@ def pick_device(device: str | None) -> str:
     return device
 
 
-def prompt_text(tok: PreTrainedTokenizerBase, problem: str, instruction: str) -> str:
-    """The R1 prompt: no system prompt, the instruction after the problem, and the assistant turn
-    opened with ``<think>\\n`` (added when an older chat template does not add it itself).
-    Only the stages that render problems need a chat template; generic-text calibration and
-    pruning work without one."""
+def thinks(tok: PreTrainedTokenizerBase) -> bool:
+    """Whether a model has a think phase (R1 style): its tokenizer knows ``</think>`` or its chat
+    template opens ``<think>``. An instruction model without one (Qwen2.5-Instruct) answers
+    directly: its whole completion is the chain of thought, its answer the last ``\\boxed{}``."""
+    template = getattr(tok, "chat_template", None) or ""
+    return THINK_CLOSE in tok.get_vocab() or "<think>" in template
+
+
+def thinking_for(model: str | Path, tok: PreTrainedTokenizerBase, override: bool | None) -> bool:
+    """The user's choice, else the model directory's (``rac_model.json``), else detected."""
+    if override is not None:
+        return override
+    d = defaults(model).thinking
+    return thinks(tok) if d is None else d
+
+
+def prompt_text(tok: PreTrainedTokenizerBase, problem: str, instruction: str,
+                thinking: bool = True) -> str:
+    """The R1 prompt: no system prompt, the instruction after the problem, and for a model with a
+    think phase the assistant turn opened with ``<think>\\n`` (added when an older chat template
+    does not add it itself). Only the stages that render problems need a chat template;
+    generic-text calibration and pruning work without one."""
     if not getattr(tok, "chat_template", None):
         raise RacError(f"the tokenizer of {tok.name_or_path} has no chat template, which rendering "
                        "problems as prompts needs (eval, traces, prompt/rac/offpolicy/reference "
@@ -148,13 +167,15 @@ def prompt_text(tok: PreTrainedTokenizerBase, problem: str, instruction: str) ->
     content = f"{problem}\n{instruction}" if instruction else problem
     text = tok.apply_chat_template([{"role": "user", "content": content}],
                                    add_generation_prompt=True, tokenize=False)
-    if not text.rstrip().endswith("<think>"):
+    if thinking and not text.rstrip().endswith("<think>"):
         text += THINK_OPEN
     return text
 
 
-def prompt_ids(tok: PreTrainedTokenizerBase, problem: str, instruction: str) -> list[int]:
-    return tok(prompt_text(tok, problem, instruction), add_special_tokens=False)["input_ids"]
+def prompt_ids(tok: PreTrainedTokenizerBase, problem: str, instruction: str,
+               thinking: bool = True) -> list[int]:
+    return tok(prompt_text(tok, problem, instruction, thinking),
+               add_special_tokens=False)["input_ids"]
 
 
 def decoder_blocks(lm: torch.nn.Module) -> torch.nn.ModuleList:

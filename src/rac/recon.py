@@ -47,7 +47,8 @@ def rollouts(dense_dir: str | Path, problems_file: Path, n: int, max_new_tokens:
     tok = models.load_tokenizer(dense_dir)
     problems = read_problems(problems_file)[:n]
     instruction = models.instruction_for(models.defaults(dense_dir), problems[0].kind, None)
-    prompts = [models.prompt_ids(tok, p.problem, instruction) for p in problems]
+    thinking = models.thinking_for(dense_dir, tok, None)
+    prompts = [models.prompt_ids(tok, p.problem, instruction, thinking) for p in problems]
     comps = generate_all(open_backend(dense_dir, tok, engine), prompts,
                          Sampling(0.0, 1.0, max_new_tokens), 0, batch_size, desc="rollouts",
                          progress=progress)

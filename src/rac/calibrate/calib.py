@@ -35,12 +35,14 @@ class CalibConfig:
     source: str
     budget_tokens: int
     text: list[Path] = field(default_factory=list)
+    builtin_text: bool = False  # generic: the built-in synthetic prose (the embedded model's C4)
     problems: Path | None = None
     traces: Path | None = None
     pack: int = 0
     allow_short: bool = False
     instruction: str | None = None
     seed: int = 0  # shuffles generic documents
+    thinking: bool | None = None  # None: detected (``models.thinks``)
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -64,11 +66,11 @@ def from_documents(tok: PreTrainedTokenizerBase, documents: Iterable[str]) -> It
         yield Sequence(ids, [GENERIC] * len(ids))
 
 
-def from_prompts(tok: PreTrainedTokenizerBase, problems: Iterable[Problem], instruction: str
-                 ) -> Iterator[Sequence]:
+def from_prompts(tok: PreTrainedTokenizerBase, problems: Iterable[Problem], instruction: str,
+                 thinking: bool = True) -> Iterator[Sequence]:
     """Prompt-only: the problem rendered through the chat template, up to ``<think>\\n``."""
     for p in problems:
-        ids = prompt_ids(tok, p.problem, instruction)
+        ids = prompt_ids(tok, p.problem, instruction, thinking)
         yield Sequence(ids, [PROMPT] * len(ids))
 
 
@@ -80,11 +82,12 @@ def from_traces(traces: Iterable[Trace]) -> Iterator[Sequence]:
 
 
 def from_foreign_traces(traces: Iterable[Trace], source_tok: PreTrainedTokenizerBase,
-                        tok: PreTrainedTokenizerBase, instruction: str) -> Iterator[Sequence]:
+                        tok: PreTrainedTokenizerBase, instruction: str, thinking: bool = True
+                        ) -> Iterator[Sequence]:
     """Off-policy with another tokenizer: the prompt is rendered by the target's chat template and
     the completion text re-tokenized (the only place where decode/re-encode is unavoidable)."""
     for t in traces:
-        head = prompt_ids(tok, t.problem, instruction)
+        head = prompt_ids(tok, t.problem, instruction, thinking)
         text = source_tok.decode(t.completion_ids, skip_special_tokens=True)
         tail = tok(text, add_special_tokens=False)["input_ids"]
         if t.finish_reason == "stop":
@@ -92,15 +95,16 @@ def from_foreign_traces(traces: Iterable[Trace], source_tok: PreTrainedTokenizer
         yield Sequence(head + tail, [PROMPT] * len(head) + [DECODE] * len(tail))
 
 
-def from_reference(tok: PreTrainedTokenizerBase, problems: Iterable[Problem], instruction: str
-                   ) -> Iterator[Sequence]:
+def from_reference(tok: PreTrainedTokenizerBase, problems: Iterable[Problem], instruction: str,
+                   thinking: bool = True) -> Iterator[Sequence]:
     """Control: prompt + the task's own reference solution as the chain of thought."""
     for p in problems:
         solution = p.extra.get("solution")
         if not solution:
             raise RacError(f"problem {p.id} has no 'solution'; --source reference needs them")
-        head = prompt_ids(tok, p.problem, instruction)
-        text = f"{solution}\n</think>\nThe answer is \\boxed{{{p.answer}}}."
+        head = prompt_ids(tok, p.problem, instruction, thinking)
+        close = "\n</think>" if thinking else ""
+        text = f"{solution}{close}\nThe answer is \\boxed{{{p.answer}}}."
         tail = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         yield Sequence(head + tail, [PROMPT] * len(head) + [DECODE] * len(tail))
 
@@ -210,6 +214,7 @@ def make_calib(tokenizer: str | Path, cfg: CalibConfig, out: Path, *,
     instruction = cfg.instruction
     if instruction is None:
         instruction = models.defaults(tokenizer).instruction
+    thinking = models.thinking_for(tokenizer, tok, cfg.thinking)
     inputs: dict = {}
 
     def need(flag: str, value):
@@ -222,17 +227,18 @@ def make_calib(tokenizer: str | Path, cfg: CalibConfig, out: Path, *,
         if cfg.text:
             docs = read_documents(cfg.text)
             inputs["text"] = [str(t) for t in cfg.text]
-        elif str(tokenizer) == models.EMBEDDED:
+        elif cfg.builtin_text or str(tokenizer) == models.EMBEDDED:
             docs = generic.corpus(20000, cfg.seed)
             inputs["text"] = f"built-in corpus, seed {cfg.seed}"
         else:
             raise RacError("--source generic needs --text FILE... (text, JSONL with 'text', or a "
-                           "datasets directory); only the embedded model has a built-in corpus")
+                           "datasets directory), or --builtin-text for rac's synthetic prose")
         random.Random(cfg.seed).shuffle(docs)
         seqs = from_documents(tok, docs)
     elif source in ("prompt", "reference"):
         probs = read_problems(need("problems", cfg.problems))
-        seqs = (from_prompts if source == "prompt" else from_reference)(tok, probs, instruction)
+        seqs = (from_prompts if source == "prompt" else from_reference)(tok, probs, instruction,
+                                                                        thinking)
     else:
         traces = need("traces", cfg.traces)
         meta, kept = load_traces(traces)
@@ -248,7 +254,7 @@ def make_calib(tokenizer: str | Path, cfg: CalibConfig, out: Path, *,
             seqs = from_traces(kept)
         else:
             source_tok = models.load_tokenizer(Path(traces) / "tokenizer")
-            seqs = from_foreign_traces(kept, source_tok, tok, instruction)
+            seqs = from_foreign_traces(kept, source_tok, tok, instruction, thinking)
     rows, info = build(seqs, cfg.budget_tokens, tok.pad_token_id, cfg.pack, cfg.allow_short)
     info = {"source": source, "tokenizer": models.model_name(tokenizer),
             "tokenizer_fingerprint": models.tokenizer_fingerprint(tok), "inputs": inputs, **info}

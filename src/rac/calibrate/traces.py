@@ -47,6 +47,7 @@ class TracesConfig:
     batch_size: int = 64
     only_correct: bool = False
     instruction: str | None = None
+    thinking: bool | None = None  # None: detected (``models.thinks``)
 
     def __post_init__(self) -> None:
         for name in ("budget_tokens", "samples_per_prompt", "batch_size"):
@@ -97,7 +98,8 @@ def generate_traces(backend: Backend, tok: PreTrainedTokenizerBase, problems: li
         tmp = out / ".tokenizer.tmp"
         tok.save_pretrained(tmp)
         os.replace(tmp, tok_dir)
-    prompts = [prompt_ids(tok, p.problem, cfg.instruction) for p in problems]
+    thinking = bool(cfg.thinking)
+    prompts = [prompt_ids(tok, p.problem, cfg.instruction, thinking) for p in problems]
     # Sample-major order: every problem once before any gets a second sample.
     requests = [(s, i) for s in range(cfg.samples_per_prompt) for i in range(len(problems))]
     batches = [requests[k:k + cfg.batch_size] for k in range(0, len(requests), cfg.batch_size)]
@@ -119,7 +121,7 @@ def generate_traces(backend: Backend, tok: PreTrainedTokenizerBase, problems: li
                     "answer": problems[i].answer, "sample": s, "prompt_ids": prompts[i],
                     "completion_ids": c.ids, "boundary": len(prompts[i]),
                     "finish_reason": c.finish_reason,
-                    "correct": grade_problem(text, problems[i]).correct,
+                    "correct": grade_problem(text, problems[i], thinking).correct,
                 })
             tmp = shard.with_suffix(".tmp")
             pq.write_table(pa.Table.from_pylist(rows), tmp)
@@ -175,7 +177,8 @@ def make_traces(model: str | Path, problems_file: Path, out: Path, cfg: TracesCo
     tok = models.load_tokenizer(model, engine.trust_remote_code)
     path = models.resolve(model)
     cfg = replace(cfg, instruction=models.instruction_for(models.defaults(model), problems[0].kind,
-                                                          cfg.instruction))
+                                                          cfg.instruction),
+                  thinking=models.thinking_for(model, tok, cfg.thinking))
     identity = store_identity(
         cfg, model=models.model_name(model), weights_fingerprint=models.weights_fingerprint(path),
         tokenizer_fingerprint=models.tokenizer_fingerprint(tok),

@@ -38,7 +38,7 @@ class CalibrationSpec:
     fraction_sparsities: list[float] = field(default_factory=list)  # fractions < 1 only here
     pack: int = 0
     offpolicy_model: str = ""  # the model whose traces make the 'offpolicy' source
-    generic_text: list[str] = field(default_factory=list)  # empty: built-in corpus (embedded)
+    generic_text: list[str] = field(default_factory=list)  # empty: rac's built-in synthetic prose
 
 
 @dataclass(frozen=True)

@@ -183,6 +183,8 @@ class Sweep:
             kwargs["problems"] = self.problem_file(self.cfg.problems.calib)
         elif c.generic_text:
             kwargs["text"] = [Path(t) for t in c.generic_text]
+        elif models.model_name(self.cfg.model) != models.EMBEDDED:
+            kwargs["builtin_text"] = True
         inputs = {"source": source, "model": models.model_name(self.cfg.model), "budget": budget,
                   **{k: str(v) for k, v in kwargs.items()}}
         cfg = CalibConfig(source, budget, **kwargs)

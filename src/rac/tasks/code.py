@@ -19,8 +19,8 @@ from rac.tasks.sandbox import Limits, RunResult, run_python
 FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)
 
 
-def extract_code(completion: str) -> str | None:
-    section = answer_section(completion)
+def extract_code(completion: str, thinking: bool = True) -> str | None:
+    section = answer_section(completion, thinking)
     if section is None:
         return None
     blocks = FENCE.findall(section)
@@ -53,11 +53,11 @@ def run_test(code: str, test: dict, limits: Limits) -> tuple[bool, str]:
 
 
 def grade_code(completion: str, tests: list[dict], limits: Limits | None = None,
-               workers: int | None = None) -> Grade:
+               workers: int | None = None, thinking: bool = True) -> Grade:
     limits = limits or Limits()
-    if answer_section(completion) is None:
+    if answer_section(completion, thinking) is None:
         return Grade(False, None, "no_think_close")
-    code = extract_code(completion)
+    code = extract_code(completion, thinking)
     if code is None:
         return Grade(False, None, "no_code")
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from rac.tasks import arith
+from rac.tasks import arith, gsm
 from rac.tasks.problems import Problem
 
-TASKS = ("arith",)
+MODULES = {"arith": arith, "gsm": gsm}  # arith: the embedded model's; gsm: multi-step words
+TASKS = tuple(MODULES)
 
 
 def generate(task: str, n: int, seed: int, split: str, families: tuple[str, ...] | None = None
@@ -15,6 +16,7 @@ def generate(task: str, n: int, seed: int, split: str, families: tuple[str, ...]
         raise ValueError(f"unknown task {task!r}; the built-in tasks are {', '.join(TASKS)}")
     if n < 1:
         raise ValueError(f"the number of problems (--n) must be >= 1, got {n}")
-    made = arith.generate(n, seed, split, families or arith.FAMILIES)
+    module = MODULES[task]
+    made = module.generate(n, seed, split, families or module.FAMILIES)
     return [Problem(p.id, p.problem, p.answer,
                     {"solution": p.solution, "family": p.family, "split": split}) for p in made]

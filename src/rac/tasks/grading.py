@@ -7,7 +7,8 @@ from rac.tasks.math import Grade, grade_math
 from rac.tasks.problems import Problem
 
 
-def grade_problem(completion: str, problem: Problem) -> Grade:
+def grade_problem(completion: str, problem: Problem, thinking: bool = True) -> Grade:
+    """``thinking``: the answer is after the last ``</think>``; else anywhere in the completion."""
     if problem.kind == "code":
-        return grade_code(completion, problem.extra["tests"])
-    return grade_math(completion, problem.answer)
+        return grade_code(completion, problem.extra["tests"], thinking=thinking)
+    return grade_math(completion, problem.answer, thinking)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from math_verify import LatexExtractionConfig, parse, verify
 
-THINK_CLOSE = "</think>"
+from rac.models import THINK_CLOSE
+
 BOXED = "\\boxed{"
 
 
@@ -46,7 +47,8 @@ def last_boxed(text: str) -> str | None:
 
 
 def answer_section(completion: str, thinking: bool = True) -> str | None:
-    """The part of a completion that may hold the answer: after the last ``</think>``."""
+    """The part of a completion that may hold the answer: after the last ``</think>``, or all of
+    it for a model without a think phase."""
     if not thinking:
         return completion
     end = completion.rfind(THINK_CLOSE)
