@@ -20,9 +20,10 @@ EMBEDDED = "embedded"
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
 RAC_MODEL_FILE = "rac_model.json"
 R1_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-CODE_INSTRUCTION = ("Write a Python program that reads the input from standard input and writes the "
-                    "answer to standard output. Reason step by step, then give the whole program "
-                    "in one ```python code block.")
+CODE_INSTRUCTION = ("Solve the problem in Python: unless it asks for a function, write a program "
+                    "that reads the input from standard input and writes the answer to standard "
+                    "output. Reason step by step, then give the whole solution in one ```python "
+                    "code block.")
 THINK_OPEN = "<think>\n"
 THINK_CLOSE = "</think>"
 

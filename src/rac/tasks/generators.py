@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from rac.tasks import arith, gsm
+from rac.tasks import arith, codegen, gsm
 from rac.tasks.problems import Problem
 
-MODULES = {"arith": arith, "gsm": gsm}  # arith: the embedded model's; gsm: multi-step words
+# arith: the embedded model's task; gsm: multi-step word problems; code: programs with hidden tests
+MODULES = {"arith": arith, "gsm": gsm, "code": codegen}
 TASKS = tuple(MODULES)
 
 
@@ -18,5 +19,8 @@ def generate(task: str, n: int, seed: int, split: str, families: tuple[str, ...]
         raise ValueError(f"the number of problems (--n) must be >= 1, got {n}")
     module = MODULES[task]
     made = module.generate(n, seed, split, families or module.FAMILIES)
+    if task == "code":  # a code problem has hidden tests instead of an answer
+        return [Problem(p.id, p.problem, "", {"tests": p.tests, "solution": p.solution,
+                                              "family": p.family, "split": split}) for p in made]
     return [Problem(p.id, p.problem, p.answer,
                     {"solution": p.solution, "family": p.family, "split": split}) for p in made]
