@@ -174,6 +174,32 @@ def cmd_sweep(a: argparse.Namespace) -> None:
     print(_report_paths(a.out))
 
 
+def cmd_search(a: argparse.Namespace) -> None:
+    from rac import models
+    from rac.evaluate import EvalConfig
+    from rac.experiments.search import SearchConfig, Tolerance, search
+    from rac.prune.config import PruneConfig, Scope
+    from rac.prune.masks import Target
+
+    _threads(a.threads)
+    pattern = Target.parse(None, a.pattern) if a.pattern != "unstructured" else None
+    cfg = SearchConfig(
+        prune=PruneConfig(a.method, Target(0.5), Scope.parse(a.scope),
+                          device=models.pick_device(a.device)),
+        tolerance=Tolerance(a.tolerance, a.keep, a.confidence),
+        eval=EvalConfig(_sampling(a, "eval"), samples=a.samples, seed=a.seed,
+                        batch_size=a.batch_size, instruction=a.instruction,
+                        thinking=THINKING[a.thinking]),
+        pattern=pattern, step=a.step, max_sparsity=a.max_sparsity)
+    result = search(a.model, a.calib, a.problems, a.test_problems, cfg, a.out, show=_show)
+    print(f"largest level within tolerance: {result['chosen']['level']} (sparsity "
+          f"{result['chosen']['sparsity']:.3f}); test accuracy {result['test_accuracy']:.3f} +- "
+          f"{result['test_accuracy_se']:.3f} (dense {result['dense_test_accuracy']:.3f}) on "
+          f"{result['test_problems']} problems")
+    print(f"report: {Path(a.out) / 'search.md'}; plot: {Path(a.out) / 'search.png'}; "
+          f"model: {Path(a.out) / 'model'}")
+
+
 def cmd_recon(a: argparse.Namespace) -> None:
     from rac.recon import recon
 
@@ -368,6 +394,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("search", help="the largest sparsity within a tolerance of dense accuracy")
+    _model_args(p)
+    _sampling_args(p)
+    p.add_argument("--calib", type=Path, required=True, help="calibration set from 'rac calib'")
+    p.add_argument("--problems", type=Path, required=True, help="validation problems (search)")
+    p.add_argument("--test-problems", type=Path, required=True,
+                   help="test problems: the chosen model is evaluated on them once")
+    tol = p.add_mutually_exclusive_group(required=True)
+    tol.add_argument("--tolerance", type=float, help="accuracy points below dense allowed")
+    tol.add_argument("--keep", type=float, help="fraction of dense accuracy to keep")
+    p.add_argument("--confidence", type=float, default=0.95,
+                   help="one-sided confidence that a level is within tolerance")
+    p.add_argument("--pattern", default="unstructured",
+                   help="unstructured (search the sparsity) or N:M (search how many leading "
+                   "blocks get the pattern)")
+    p.add_argument("--method", choices=METHODS, default="sparsegpt")
+    p.add_argument("--scope", default="all", help="kind of linears (all, attn, mlp)")
+    p.add_argument("--step", type=float, default=0.02, help="unstructured: sparsity grid step")
+    p.add_argument("--max-sparsity", type=float, default=0.9)
+    p.add_argument("--samples", type=int, default=1)
+    p.add_argument("--out", type=Path, required=True, help="output directory (resumable)")
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("sweep", help="run a grid from a TOML config, with caching and resume")
     p.add_argument("config", type=Path, help="TOML config (see docs/sweep.md)")

@@ -1,0 +1,260 @@
+"""``rac search``: the largest sparsity whose accuracy on a validation split stays within a
+tolerance of the dense model's, by bisection, then one evaluation of the chosen model on a separate
+test split (the number to report).
+
+The search is over a grid of pruning levels: unstructured sparsities ``0, step, 2 step, ...,
+max_sparsity``, or for an N:M pattern the number of leading decoder blocks pruned with it (0 to
+all). Level 0 is the dense model. Bisection assumes accuracy falls with the level; each level tried
+is pruned and evaluated once and cached under ``OUT/levels/``, so a killed search resumes where it
+stopped and a rerun with another tolerance reuses every evaluation.
+
+A level is *within* tolerance only if it is at the chosen confidence: with d the per-problem
+paired drop (dense - pruned, same problems), mean(d) + z * SE(d) <= the allowed drop (``points``,
+or ``(1 - keep) * dense accuracy``). The report also says how many problems would resolve each
+verdict at the observed drop and spread.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from rac import models
+from rac.evaluate import EvalConfig, evaluate_model
+from rac.io import RacError, atomic_write_text, save_figure, write_json
+from rac.metrics import mean_se
+from rac.prune.config import PruneConfig, Scope
+from rac.prune.masks import Target
+from rac.prune.run import prune_to_dir
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """At most ``points`` of accuracy lost (absolute), or at least ``keep`` of dense kept."""
+
+    points: float | None = None
+    keep: float | None = None
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        if (self.points is None) == (self.keep is None):
+            raise ValueError("give either a tolerance in points (--tolerance) or a fraction to "
+                             "keep (--keep), not both")
+        if self.points is not None and not 0 <= self.points < 1:
+            raise ValueError(f"tolerance must be in [0, 1) accuracy points, got {self.points}")
+        if self.keep is not None and not 0 < self.keep <= 1:
+            raise ValueError(f"keep must be in (0, 1], got {self.keep}")
+        if not 0.5 <= self.confidence < 1:
+            raise ValueError(f"confidence must be in [0.5, 1), got {self.confidence}")
+
+    def allowed_drop(self, dense_accuracy: float) -> float:
+        return self.points if self.points is not None else (1 - self.keep) * dense_accuracy
+
+
+@dataclass(frozen=True)
+class Verdict:
+    within: bool
+    drop: float  # mean paired drop, dense - pruned
+    se: float
+    allowed: float
+    problems_needed: int | None  # to resolve "within" at this drop and spread; None: it cannot be
+
+
+def judge(dense: list[float], pruned: list[float], tol: Tolerance) -> Verdict:
+    """Whether ``pruned`` (per-problem accuracies) is within ``tol`` of ``dense`` (same problems)."""
+    if len(dense) != len(pruned):
+        raise ValueError("dense and pruned accuracies must be over the same problems")
+    drops = [d - p for d, p in zip(dense, pruned)]
+    drop, se = mean_se(drops)
+    allowed = tol.allowed_drop(statistics.fmean(dense))
+    z = statistics.NormalDist().inv_cdf(tol.confidence)
+    needed = None
+    if drop < allowed:
+        sd = statistics.stdev(drops) if len(drops) > 1 else 0.0
+        needed = max(1, math.ceil((z * sd / (allowed - drop)) ** 2))
+    return Verdict(drop + z * se <= allowed, drop, se, allowed, needed)
+
+
+def bisect(n_levels: int, within: Callable[[int], bool]) -> int:
+    """The largest level in ``0..n_levels-1`` for which ``within`` holds, assuming it holds up to
+    some level and fails beyond; level 0 is taken as within without asking."""
+    lo, hi = 0, n_levels - 1
+    if hi == 0 or within(hi):
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if within(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """``prune``: method, scope and settings of every pruned model (its target is replaced per
+    level); ``pattern`` None searches unstructured sparsity on a grid of ``step`` up to
+    ``max_sparsity``, an N:M pattern the number of leading blocks pruned with it."""
+
+    prune: PruneConfig
+    tolerance: Tolerance
+    eval: EvalConfig
+    pattern: Target | None = None
+    step: float = 0.02
+    max_sparsity: float = 0.9
+    batch_tokens: int = 8192
+
+    def __post_init__(self) -> None:
+        if self.pattern is not None and not self.pattern.structured:
+            raise ValueError("pattern must be N:M (or None for unstructured)")
+        if not 0 < self.step <= self.max_sparsity < 1:
+            raise ValueError("need 0 < step <= max sparsity < 1")
+
+
+def levels_for(cfg: SearchConfig, n_blocks: int) -> list[PruneConfig | None]:
+    """The pruning config of each level (None: dense)."""
+    if cfg.pattern is None:
+        n = int(round(cfg.max_sparsity / cfg.step))
+        return [None] + [replace(cfg.prune, target=Target(round(k * cfg.step, 6)))
+                         for k in range(1, n + 1)]
+    return [None] + [replace(cfg.prune, target=cfg.pattern,
+                             scope=Scope(cfg.prune.scope.kind, f"0-{k - 1}"))
+                     for k in range(1, n_blocks + 1)]
+
+
+def _label(p: PruneConfig | None) -> str:
+    return "dense" if p is None else f"{p.target}@{p.scope}".replace(":", "-").replace("@", "_")
+
+
+def _sparsity(p: PruneConfig | None, n_blocks: int) -> float:
+    """The fraction of the searched linears' weights pruned at this level."""
+    if p is None:
+        return 0.0
+    if p.target.structured:
+        return p.target.fraction * len(p.scope.layer_indices(n_blocks)) / n_blocks
+    return p.target.fraction
+
+
+def search(model: str | Path, calib: Path, val: Path, test: Path, cfg: SearchConfig, out: Path,
+           show: Callable[[str], None] | None = None) -> dict:
+    """Run (or resume) the search; writes ``OUT/search.json``, ``search.md``, ``search.png``, the
+    chosen model at ``OUT/model`` and its test evaluation at ``OUT/test``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RacError(f"{out} is a file; give a directory for the search")
+    n_blocks = json.loads((models.resolve(model) / "config.json").read_text())["num_hidden_layers"]
+    levels = levels_for(cfg, n_blocks)
+    say = show or (lambda _line: None)
+
+    def evaluate_level(k: int) -> list[float]:
+        d = out / "levels" / _label(levels[k])
+        if not (d / "eval" / "eval.json").exists():
+            shutil.rmtree(d, ignore_errors=True)  # an unfinished level is redone
+            if levels[k] is not None:
+                prune_to_dir(model, calib, levels[k], d / "model", batch_tokens=cfg.batch_tokens,
+                             progress=False)
+        target = model if levels[k] is None else d / "model"
+        return [r["pass1"] for r in _evaluation(target, val, d / "eval", cfg.eval)["problems"]]
+
+    dense = evaluate_level(0)
+    tried: dict[int, Verdict] = {}
+
+    def within(k: int) -> bool:
+        tried[k] = judge(dense, evaluate_level(k), cfg.tolerance)
+        v = tried[k]
+        say(f"level {_label(levels[k])}: sparsity {_sparsity(levels[k], n_blocks):.3f}, drop "
+            f"{v.drop:+.3f} +- {v.se:.3f} (allowed {v.allowed:.3f}): "
+            + ("within" if v.within else "not within"))
+        return v.within
+
+    best = bisect(len(levels), within)
+    chosen = out / "levels" / _label(levels[best])
+    model_out = out / "model"
+    if model_out.exists():
+        shutil.rmtree(model_out)
+    shutil.copytree(models.resolve(model) if levels[best] is None else chosen / "model", model_out)
+    test_eval = _evaluation(model_out, test, out / "test" / _label(levels[best]), cfg.eval)
+    dense_test = _evaluation(model, test, out / "test" / "dense", cfg.eval)
+    points = [{"level": _label(levels[k]), "sparsity": _sparsity(levels[k], n_blocks),
+               "accuracy": statistics.fmean(evaluate_level(k)), "verdict": asdict(v)}
+              for k, v in sorted(tried.items())]
+    result = {
+        "model": models.model_name(model), "calib": str(calib), "validation": str(val),
+        "test": str(test), "method": cfg.prune.method,
+        "pattern": str(cfg.pattern) if cfg.pattern else "unstructured",
+        "tolerance": asdict(cfg.tolerance), "step": cfg.step,
+        "dense_validation_accuracy": statistics.fmean(dense), "points": points,
+        "chosen": {"level": _label(levels[best]), "sparsity": _sparsity(levels[best], n_blocks)},
+        "test_accuracy": test_eval["summary"]["accuracy"],
+        "test_accuracy_se": test_eval["summary"]["accuracy_se"],
+        "dense_test_accuracy": dense_test["summary"]["accuracy"],
+        "test_problems": test_eval["summary"]["n_problems"],
+    }
+    _plot(result, out / "search.png")
+    write_json(out / "search.json", result)
+    atomic_write_text(out / "search.md", _markdown(result))
+    return result
+
+
+def _evaluation(model: str | Path, problems: Path, d: Path, cfg: EvalConfig) -> dict:
+    """``evaluate_model`` into ``d``, or what an earlier run left there."""
+    if not (d / "eval.json").exists():
+        evaluate_model(model, problems, d, cfg, overwrite=True, progress=False)
+    return json.loads((d / "eval.json").read_text())
+
+
+def _plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = sorted(result["points"], key=lambda p: p["sparsity"])
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.errorbar([p["sparsity"] for p in pts], [p["accuracy"] for p in pts],
+                yerr=[p["verdict"]["se"] for p in pts], fmt="o", capsize=3, label="levels tried")
+    for p in pts:
+        ax.annotate("ok" if p["verdict"]["within"] else "x", (p["sparsity"], p["accuracy"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=8)
+    dense = result["dense_validation_accuracy"]
+    allowed = pts[0]["verdict"]["allowed"] if pts else 0.0
+    ax.axhline(dense, color="gray", linestyle=":", label="dense (validation)")
+    ax.axhline(dense - allowed, color="red", linestyle="--", label="dense - tolerance")
+    ax.axvline(result["chosen"]["sparsity"], color="green", label="chosen")
+    ax.plot([result["chosen"]["sparsity"]], [result["test_accuracy"]], "s", color="green",
+            label="chosen, test split")
+    ax.set_xlabel("sparsity of the searched linears")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"rac search: {result['method']}, {result['pattern']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _markdown(result: dict) -> str:
+    tol = result["tolerance"]
+    rule = (f"at most {tol['points']:.3f} points below dense" if tol["points"] is not None
+            else f"at least {tol['keep']:.3f} of dense")
+    lines = [f"# rac search: {result['method']}, {result['pattern']}", "",
+             f"Largest level whose validation accuracy is {rule} at {tol['confidence']:.0%} "
+             f"confidence (paired over problems); dense validation accuracy "
+             f"{result['dense_validation_accuracy']:.3f}.", "",
+             "| level | sparsity | accuracy | drop +- SE | allowed | verdict | problems needed |",
+             "|---|---|---|---|---|---|---|"]
+    for p in sorted(result["points"], key=lambda p: p["sparsity"]):
+        v = p["verdict"]
+        lines.append(f"| {p['level']} | {p['sparsity']:.3f} | {p['accuracy']:.3f} | "
+                     f"{v['drop']:+.3f} +- {v['se']:.3f} | {v['allowed']:.3f} | "
+                     f"{'within' if v['within'] else 'not within'} | "
+                     f"{v['problems_needed'] if v['problems_needed'] else '-'} |")
+    lines += ["", f"Chosen: {result['chosen']['level']} (sparsity {result['chosen']['sparsity']:.3f})."
+              f" On the test split ({result['test_problems']} problems): "
+              f"**{result['test_accuracy']:.3f} +- {result['test_accuracy_se']:.3f}** "
+              f"(dense {result['dense_test_accuracy']:.3f}).", "", "![search](search.png)", ""]
+    return "\n".join(lines)
