@@ -319,3 +319,29 @@ def test_wanda_compared_per_layer():
     assert torch.equal(wanda(W, norm, Target(0.5)), torch.tensor([[0.0, 0, 3, 4], [0, 0, 20, 10]]))
     with pytest.raises(ValueError, match="comparison group"):
         WandaConfig(group="column")
+
+
+def test_dense_target_weight_is_the_least_squares_fit_of_the_dense_outputs():
+    from rac.prune.asymmetric import dense_target_weight
+    from rac.prune.stats import CrossStats
+
+    torch.manual_seed(0)
+    Xd = torch.randn(400, 12, dtype=torch.float64)
+    Xp = Xd + 0.3 * torch.randn(400, 12, dtype=torch.float64)  # inputs after pruned blocks
+    W = torch.randn(5, 12, dtype=torch.float64)
+    H = Xp.T @ Xp
+    cross = CrossStats(12, "cpu")
+    cross.add(Xd[:150], Xp[:150])
+    cross.add(Xd[150:], Xp[150:])
+    W1 = dense_target_weight(W, H, cross.C.double(), percdamp=1e-12)
+    expected = torch.linalg.lstsq(Xp, Xd @ W.T).solution.T  # min ||Xp W1^T - Xd W^T||
+    assert torch.allclose(W1, expected, rtol=1e-4, atol=1e-5)  # C accumulates in float32
+    # with identical inputs the dense target is the layer itself
+    same = CrossStats(12, "cpu")
+    same.add(Xp, Xp)
+    assert torch.allclose(dense_target_weight(W, H, same.C.double(), 1e-12), W, atol=1e-5)
+    # token weights enter C as they enter H
+    w = torch.rand(400, dtype=torch.float64)
+    weighted = CrossStats(12, "cpu")
+    weighted.add(Xd, Xp, w)
+    assert torch.allclose(weighted.C.double(), (Xd * w.unsqueeze(1)).T @ Xp, rtol=1e-5, atol=1e-4)

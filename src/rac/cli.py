@@ -136,7 +136,7 @@ def cmd_prune(a: argparse.Namespace) -> None:
         sparsegpt=SparseGPTConfig(blocksize=a.blocksize, percdamp=a.percdamp),
         wanda=WandaConfig(group=a.wanda_group),
         segment_weights=parse_segment_weights(a.segment_weights or []),
-        device=models.pick_device(a.device))
+        dense_targets=a.dense_targets, device=models.pick_device(a.device))
     report = prune_to_dir(a.model, a.calib, cfg, a.out, fp8=a.fp8, fp8_export=a.fp8_export,
                           batch_tokens=a.batch_tokens, trust_remote_code=a.trust_remote_code,
                           overwrite=a.overwrite)
@@ -382,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reweight tokens by segment, e.g. decode=2 (extension beyond the paper)")
     p.add_argument("--blocksize", type=int, default=128, help="SparseGPT column block")
     p.add_argument("--percdamp", type=float, default=0.01, help="SparseGPT dampening")
+    p.add_argument("--dense-targets", action="store_true",
+                   help="SparseGPT: fit each layer to the dense model's outputs on the pruned "
+                   "model's inputs (corrects error accumulated in earlier blocks; beyond the paper)")
     p.add_argument("--wanda-group", choices=GROUPS, default="row",
                    help="where Wanda compares scores: per output row (the paper) or per layer")
     p.add_argument("--batch-tokens", type=int, default=8192, help="tokens per forward batch")

@@ -84,9 +84,12 @@ class PruneConfig:
     sparsegpt: SparseGPTConfig = SparseGPTConfig()
     wanda: WandaConfig = WandaConfig()
     segment_weights: dict[str, float] = field(default_factory=dict)
+    dense_targets: bool = False  # SparseGPT: fit the dense model's outputs (rac.prune.asymmetric)
     device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method {self.method!r} unknown; use {', '.join(METHODS)}")
+        if self.dense_targets and (self.method != "sparsegpt" or self.true_sequential):
+            raise ValueError("dense targets are implemented for SparseGPT without true-sequential")
         check_segment_weights(self.segment_weights)

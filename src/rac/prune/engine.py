@@ -23,6 +23,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from rac.prune.asymmetric import dense_target_weight
 from rac.prune.batches import Batch
 from rac.prune.config import SEQUENTIAL_GROUPS, PruneConfig
 from rac.prune.forward import block_output, capture_block_inputs, feed, inputs_of, to_device
@@ -30,7 +31,7 @@ from rac.prune.magnitude import magnitude
 from rac.prune.report import LayerReport
 from rac.prune.sparsegpt import CholeskyError, sparsegpt_group
 from rac.prune.staged import prune_block_staged, staged_forward_matches
-from rac.prune.stats import LayerStats, relative_error
+from rac.prune.stats import CrossStats, LayerStats, relative_error
 from rac.prune.wanda import wanda
 
 
@@ -48,16 +49,20 @@ def prune_weights(Ws: list[torch.Tensor], stats: LayerStats | None, cfg: PruneCo
 
 
 def prune_group(i: int, group: list[str], lins: dict[str, torch.nn.Linear], stats: LayerStats,
-                stat_s: float, cfg: PruneConfig) -> list[LayerReport]:
+                stat_s: float, cfg: PruneConfig, cross: CrossStats | None = None
+                ) -> list[LayerReport]:
     """Prune the linears of one group, which share the statistics ``stats`` (collected in
-    ``stat_s`` seconds; the report shares all the group's time evenly between its linears)."""
+    ``stat_s`` seconds; the report shares all the group's time evenly between its linears).
+    With ``cross`` (dense targets) the weights pruned are the fit of the dense outputs."""
     if not torch.isfinite(stats.H).all():
         raise ValueError(f"block {i} {group[0]}: calibration statistics hold NaN or Inf (the "
                          "activations overflowed); check the model's dtype")
     t0 = time.perf_counter()
     Ws = [lins[n].weight.data for n in group]
+    targets = Ws if cross is None else [
+        dense_target_weight(W, stats.H, cross.C, cfg.sparsegpt.percdamp) for W in Ws]
     try:
-        pruned, damp = prune_weights(Ws, stats, cfg)
+        pruned, damp = prune_weights(targets, stats, cfg)
     except CholeskyError as e:
         raise ValueError(f"block {i} {', '.join(group)}: {e}; raise --percdamp or add calibration "
                          "tokens") from e
@@ -99,23 +104,41 @@ def _prune_magnitude_only(targeted: dict[int, dict[str, torch.nn.Linear]], cfg: 
 
 def _prune_block_in_passes(i: int, block: torch.nn.Module, groups: list[list[str]],
                            lins: dict[str, torch.nn.Linear], states: list[tuple[torch.Tensor, dict]],
-                           weights: list[torch.Tensor], cfg: PruneConfig) -> list[LayerReport]:
+                           weights: list[torch.Tensor], cfg: PruneConfig,
+                           dense_states: list[torch.Tensor] | None = None) -> list[LayerReport]:
     """Collect statistics with hooked forward passes and prune: one pass for all groups (the
-    reference semantics), or one pass per group with ``true_sequential``."""
+    reference semantics), or one pass per group with ``true_sequential``. With ``dense_states``
+    (dense targets) the dense block also runs on the dense model's hidden states, which it
+    replaces by its outputs, and the statistics pair the two inputs of every token."""
     dev = cfg.device
     report: list[LayerReport] = []
     for pass_groups in ([g] for g in groups) if cfg.true_sequential else [groups]:
         leaders = {g[0]: lins[g[0]] for g in pass_groups}
         stats = {name: LayerStats(lin.in_features, dev) for name, lin in leaders.items()}
+        cross = {name: CrossStats(lin.in_features, dev) for name, lin in leaders.items()} \
+            if dense_states is not None else {}
         t0 = time.perf_counter()
-        for (hidden, kwargs), w in zip(states, weights):
-            seen = inputs_of(leaders, lambda h=hidden, kw=kwargs: block(h.to(dev), **to_device(kw, dev)),
+        for k, ((hidden, kwargs), w) in enumerate(zip(states, weights)):
+            kw = to_device(kwargs, dev)
+            seen = inputs_of(leaders, lambda h=hidden, kw=kw: block(h.to(dev), **kw),
                              stop_at=pass_groups[-1][0])
+            w = w.to(dev)
             for name, x in seen.items():
-                feed(stats[name], x, w.to(dev))
+                feed(stats[name], x, w)
+            if dense_states is not None:
+                out: list[torch.Tensor] = []
+                dense_seen = inputs_of(
+                    leaders, lambda h=dense_states[k], kw=kw, out=out: out.append(block_output(
+                        block(h.to(dev), **kw))), stop_at=None)
+                keep = w.reshape(-1) > 0
+                for name, x in dense_seen.items():
+                    flat = x.reshape(-1, x.shape[-1])[keep]
+                    cross[name].add(flat, seen[name].reshape(-1, x.shape[-1])[keep], w[keep])
+                dense_states[k].copy_(out[0])
         per_linear = (time.perf_counter() - t0) / sum(map(len, pass_groups))
         for g in pass_groups:
-            report += prune_group(i, g, lins, stats[g[0]], per_linear * len(g), cfg)
+            report += prune_group(i, g, lins, stats[g[0]], per_linear * len(g), cfg,
+                                  cross.get(g[0]))
     return report
 
 
@@ -132,6 +155,8 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
     dev = cfg.device
     states = capture_block_inputs(lm, blocks, batches, dev)
     weights = [b.weight.reshape(-1) for b in batches]
+    # dense targets: the dense model's hidden states, propagated through the dense blocks
+    dense_states = [h.clone() for h, _ in states] if cfg.dense_targets else None
     staged = (cfg.true_sequential and cfg.staged
               and staged_forward_matches(blocks[0], states[0], dev))
     report: list[LayerReport] = []
@@ -152,7 +177,11 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
                                          weights, dev, prune_leader)
         else:
             if groups:
-                report += _prune_block_in_passes(i, block, groups, lins, states, weights, cfg)
+                report += _prune_block_in_passes(i, block, groups, lins, states, weights, cfg,
+                                                 dense_states)
+            elif dense_states is not None:
+                for (_, kwargs), h in zip(states, dense_states):
+                    h.copy_(block_output(block(h.to(dev), **to_device(kwargs, dev))))
             if i + 1 < len(blocks):
                 for hidden, kwargs in states:
                     hidden.copy_(block_output(block(hidden.to(dev), **to_device(kwargs, dev))))

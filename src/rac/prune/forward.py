@@ -37,10 +37,10 @@ def feed(stats: LayerStats, x: torch.Tensor, weight: torch.Tensor) -> None:
         stats.add(x[keep], weight[keep])
 
 
-def inputs_of(linears: dict[str, torch.nn.Module], run: Callable[[], object], stop_at: str
+def inputs_of(linears: dict[str, torch.nn.Module], run: Callable[[], object], stop_at: str | None
               ) -> dict[str, torch.Tensor]:
     """The inputs each of ``linears`` receives while ``run()`` executes; the forward stops at
-    ``stop_at``'s input, since nothing after it is needed."""
+    ``stop_at``'s input, since nothing after it is needed (None: it runs to the end)."""
     got: dict[str, torch.Tensor] = {}
 
     def hook_for(name: str) -> Callable:
@@ -57,7 +57,7 @@ def inputs_of(linears: dict[str, torch.nn.Module], run: Callable[[], object], st
     finally:
         for h in handles:
             h.remove()
-    if stop_at not in got:
+    if stop_at is not None and stop_at not in got:
         raise ValueError(f"the forward pass never reached {stop_at}")
     return got
 

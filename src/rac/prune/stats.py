@@ -67,6 +67,24 @@ class LayerStats:
         return self.col_sq.sqrt()
 
 
+class CrossStats:
+    """C = sum_t w_t d_t p_t^T over the same tokens: d the inputs a linear sees in the dense
+    model, p those it sees after the earlier blocks were pruned. With H = sum p p^T it is all that
+    fitting W_hat p to the dense outputs W d needs (see ``rac.prune.asymmetric``)."""
+
+    def __init__(self, d_in: int, device: torch.device | str):
+        self.C = torch.zeros(d_in, d_in, dtype=torch.float32, device=device)
+        self.tokens = 0
+
+    def add(self, dense: torch.Tensor, pruned: torch.Tensor, w: torch.Tensor | None = None) -> None:
+        """``dense``, ``pruned``: (tokens, d_in) inputs of the same kept tokens; ``w``: weights."""
+        dense, pruned = dense.to(self.C.device, torch.float32), pruned.to(self.C.device, torch.float32)
+        if w is not None:
+            dense = dense * w.to(self.C.device, torch.float32).unsqueeze(1)
+        self.C.addmm_(dense.T, pruned)
+        self.tokens += dense.shape[0]
+
+
 def relative_error(W: torch.Tensor, W_hat: torch.Tensor, H: torch.Tensor) -> float:
     """||(W - W_hat) X||^2 / ||W X||^2, computed from H = X X^T without the tokens."""
     H = H.to(torch.float64) if H.dtype == torch.float64 else H.float()
