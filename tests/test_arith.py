@@ -8,6 +8,7 @@ import re
 import pytest
 
 from rac.tasks import arith
+from rac.tasks.splits import SPLITS
 
 
 def independent_answer(p: arith.Problem) -> int:
@@ -61,7 +62,7 @@ def test_long_multiplication_skips_zero_digits():
 
 
 def test_splits_are_disjoint_and_reproducible():
-    made = {s: arith.generate(300, seed=0, split=s) for s in arith.SPLITS}
+    made = {s: arith.generate(300, seed=0, split=s) for s in SPLITS}
     texts = {s: {p.problem for p in ps} for s, ps in made.items()}
     assert not texts["train"] & texts["test"]
     assert not texts["calib"] & texts["test"]

@@ -10,6 +10,7 @@ import pytest
 
 from rac.tasks import gsm
 from rac.tasks.generators import generate
+from rac.tasks.splits import SPLITS
 
 STEP = re.compile(r"(\d+(?: [-+*/] \d+)+) = (\d+)")
 
@@ -41,7 +42,7 @@ def test_every_step_is_right_and_ends_on_the_answer():
 
 
 def test_splits_are_disjoint_and_reproducible():
-    by_split = {s: {p.problem for p in gsm.generate(300, 0, s)} for s in gsm.SPLITS}
+    by_split = {s: {p.problem for p in gsm.generate(300, 0, s)} for s in SPLITS}
     assert not by_split["test"] & by_split["calib"] and not by_split["test"] & by_split["train"]
     assert [p.problem for p in gsm.generate(50, 0, "test")] == \
         [p.problem for p in gsm.generate(50, 0, "test")]

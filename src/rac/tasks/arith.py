@@ -17,12 +17,12 @@ so no seed can put the same problem in both the training and the test split.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass
 
+from rac.tasks.splits import digest, draw
+
 FAMILIES = ("add", "mul", "word")
-SPLITS = {"train": (0, 80), "calib": (80, 90), "test": (90, 100)}
 
 NAMES = ("Tom", "Ann", "Sam", "Mia", "Leo", "Eva", "Ben", "Zoe", "Max", "Ida")
 PRONOUNS = {
@@ -44,19 +44,7 @@ class Problem:
 
     @property
     def id(self) -> str:
-        return "arith-" + _digest(self.problem)[:12]
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def split_of(problem_text: str) -> str:
-    bucket = int(_digest(problem_text)[:8], 16) % 100
-    for name, (lo, hi) in SPLITS.items():
-        if lo <= bucket < hi:
-            return name
-    raise AssertionError(bucket)
+        return "arith-" + digest(self.problem)[:12]
 
 
 def _number(rng: random.Random, digits_lo: int, digits_hi: int) -> int:
@@ -148,25 +136,7 @@ def sample_problem(rng: random.Random, families: tuple[str, ...] = FAMILIES) -> 
 
 def generate(n: int, seed: int, split: str, families: tuple[str, ...] = FAMILIES) -> list[Problem]:
     """``n`` distinct problems of one split, reproducible from ``seed``."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    unknown = set(families) - set(FAMILIES)
-    if unknown:
-        raise ValueError(f"unknown families {sorted(unknown)}; choose from {', '.join(FAMILIES)}")
-    rng = random.Random(f"{seed}-{split}")
-    seen: set[str] = set()
-    out: list[Problem] = []
-    attempts = 0
-    while len(out) < n:
-        attempts += 1
-        if attempts > 1000 * (n + 10):
-            raise ValueError(f"could only find {len(out)} distinct {split} problems")
-        p = sample_problem(rng, families)
-        if p.problem in seen or split_of(p.problem) != split:
-            continue
-        seen.add(p.problem)
-        out.append(p)
-    return out
+    return draw(n, split, random.Random(f"{seed}-{split}"), families, MAKERS, lambda p: p.problem)
 
 
 def completion_text(p: Problem) -> str:

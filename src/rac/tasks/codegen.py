@@ -16,7 +16,7 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rac.tasks.arith import SPLITS, _digest, split_of
+from rac.tasks.splits import digest, draw
 
 N_TESTS = 6
 N_CASES = N_TESTS + 1  # the first case is the statement's example, the others are hidden
@@ -32,7 +32,7 @@ class CodeProblem:
 
     @property
     def id(self) -> str:
-        return "code-" + _digest(self.problem)[:12]
+        return "code-" + digest(self.problem)[:12]
 
 
 def _lines(*rows) -> str:
@@ -228,25 +228,15 @@ MAKERS: dict[str, Callable[[random.Random], tuple[str, list[dict], str]]] = {
 FAMILIES = tuple(MAKERS)
 
 
+def _maker(family: str) -> Callable[[random.Random], CodeProblem]:
+    def make(rng: random.Random) -> CodeProblem:
+        text, tests, solution = MAKERS[family](rng)
+        return CodeProblem(text, tests, solution, family)
+    return make
+
+
 def generate(n: int, seed: int, split: str, families: tuple[str, ...] = FAMILIES
              ) -> list[CodeProblem]:
     """``n`` distinct problems of one split, reproducible from ``seed``."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    unknown = set(families) - set(FAMILIES)
-    if unknown:
-        raise ValueError(f"unknown families {sorted(unknown)}; choose from {', '.join(FAMILIES)}")
-    rng = random.Random(f"code-{seed}-{split}")
-    seen: set[str] = set()
-    out: list[CodeProblem] = []
-    for _ in range(1000 * (n + 10)):
-        if len(out) == n:
-            return out
-        family = rng.choice(families)
-        text, tests, solution = MAKERS[family](rng)
-        if text in seen or split_of(text) != split:
-            continue
-        seen.add(text)
-        out.append(CodeProblem(text, tests, solution, family))
-    raise ValueError(f"could only find {len(out)} distinct {split} problems of "
-                     f"{', '.join(families)}: their statements vary too little for that many")
+    return draw(n, split, random.Random(f"code-{seed}-{split}"), families,
+                {family: _maker(family) for family in MAKERS}, lambda p: p.problem)

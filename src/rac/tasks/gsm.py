@@ -12,8 +12,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rac.tasks.arith import NAMES, PRONOUNS, _digest, split_of
-from rac.tasks.arith import SPLITS as SPLITS
+from rac.tasks.arith import NAMES, PRONOUNS
+from rac.tasks.splits import digest, draw
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class WordProblem:
 
     @property
     def id(self) -> str:
-        return "gsm-" + _digest(self.problem)[:12]
+        return "gsm-" + digest(self.problem)[:12]
 
 
 def _change(r: random.Random) -> tuple[str, int, str]:
@@ -163,24 +163,15 @@ MAKERS: dict[str, Callable[[random.Random], tuple[str, int, str]]] = {
 FAMILIES = tuple(MAKERS)
 
 
+def _maker(family: str) -> Callable[[random.Random], WordProblem]:
+    def make(rng: random.Random) -> WordProblem:
+        text, answer, solution = MAKERS[family](rng)
+        return WordProblem(text, str(answer), solution, family)
+    return make
+
+
 def generate(n: int, seed: int, split: str, families: tuple[str, ...] = FAMILIES
              ) -> list[WordProblem]:
     """``n`` distinct problems of one split, reproducible from ``seed``."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    unknown = set(families) - set(FAMILIES)
-    if unknown:
-        raise ValueError(f"unknown families {sorted(unknown)}; choose from {', '.join(FAMILIES)}")
-    rng = random.Random(f"gsm-{seed}-{split}")
-    seen: set[str] = set()
-    out: list[WordProblem] = []
-    for _ in range(1000 * (n + 10)):
-        if len(out) == n:
-            return out
-        family = rng.choice(families)
-        text, answer, solution = MAKERS[family](rng)
-        if text in seen or split_of(text) != split:
-            continue
-        seen.add(text)
-        out.append(WordProblem(text, str(answer), solution, family))
-    raise ValueError(f"could only find {len(out)} distinct {split} problems")
+    return draw(n, split, random.Random(f"gsm-{seed}-{split}"), families,
+                {family: _maker(family) for family in MAKERS}, lambda p: p.problem)

@@ -27,6 +27,7 @@ from rac.calibrate import generic
 from rac.io import atomic_dir, atomic_write_text
 from rac.models import RAC_MODEL_FILE
 from rac.tasks import arith
+from rac.tasks.splits import split_of
 from rac.toy.tokenizer import build_tokenizer
 
 # The embedded model is not an R1 checkpoint: no instruction suffix, greedy evaluation and budgets
@@ -74,7 +75,7 @@ def _example(rng: random.Random, tok: PreTrainedTokenizerFast, generic_fraction:
         return ids, [1] * len(ids)
     while True:
         p = arith.sample_problem(rng)
-        if arith.split_of(p.problem) == "train":
+        if split_of(p.problem) == "train":
             break
     prompt = tok.apply_chat_template([{"role": "user", "content": p.problem}],
                                      add_generation_prompt=True, tokenize=False)
