@@ -86,8 +86,10 @@ def run_rac(lm, ids: torch.Tensor, true_sequential: bool = False, staged: bool =
     seconds = time.perf_counter() - t0
     if profile:
         profile.disable()
-        cumulative = {f"{path.rsplit('/', 1)[-1]}:{name}": row[3]
-                      for (path, _, name), row in pstats.Stats(profile).stats.items()}
+        cumulative: dict[str, float] = {}
+        for (path, _, name), row in pstats.Stats(profile).stats.items():
+            key = f"{path.rsplit('/', 1)[-1]}:{name}"  # stats.py:add sums every statistic's add
+            cumulative[key] = cumulative.get(key, 0.0) + row[3]
         split.update(hessian=cumulative.get("stats.py:add", 0.0),
                      solve=cumulative.get("sparsegpt.py:sparsegpt_group", 0.0))
     return seconds
