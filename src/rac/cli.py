@@ -136,7 +136,8 @@ def cmd_prune(a: argparse.Namespace) -> None:
         sparsegpt=SparseGPTConfig(blocksize=a.blocksize, percdamp=a.percdamp),
         wanda=WandaConfig(group=a.wanda_group),
         segment_weights=parse_segment_weights(a.segment_weights or []),
-        dense_targets=a.dense_targets, device=models.pick_device(a.device))
+        dense_targets=a.dense_targets, refine_epochs=a.refine_epochs, refine_lr=a.refine_lr,
+        device=models.pick_device(a.device))
     report = prune_to_dir(a.model, a.calib, cfg, a.out, fp8=a.fp8, fp8_export=a.fp8_export,
                           batch_tokens=a.batch_tokens, trust_remote_code=a.trust_remote_code,
                           overwrite=a.overwrite)
@@ -385,6 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dense-targets", action="store_true",
                    help="SparseGPT: fit each layer to the dense model's outputs on the pruned "
                    "model's inputs (corrects error accumulated in earlier blocks; beyond the paper)")
+    p.add_argument("--refine-epochs", type=int, default=0,
+                   help="then N epochs of Adam per block on its kept weights, to match the dense "
+                   "block's outputs on the calibration tokens (beyond the paper)")
+    p.add_argument("--refine-lr", type=float, default=1e-3, help="Adam's learning rate")
     p.add_argument("--wanda-group", choices=GROUPS, default="row",
                    help="where Wanda compares scores: per output row (the paper) or per layer")
     p.add_argument("--batch-tokens", type=int, default=8192, help="tokens per forward batch")

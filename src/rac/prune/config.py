@@ -85,6 +85,8 @@ class PruneConfig:
     wanda: WandaConfig = WandaConfig()
     segment_weights: dict[str, float] = field(default_factory=dict)
     dense_targets: bool = False  # SparseGPT: fit the dense model's outputs (rac.prune.asymmetric)
+    refine_epochs: int = 0  # then Adam on each block's kept weights (rac.prune.refine)
+    refine_lr: float = 1e-3
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -92,4 +94,13 @@ class PruneConfig:
             raise ValueError(f"method {self.method!r} unknown; use {', '.join(METHODS)}")
         if self.dense_targets and (self.method != "sparsegpt" or self.true_sequential):
             raise ValueError("dense targets are implemented for SparseGPT without true-sequential")
+        if self.refine_epochs < 0 or not self.refine_lr > 0:
+            raise ValueError("refine epochs must be >= 0 and the refine learning rate > 0")
+        if self.refine_epochs and self.true_sequential:
+            raise ValueError("block refinement is implemented without true-sequential")
+
+    @property
+    def needs_dense_states(self) -> bool:
+        """Whether the engine carries the dense model's hidden states beside the pruned ones."""
+        return self.dense_targets or self.refine_epochs > 0
         check_segment_weights(self.segment_weights)

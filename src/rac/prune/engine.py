@@ -28,6 +28,7 @@ from rac.prune.batches import Batch
 from rac.prune.config import SEQUENTIAL_GROUPS, PruneConfig
 from rac.prune.forward import block_output, capture_block_inputs, feed, inputs_of, to_device
 from rac.prune.magnitude import magnitude
+from rac.prune.refine import refine_block
 from rac.prune.report import LayerReport
 from rac.prune.sparsegpt import CholeskyError, sparsegpt_group
 from rac.prune.staged import prune_block_staged, staged_forward_matches
@@ -116,7 +117,7 @@ def _prune_block_in_passes(i: int, block: torch.nn.Module, groups: list[list[str
         leaders = {g[0]: lins[g[0]] for g in pass_groups}
         stats = {name: LayerStats(lin.in_features, dev) for name, lin in leaders.items()}
         cross = {name: CrossStats(lin.in_features, dev) for name, lin in leaders.items()} \
-            if dense_states is not None else {}
+            if dense_states is not None and cfg.dense_targets else {}
         t0 = time.perf_counter()
         for k, ((hidden, kwargs), w) in enumerate(zip(states, weights)):
             kw = to_device(kwargs, dev)
@@ -131,7 +132,7 @@ def _prune_block_in_passes(i: int, block: torch.nn.Module, groups: list[list[str
                     leaders, lambda h=dense_states[k], kw=kw, out=out: out.append(block_output(
                         block(h.to(dev), **kw))), stop_at=None)
                 keep = w.reshape(-1) > 0
-                for name, x in dense_seen.items():
+                for name, x in dense_seen.items() if cross else ():
                     flat = x.reshape(-1, x.shape[-1])[keep]
                     cross[name].add(flat, seen[name].reshape(-1, x.shape[-1])[keep], w[keep])
                 dense_states[k].copy_(out[0])
@@ -156,7 +157,7 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
     states = capture_block_inputs(lm, blocks, batches, dev)
     weights = [b.weight.reshape(-1) for b in batches]
     # dense targets: the dense model's hidden states, propagated through the dense blocks
-    dense_states = [h.clone() for h, _ in states] if cfg.dense_targets else None
+    dense_states = [h.clone() for h, _ in states] if cfg.needs_dense_states else None
     staged = (cfg.true_sequential and cfg.staged
               and staged_forward_matches(blocks[0], states[0], dev))
     report: list[LayerReport] = []
@@ -179,6 +180,9 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
             if groups:
                 report += _prune_block_in_passes(i, block, groups, lins, states, weights, cfg,
                                                  dense_states)
+                if cfg.refine_epochs:  # dense_states now hold the dense block's outputs
+                    refine_block(block, list(lins.values()), states, dense_states, weights,
+                                 cfg.refine_epochs, cfg.refine_lr, dev)
             elif dense_states is not None:
                 for (_, kwargs), h in zip(states, dense_states):
                     h.copy_(block_output(block(h.to(dev), **to_device(kwargs, dev))))

@@ -1,0 +1,65 @@
+"""Block-wise reconstruction refinement: with the masks fixed, a few epochs of Adam on one decoder
+block's kept weights so that, on the pruned model's inputs, the block's outputs match the dense
+model's (calibration tokens only, no labels). Beyond the paper.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rac.prune.forward import block_output, to_device
+
+
+def _normal(obj):
+    """A copy of ``obj`` usable by autograd (tensors made under inference mode are not)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_normal(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _normal(v) for k, v in obj.items()}
+    return obj
+
+
+def refine_block(block: torch.nn.Module, linears: list[torch.nn.Linear],
+                 states: list[tuple[torch.Tensor, dict]], targets: list[torch.Tensor],
+                 weights: list[torch.Tensor], epochs: int, lr: float, device: str) -> list[float]:
+    """Adam on the kept weights of ``linears`` (pruned weights stay exactly zero); the loss is the
+    token-weighted mean squared error between the block's outputs on ``states`` and ``targets``.
+    Returns the loss of each epoch (its mean over batches)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        params = [lin.weight for lin in linears]
+        masks = [(p != 0).detach().clone() for p in params]
+        saved = [p.requires_grad for p in block.parameters()]
+        for p in block.parameters():
+            p.requires_grad_(False)
+        live = [torch.nn.Parameter(p.detach().clone()) for p in params]
+        for lin, p in zip(linears, live):
+            lin.weight = p
+        opt = torch.optim.Adam(live, lr=lr)
+        data = [(_normal(to_device(h, device)), _normal(to_device(kw, device)),
+                 _normal(t.to(device)), _normal(w.to(device)).reshape(t.shape[:-1]))
+                for (h, kw), t, w in zip(states, targets, weights)]
+        losses = []
+        for _ in range(epochs):
+            total = 0.0
+            for h, kw, target, w in data:
+                out = block_output(block(h, **kw))
+                loss = (w.unsqueeze(-1) * (out.float() - target.float()) ** 2).sum() / \
+                    (w.sum() * target.shape[-1]).clamp(min=1)
+                opt.zero_grad()
+                loss.backward()
+                for p, m in zip(live, masks):
+                    p.grad.mul_(m)
+                opt.step()
+                with torch.no_grad():
+                    for p, m in zip(live, masks):
+                        p.mul_(m)  # Adam's moments could move a pruned weight: keep it zero
+                total += float(loss)
+            losses.append(total / len(data))
+        with torch.no_grad():
+            for lin, p, m in zip(linears, live, masks):
+                lin.weight = torch.nn.Parameter(p.detach().clone() * m, requires_grad=False)
+        for p, flag in zip(block.parameters(), saved):
+            p.requires_grad_(flag)
+    return losses
