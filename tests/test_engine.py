@@ -519,3 +519,22 @@ def test_refinement_through_the_cli(qwen2_dir, calib_set, tmp_path, capsys):
                        "--sparsity", 0.5, "--refine-epochs", 2, "--true-sequential", "--out",
                        tmp_path / "bad")
     assert code == 2 and "refinement" in err
+
+
+def test_recipes(qwen2_dir, calib_set, tmp_path, capsys):
+    from rac.prune.config import PruneConfig
+
+    assert PruneConfig.with_recipe("paper", method="sparsegpt", target=Target(0.5)) == \
+        PruneConfig("sparsegpt", Target(0.5))
+    best = PruneConfig.with_recipe("best", method="sparsegpt", target=Target(0.5))
+    assert best.refine_epochs == 20
+    assert PruneConfig.with_recipe("best", method="sparsegpt", target=Target(0.5),
+                                   refine_epochs=3).refine_epochs == 3  # explicit options win
+    with pytest.raises(ValueError, match="recipe"):
+        PruneConfig.with_recipe("magic", method="sparsegpt", target=Target(0.5))
+    code, _, err = run(capsys, "prune", qwen2_dir, "--calib", calib_set, "--method", "sparsegpt",
+                       "--sparsity", 0.5, "--recipe", "best", "--refine-epochs", 1, "--out",
+                       tmp_path / "b")
+    assert code == 0, err
+    report = json.loads((tmp_path / "b" / "prune_report.json").read_text())
+    assert report["refine_epochs"] == 1 and report["dense_targets"] is False

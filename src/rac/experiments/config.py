@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rac.calibrate.calib import SOURCES
 from rac.io import RacError
-from rac.prune.config import METHODS, Scope
+from rac.prune.config import METHODS, RECIPES, Scope
 from rac.prune.masks import Target
 
 if sys.version_info >= (3, 11):
@@ -58,6 +58,7 @@ class PruneSpec:
     scopes: list[str] = field(default_factory=lambda: ["all"])
     fp8: list[bool] = field(default_factory=lambda: [False])
     true_sequential: bool = False
+    recipe: str = "paper"  # or "best" (rac.prune.config.RECIPES)
     # N:M patterns on the scopes below, with and without FP8 (the paper's Table 4)
     table4_scopes: list[str] = field(default_factory=list)
 
@@ -146,6 +147,7 @@ def validate(cfg: SweepConfig) -> SweepConfig:
     for m in p.methods:
         need(m in METHODS, f"'prune.methods' has unknown method {m!r}; use {', '.join(METHODS)}")
     need(bool(p.sparsities or p.patterns), "'prune' needs 'sparsities' or 'patterns'")
+    need(p.recipe in RECIPES, f"'prune.recipe' is unknown; use {', '.join(RECIPES)}")
     need(all(0 <= s < 1 for s in p.sparsities), "'prune.sparsities' must be in [0, 1)")
     try:
         for pat in p.patterns:

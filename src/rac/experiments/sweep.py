@@ -194,11 +194,14 @@ class Sweep:
     def pruned(self, run: Run) -> tuple[Path, PruneTotals]:
         calib = self.calib_set(run.source, run.seed, run.fraction) if run.method != "magnitude" \
             else None
-        cfg = PruneConfig(run.method, run.target, Scope.parse(run.scope),
-                          true_sequential=self.cfg.prune.true_sequential)
+        recipe = self.cfg.prune.recipe
+        cfg = PruneConfig.with_recipe(recipe, method=run.method, target=run.target,
+                                      scope=Scope.parse(run.scope),
+                                      true_sequential=self.cfg.prune.true_sequential)
         inputs = {"model": models.model_name(self.cfg.model), "calib": str(calib), "fp8": run.fp8,
                   "method": run.method, "target": str(run.target), "scope": run.scope,
-                  "true_sequential": self.cfg.prune.true_sequential}
+                  "true_sequential": self.cfg.prune.true_sequential,
+                  **({"recipe": recipe} if recipe != "paper" else {})}
         label = (f"prune {run.method} {run.target} {run.scope}{' fp8' if run.fp8 else ''} "
                  f"{run.source} x{run.fraction:g} s{run.seed}")
         d = self.stage("pruned", inputs, lambda d: prune_to_dir(

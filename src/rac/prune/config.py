@@ -19,6 +19,10 @@ MLP = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 # residual), so one set of statistics serves the whole group.
 SEQUENTIAL_GROUPS = (ATTN[:3], ATTN[3:], MLP[:2], MLP[2:])
 LAYER_SETS = ("all", "first-third", "first-last-third")
+# One switch for the options beyond the paper: "paper" is the method as published (the default),
+# "best" the combination measured best on the embedded model (docs/findings.md). Explicit options
+# given beside a recipe win over it.
+RECIPES: dict[str, dict] = {"paper": {}, "best": {"refine_epochs": 20}}
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,13 @@ class PruneConfig:
             raise ValueError("refine epochs must be >= 0 and the refine learning rate > 0")
         if self.refine_epochs and self.true_sequential:
             raise ValueError("block refinement is implemented without true-sequential")
+
+    @classmethod
+    def with_recipe(cls, recipe: str, **options) -> PruneConfig:
+        """A config from a recipe's settings, overridden by ``options`` (None: not given)."""
+        if recipe not in RECIPES:
+            raise ValueError(f"recipe {recipe!r} unknown; use {', '.join(RECIPES)}")
+        return cls(**{**RECIPES[recipe], **{k: v for k, v in options.items() if v is not None}})
 
     @property
     def needs_dense_states(self) -> bool:

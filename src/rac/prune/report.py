@@ -62,6 +62,8 @@ class PruneReport:
     blocksize: int  # the SparseGPT column block used (rounded up to a multiple of M for N:M)
     percdamp: float
     segment_weights: dict[str, float]
+    dense_targets: bool
+    refine_epochs: int
     device: str
     totals: PruneTotals
     layers: list[LayerReport]
