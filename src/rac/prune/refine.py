@@ -55,7 +55,7 @@ def refine_block(block: torch.nn.Module, linears: list[torch.nn.Linear],
                 with torch.no_grad():
                     for p, m in zip(live, masks):
                         p.mul_(m)  # Adam's moments could move a pruned weight: keep it zero
-                total += float(loss)
+                total += float(loss.detach())
             losses.append(total / len(data))
         with torch.no_grad():
             for lin, p, m in zip(linears, live, masks):
