@@ -109,8 +109,9 @@ def _prune_block_in_passes(i: int, block: torch.nn.Module, groups: list[list[str
                            dense_states: list[torch.Tensor] | None = None) -> list[LayerReport]:
     """Collect statistics with hooked forward passes and prune: one pass for all groups (the
     reference semantics), or one pass per group with ``true_sequential``. With ``dense_states``
-    (dense targets) the dense block also runs on the dense model's hidden states, which it
-    replaces by its outputs, and the statistics pair the two inputs of every token."""
+    (dense targets, refinement) the dense block also runs on the dense model's hidden states,
+    which it replaces by its outputs; with dense targets the statistics also pair the dense and
+    the pruned input of every token."""
     dev = cfg.device
     report: list[LayerReport] = []
     for pass_groups in ([g] for g in groups) if cfg.true_sequential else [groups]:
@@ -131,10 +132,11 @@ def _prune_block_in_passes(i: int, block: torch.nn.Module, groups: list[list[str
                 dense_seen = inputs_of(
                     leaders, lambda h=dense_states[k], kw=kw, out=out: out.append(block_output(
                         block(h.to(dev), **kw))), stop_at=None)
-                keep = w.reshape(-1) > 0
-                for name, x in dense_seen.items() if cross else ():
-                    flat = x.reshape(-1, x.shape[-1])[keep]
-                    cross[name].add(flat, seen[name].reshape(-1, x.shape[-1])[keep], w[keep])
+                if cross:
+                    keep = w > 0
+                    for name, x in dense_seen.items():
+                        flat = x.reshape(-1, x.shape[-1])[keep]
+                        cross[name].add(flat, seen[name].reshape(-1, x.shape[-1])[keep], w[keep])
                 dense_states[k].copy_(out[0])
         per_linear = (time.perf_counter() - t0) / sum(map(len, pass_groups))
         for g in pass_groups:
@@ -156,7 +158,7 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
     dev = cfg.device
     states = capture_block_inputs(lm, blocks, batches, dev)
     weights = [b.weight.reshape(-1) for b in batches]
-    # dense targets: the dense model's hidden states, propagated through the dense blocks
+    # dense targets and refinement: the dense model's hidden states, through the dense blocks
     dense_states = [h.clone() for h, _ in states] if cfg.needs_dense_states else None
     staged = (cfg.true_sequential and cfg.staged
               and staged_forward_matches(blocks[0], states[0], dev))
