@@ -345,3 +345,21 @@ def test_dense_target_weight_is_the_least_squares_fit_of_the_dense_outputs():
     weighted = CrossStats(12, "cpu")
     weighted.add(Xd, Xp, w)
     assert torch.allclose(weighted.C.double(), (Xd * w.unsqueeze(1)).T @ Xp, rtol=1e-5, atol=1e-4)
+
+
+def test_owl_allocation_on_hand_cases():
+    from rac.prune.allocation import outlier_ratio, owl_sparsities
+
+    # one score of ten is far above the mean: 10% outliers at m = 5
+    W = torch.ones(2, 5)
+    W[0, 0] = 100.0
+    assert outlier_ratio([W], [torch.ones(5)], m=5) == pytest.approx(0.1)
+    assert outlier_ratio([W], [torch.ones(5)], m=100) == 0.0
+    # more outliers -> lower sparsity; equal sizes: plain +-lambda, mean exactly the target
+    assert owl_sparsities([0.1, 0.3, 0.2], [10, 10, 10], 0.5, 0.1) == pytest.approx([0.6, 0.4, 0.5])
+    # unequal sizes: shifted so that the size-weighted mean is the target
+    s = owl_sparsities([0.0, 1.0], [30, 10], 0.5, 0.1)
+    assert (30 * s[0] + 10 * s[1]) / 40 == pytest.approx(0.5) and s[0] - s[1] == pytest.approx(0.2)
+    assert owl_sparsities([0.2, 0.2], [5, 7], 0.5, 0.1) == [0.5, 0.5]
+    with pytest.raises(ValueError, match="leave"):
+        owl_sparsities([0.0, 1.0], [1, 1], 0.95, 0.1)

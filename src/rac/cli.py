@@ -137,7 +137,7 @@ def cmd_prune(a: argparse.Namespace) -> None:
         wanda=WandaConfig(group=a.wanda_group),
         segment_weights=parse_segment_weights(a.segment_weights or []),
         dense_targets=a.dense_targets or None, refine_epochs=a.refine_epochs,
-        refine_lr=a.refine_lr, device=models.pick_device(a.device))
+        refine_lr=a.refine_lr, owl_lambda=a.owl_lambda or None, device=models.pick_device(a.device))
     report = prune_to_dir(a.model, a.calib, cfg, a.out, fp8=a.fp8, fp8_export=a.fp8_export,
                           batch_tokens=a.batch_tokens, trust_remote_code=a.trust_remote_code,
                           overwrite=a.overwrite)
@@ -401,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "block's outputs on the calibration tokens (beyond the paper; default: the "
                    "recipe's)")
     p.add_argument("--refine-lr", type=float, default=1e-3, help="Adam's learning rate")
+    p.add_argument("--owl-lambda", type=float, default=0.0,
+                   help="> 0: OWL layer sparsities within target +- LAMBDA at the same total "
+                   "(unstructured; beyond the paper)")
     p.add_argument("--wanda-group", choices=GROUPS, default="row",
                    help="where Wanda compares scores: per output row (the paper) or per layer")
     p.add_argument("--batch-tokens", type=int, default=8192, help="tokens per forward batch")

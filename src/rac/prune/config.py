@@ -91,6 +91,8 @@ class PruneConfig:
     dense_targets: bool = False  # SparseGPT: fit the dense model's outputs (rac.prune.asymmetric)
     refine_epochs: int = 0  # then Adam on each block's kept weights (rac.prune.refine)
     refine_lr: float = 1e-3
+    owl_lambda: float = 0.0  # > 0: OWL layer sparsities within target +- lambda (rac.prune.allocation)
+    owl_m: float = 5.0  # a score is an outlier above m times its block's mean
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -102,6 +104,8 @@ class PruneConfig:
             raise ValueError("refine epochs must be >= 0 and the refine learning rate > 0")
         if self.refine_epochs and self.true_sequential:
             raise ValueError("block refinement is implemented without true-sequential")
+        if self.owl_lambda and (self.target.structured or not 0 < self.owl_lambda < 1):
+            raise ValueError("OWL needs an unstructured target and 0 < lambda < 1")
 
     @classmethod
     def with_recipe(cls, recipe: str, **options) -> PruneConfig:

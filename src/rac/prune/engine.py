@@ -19,15 +19,18 @@ block's outputs replace its inputs (one copy, whatever the number of blocks).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import torch
 from tqdm import tqdm
 
+from rac.prune.allocation import outlier_ratio, owl_sparsities
 from rac.prune.asymmetric import dense_target_weight
 from rac.prune.batches import Batch
 from rac.prune.config import SEQUENTIAL_GROUPS, PruneConfig
 from rac.prune.forward import block_output, capture_block_inputs, feed, inputs_of, to_device
 from rac.prune.magnitude import magnitude
+from rac.prune.masks import Target
 from rac.prune.refine import refine_block
 from rac.prune.report import LayerReport
 from rac.prune.sparsegpt import CholeskyError, sparsegpt_group
@@ -103,6 +106,36 @@ def _prune_magnitude_only(targeted: dict[int, dict[str, torch.nn.Linear]], cfg: 
     return report
 
 
+@torch.inference_mode()
+def owl_targets(blocks: torch.nn.ModuleList, targeted: dict[int, dict[str, torch.nn.Linear]],
+                states: list[tuple[torch.Tensor, dict]], weights: list[torch.Tensor],
+                cfg: PruneConfig) -> dict[int, float]:
+    """OWL's per-block sparsities from the dense model's calibration activations: one extra pass
+    through the dense blocks, on a copy of the block inputs."""
+    dev = cfg.device
+    hs = [h.clone() for h, _ in states]
+    ratios, sizes, chosen = [], [], []
+    for i, block in enumerate(blocks):
+        block.to(dev)
+        lins = targeted.get(i, {})
+        if lins:
+            stats = {n: LayerStats(lin.in_features, dev, hessian=False) for n, lin in lins.items()}
+            for h, (_, kwargs), w in zip(hs, states, weights):
+                seen = inputs_of(lins, lambda h=h, kw=kwargs, b=block: b(h.to(dev),
+                                                                         **to_device(kw, dev)),
+                                 stop_at=None)
+                for n, x in seen.items():
+                    feed(stats[n], x, w.to(dev))
+            ratios.append(outlier_ratio([lin.weight for lin in lins.values()],
+                                        [stats[n].col_norm for n in lins], cfg.owl_m))
+            sizes.append(sum(lin.weight.numel() for lin in lins.values()))
+            chosen.append(i)
+        for h, (_, kwargs) in zip(hs, states):
+            h.copy_(block_output(block(h.to(dev), **to_device(kwargs, dev))))
+        block.to("cpu")
+    return dict(zip(chosen, owl_sparsities(ratios, sizes, cfg.target.sparsity, cfg.owl_lambda)))
+
+
 def _prune_block_in_passes(i: int, block: torch.nn.Module, groups: list[list[str]],
                            lins: dict[str, torch.nn.Linear], states: list[tuple[torch.Tensor, dict]],
                            weights: list[torch.Tensor], cfg: PruneConfig,
@@ -162,9 +195,12 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
     dense_states = [h.clone() for h, _ in states] if cfg.needs_dense_states else None
     staged = (cfg.true_sequential and cfg.staged
               and staged_forward_matches(blocks[0], states[0], dev))
+    owl = owl_targets(blocks, targeted, states, weights, cfg) if cfg.owl_lambda else {}
     report: list[LayerReport] = []
+    base_cfg = cfg
     for i in tqdm(range(len(blocks)), desc=f"prune {cfg.method} {cfg.target}", unit="block",
                   disable=not progress):
+        cfg = replace(base_cfg, target=Target(owl[i])) if i in owl else base_cfg
         block = blocks[i].to(dev)
         lins = targeted.get(i, {})
         groups = [g for g in ([n for n in grp if n in lins] for grp in SEQUENTIAL_GROUPS) if g]
@@ -172,7 +208,7 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
             by_leader = {g[0]: g for g in groups}
 
             def prune_leader(leader: str, stats: LayerStats, seconds: float, i=i,
-                             by_leader=by_leader, lins=lins) -> list[LayerReport]:
+                             by_leader=by_leader, lins=lins, cfg=cfg) -> list[LayerReport]:
                 return prune_group(i, by_leader[leader], lins, stats, seconds, cfg)
 
             report += prune_block_staged(block, set(by_leader),
