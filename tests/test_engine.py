@@ -538,3 +538,17 @@ def test_recipes(qwen2_dir, calib_set, tmp_path, capsys):
     assert code == 0, err
     report = json.loads((tmp_path / "b" / "prune_report.json").read_text())
     assert report["refine_epochs"] == 1 and report["dense_targets"] is False
+
+
+def test_balanced_segments(qwen2_dir, calib_set, tmp_path, capsys):
+    rows = [calibset.Row([1, 2, 3, 4, 5], [1] * 5, [0, 0, 1, 1, 1]),
+            calibset.Row([1, 2, 3, 9], [1, 1, 1, 0], [0, 1, 1, -1])]
+    # 3 prompt and 5 decode tokens (padding never counts): decode weighs 3/5
+    assert calibset.balanced_weights(rows) == {"prompt": 1.0, "decode": 0.6}
+    assert calibset.balanced_weights([calibset.Row([1], [1], [0])]) == {"prompt": 1.0}
+    code, _, err = run(capsys, "prune", qwen2_dir, "--calib", calib_set, "--method", "sparsegpt",
+                       "--sparsity", 0.5, "--balance-segments", "--out", tmp_path / "b")
+    assert code == 0, err
+    used = json.loads((tmp_path / "b" / "prune_report.json").read_text())["segment_weights"]
+    counts = calibset.segment_counts(rows_of(calib_set))
+    assert used["prompt"] * counts["prompt"] == pytest.approx(used["decode"] * counts["decode"])

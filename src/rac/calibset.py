@@ -79,6 +79,15 @@ def token_weights(row: Row, weights: dict[str, float]) -> list[float]:
     return [m * by_code.get(s, 1.0) for m, s in zip(row.mask, row.segment)]
 
 
+def balanced_weights(rows: list[Row]) -> dict[str, float]:
+    """Segment weights that give every segment present the same weighted token count (the
+    smallest keeps weight 1): e.g. prompt 1, decode P / D for a RAC set of P prompt and D decode
+    tokens."""
+    counts = {name: n for name, n in segment_counts(rows).items() if n and name in WEIGHTABLE}
+    least = min(counts.values())
+    return {name: least / n for name, n in counts.items()}
+
+
 def segment_counts(rows: list[Row]) -> dict[str, int]:
     counts = Counter(g for r in rows for g in r.segment)
     return {name: counts.get(code, 0) for name, code in CODES.items()}

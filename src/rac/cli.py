@@ -136,8 +136,9 @@ def cmd_prune(a: argparse.Namespace) -> None:
         sparsegpt=SparseGPTConfig(blocksize=a.blocksize, percdamp=a.percdamp),
         wanda=WandaConfig(group=a.wanda_group),
         segment_weights=parse_segment_weights(a.segment_weights or []),
-        dense_targets=a.dense_targets or None, refine_epochs=a.refine_epochs,
-        refine_lr=a.refine_lr, owl_lambda=a.owl_lambda or None, device=models.pick_device(a.device))
+        balance_segments=a.balance_segments or None, dense_targets=a.dense_targets or None,
+        refine_epochs=a.refine_epochs, refine_lr=a.refine_lr, owl_lambda=a.owl_lambda or None,
+        device=models.pick_device(a.device))
     report = prune_to_dir(a.model, a.calib, cfg, a.out, fp8=a.fp8, fp8_export=a.fp8_export,
                           batch_tokens=a.batch_tokens, trust_remote_code=a.trust_remote_code,
                           overwrite=a.overwrite)
@@ -390,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also propagate inside each block (q/k/v, o, gate/up, down)")
     p.add_argument("--segment-weights", nargs="+", metavar="SEGMENT=W",
                    help="reweight tokens by segment, e.g. decode=2 (extension beyond the paper)")
+    p.add_argument("--balance-segments", action="store_true",
+                   help="weigh segments so that prompt and decode tokens have equal shares of the "
+                   "statistics (the report gives the weights used)")
     p.add_argument("--blocksize", type=int, default=128, help="SparseGPT column block")
     p.add_argument("--percdamp", type=float, default=0.01, help="SparseGPT dampening")
     p.add_argument("--dense-targets", action="store_true",

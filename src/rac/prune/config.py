@@ -88,6 +88,7 @@ class PruneConfig:
     sparsegpt: SparseGPTConfig = SparseGPTConfig()
     wanda: WandaConfig = WandaConfig()
     segment_weights: dict[str, float] = field(default_factory=dict)
+    balance_segments: bool = False  # weigh segments to equal shares (calibset.balanced_weights)
     dense_targets: bool = False  # SparseGPT: fit the dense model's outputs (rac.prune.asymmetric)
     refine_epochs: int = 0  # then Adam on each block's kept weights (rac.prune.refine)
     refine_lr: float = 1e-3
@@ -119,3 +120,5 @@ class PruneConfig:
         """Whether the engine carries the dense model's hidden states beside the pruned ones."""
         return self.dense_targets or self.refine_epochs > 0
         check_segment_weights(self.segment_weights)
+        if self.balance_segments and self.segment_weights:
+            raise ValueError("give segment weights or balance the segments, not both")

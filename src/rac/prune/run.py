@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import resource
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -41,6 +42,9 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
             raise RacError(f"{calib_dir} was tokenized for another model ({cset.info['tokenizer']});"
                            " rebuild it with --tokenizer pointing at this model")
         calib_info = cset.info
+        if cfg.balance_segments:
+            cfg = replace(cfg, segment_weights=calibset.balanced_weights(cset.rows),
+                          balance_segments=False)
         batches = make_batches(cset.rows, tok.pad_token_id, cfg.segment_weights, batch_tokens)
     elif cfg.method != "magnitude":
         raise RacError(f"--method {cfg.method} needs --calib DIR (only magnitude works without)")
