@@ -162,11 +162,12 @@ def search(model: str | Path, calib: Path, val: Path, test: Path, cfg: SearchCon
         return [r["pass1"] for r in _evaluation(target, val, d / "eval", cfg.eval)["problems"]]
 
     dense = evaluate_level(0)
-    tried: dict[int, Verdict] = {}
+    tried: dict[int, tuple[float, Verdict]] = {}  # level -> (validation accuracy, verdict)
 
     def within(k: int) -> bool:
-        tried[k] = judge(dense, evaluate_level(k), cfg.tolerance)
-        v = tried[k]
+        accuracies = evaluate_level(k)
+        v = judge(dense, accuracies, cfg.tolerance)
+        tried[k] = (statistics.fmean(accuracies), v)
         say(f"level {_label(levels[k])}: sparsity {_sparsity(levels[k], n_blocks):.3f}, drop "
             f"{v.drop:+.3f} +- {v.se:.3f} (allowed {v.allowed:.3f}): "
             + ("within" if v.within else "not within"))
@@ -181,8 +182,8 @@ def search(model: str | Path, calib: Path, val: Path, test: Path, cfg: SearchCon
     test_eval = _evaluation(model_out, test, out / "test" / _label(levels[best]), cfg.eval)
     dense_test = _evaluation(model, test, out / "test" / "dense", cfg.eval)
     points = [{"level": _label(levels[k]), "sparsity": _sparsity(levels[k], n_blocks),
-               "accuracy": statistics.fmean(evaluate_level(k)), "verdict": asdict(v)}
-              for k, v in sorted(tried.items())]
+               "accuracy": accuracy, "verdict": asdict(v)}
+              for k, (accuracy, v) in sorted(tried.items())]
     result = {
         "model": models.model_name(model), "calib": str(calib), "validation": str(val),
         "test": str(test), "method": cfg.prune.method,

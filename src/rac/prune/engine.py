@@ -39,6 +39,13 @@ from rac.prune.stats import CrossStats, LayerStats, relative_error
 from rac.prune.wanda import wanda
 
 
+def _propagate(block: torch.nn.Module, hiddens: list[torch.Tensor],
+               states: list[tuple[torch.Tensor, dict]], dev: str) -> None:
+    """Replace each batch's hidden states by the block's outputs (kwargs from ``states``)."""
+    for h, (_, kwargs) in zip(hiddens, states):
+        h.copy_(block_output(block(h.to(dev), **to_device(kwargs, dev))))
+
+
 def prune_weights(Ws: list[torch.Tensor], stats: LayerStats | None, cfg: PruneConfig
                   ) -> tuple[list[torch.Tensor], float | None]:
     """Prune weights that read the same inputs (one group) with ``cfg.method``; returns the
@@ -130,8 +137,7 @@ def owl_targets(blocks: torch.nn.ModuleList, targeted: dict[int, dict[str, torch
                                         [stats[n].col_norm for n in lins], cfg.owl_m))
             sizes.append(sum(lin.weight.numel() for lin in lins.values()))
             chosen.append(i)
-        for h, (_, kwargs) in zip(hs, states):
-            h.copy_(block_output(block(h.to(dev), **to_device(kwargs, dev))))
+        _propagate(block, hs, states, dev)
         block.to("cpu")
     return dict(zip(chosen, owl_sparsities(ratios, sizes, cfg.target.sparsity, cfg.owl_lambda)))
 
@@ -222,10 +228,8 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
                     refine_block(block, list(lins.values()), states, dense_states, weights,
                                  cfg.refine_epochs, cfg.refine_lr, dev)
             elif dense_states is not None:
-                for (_, kwargs), h in zip(states, dense_states):
-                    h.copy_(block_output(block(h.to(dev), **to_device(kwargs, dev))))
+                _propagate(block, dense_states, states, dev)
             if i + 1 < len(blocks):
-                for hidden, kwargs in states:
-                    hidden.copy_(block_output(block(hidden.to(dev), **to_device(kwargs, dev))))
+                _propagate(block, [h for h, _ in states], states, dev)
         blocks[i].to("cpu")
     return report

@@ -16,15 +16,20 @@ class Stop(Exception):
     """Raised by a hook to end a forward pass once what it needs has been seen."""
 
 
+def map_tensors(obj, fn: Callable[[torch.Tensor], torch.Tensor]):
+    """``fn`` applied to every tensor of ``obj`` (a tensor, or tuples, lists and dicts of them)."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(map_tensors(o, fn) for o in obj)
+    if isinstance(obj, dict):
+        return {k: map_tensors(v, fn) for k, v in obj.items()}
+    return obj
+
+
 def to_device(obj, device):
     """``obj`` (a tensor, or tuples, lists and dicts of them) on ``device``."""
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(to_device(o, device) for o in obj)
-    if isinstance(obj, dict):
-        return {k: to_device(v, device) for k, v in obj.items()}
-    return obj
+    return map_tensors(obj, lambda t: t.to(device))
 
 
 def feed(stats: LayerStats, x: torch.Tensor, weight: torch.Tensor) -> None:

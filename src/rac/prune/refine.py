@@ -7,18 +7,13 @@ from __future__ import annotations
 
 import torch
 
-from rac.prune.forward import block_output, to_device
+from rac.prune.forward import block_output, map_tensors
 
 
-def _normal(obj):
-    """A copy of ``obj`` usable by autograd (tensors made under inference mode are not)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.clone()
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_normal(o) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _normal(v) for k, v in obj.items()}
-    return obj
+def _normal(obj, device: str):
+    """A copy of ``obj`` on ``device`` usable by autograd (tensors made under inference mode are
+    not)."""
+    return map_tensors(obj, lambda t: t.to(device).clone())
 
 
 def refine_block(block: torch.nn.Module, linears: list[torch.nn.Linear],
@@ -37,8 +32,8 @@ def refine_block(block: torch.nn.Module, linears: list[torch.nn.Linear],
         for lin, p in zip(linears, live):
             lin.weight = p
         opt = torch.optim.Adam(live, lr=lr)
-        data = [(_normal(to_device(h, device)), _normal(to_device(kw, device)),
-                 _normal(t.to(device)), _normal(w.to(device)).reshape(t.shape[:-1]))
+        data = [(_normal(h, device), _normal(kw, device), _normal(t, device),
+                 _normal(w, device).reshape(t.shape[:-1]))
                 for (h, kw), t, w in zip(states, targets, weights)]
         losses = []
         for _ in range(epochs):
