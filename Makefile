@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint results real-models real-results clean-venv
+.PHONY: demo test lint results real-models real-results real-docs clean-venv
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -42,9 +42,23 @@ real-models: $(STAMP)
 	$(BIN)/python bench/real/fetch.py qwen2.5-coder-0.5b-instruct --out models/qwen2.5-coder-0.5b-instruct
 	$(BIN)/python bench/real/fetch.py qwen2.5-coder-1.5b-instruct --out models/qwen2.5-coder-1.5b-instruct
 
-# Resumable: rerun to continue; the cache under REAL_RUN keeps every finished stage.
+# The real-model reference run (docs/real/): Table 1 and Figure 2, Table 3 (sharing Table 1's
+# stage cache), Table 2 (code). Resumable: rerun to continue; finished stages are kept.
 real-results: real-models
 	$(BIN)/rac sweep docs/configs/real-qwen05.toml --out $(REAL_RUN)
+	$(BIN)/rac sweep docs/configs/real-qwen05-table3.toml --out $(REAL_RUN)-table3 --cache $(REAL_RUN)/cache
+	$(BIN)/rac sweep docs/configs/real-qwen05-code.toml --out $(REAL_RUN)-code
+	$(MAKE) real-docs
+
+# Copy the reports of the three real-model sweeps into docs/real/ (no computing).
+real-docs:
+	for part in table1: table3:-table3 code:-code; do \
+	  dir=docs/real/$${part%%:*}; src=$(REAL_RUN)$${part#*:}; \
+	  test -f $$src/results.json || continue; \
+	  rm -rf $$dir && mkdir -p $$dir && cp $$src/report.md $$src/results.json $$dir/; \
+	  for f in $$src/*.png; do if [ -e "$$f" ]; then cp "$$f" $$dir/; fi; done; \
+	  if [ -d $$src/recon ]; then cp -r $$src/recon $$dir/recon; fi; \
+	done
 
 clean-venv:
 	rm -rf $(VENV)

@@ -119,6 +119,43 @@ def test_propagation_uses_the_pruned_blocks_and_masks_padding(qwen2_dir, calib_s
     assert not torch.allclose(H_engine, H_dense, rtol=1e-3, atol=1e-3)
 
 
+def _block_sparsities(report) -> list[float]:
+    zeros: dict[int, float] = {}
+    sizes: dict[int, int] = {}
+    for r in report:
+        n = r.shape[0] * r.shape[1]
+        zeros[r.layer] = zeros.get(r.layer, 0.0) + r.sparsity * n
+        sizes[r.layer] = sizes.get(r.layer, 0) + n
+    return [zeros[i] / sizes[i] for i in sorted(sizes)]
+
+
+def test_owl_moves_sparsity_between_blocks_at_the_same_total(qwen2_dir, calib_set):
+    tok = models.load_tokenizer(qwen2_dir)
+    lm = models.load_model(qwen2_dir)
+    report = prune_model(lm, models.decoder_blocks(lm),
+                         make_batches(rows_of(calib_set), tok.pad_token_id, {}),
+                         PruneConfig("sparsegpt", Target(0.5), owl_lambda=0.1), progress=False)
+    levels = _block_sparsities(report)
+    assert sum(levels) / len(levels) == pytest.approx(0.5, abs=2e-3)
+    assert max(levels) - min(levels) > 0.05
+
+
+def test_error_driven_allocation_prunes_most_where_it_costs_least(qwen2_dir, calib_set):
+    """Block 1 already has 40% zeros: up to 40% it costs no error, so of the grid 0.4..0.6 it
+    gets the top and the other two give up what it takes."""
+    tok = models.load_tokenizer(qwen2_dir)
+    lm = models.load_model(qwen2_dir)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for lin in (m for m in lm.model.layers[1].modules() if isinstance(m, torch.nn.Linear)):
+            lin.weight[torch.rand(lin.weight.shape, generator=g) < 0.4] = 0
+    report = prune_model(lm, models.decoder_blocks(lm),
+                         make_batches(rows_of(calib_set), tok.pad_token_id, {}),
+                         PruneConfig("sparsegpt", Target(0.5), error_span=0.1, error_step=0.05),
+                         progress=False)
+    assert _block_sparsities(report) == pytest.approx([0.45, 0.6, 0.45], abs=2e-3)
+
+
 def test_true_sequential_differs_and_still_hits_the_target(qwen2_dir, calib_set):
     tok = models.load_tokenizer(qwen2_dir)
     batches = make_batches(rows_of(calib_set), tok.pad_token_id, {})

@@ -75,3 +75,37 @@ def test_top_p_keeps_the_set_transformers_keeps_and_samples_in_proportion():
     for u in (0.0, 1.0 - 1e-7):
         assert kept_hf[0, next_tokens(logits[:1], sampling, torch.tensor([u]))].item()
     assert torch.equal(next_tokens(logits, Sampling(temperature=0), None), logits.argmax(-1))
+
+
+def test_top_p_from_the_most_likely_candidates_equals_sorting_the_whole_vocabulary():
+    torch.manual_seed(1)
+    logits = torch.randn(300, 50) * torch.rand(300, 1) * 4  # flat and peaked rows
+    sampling = Sampling(temperature=0.7, top_p=0.9)
+    u = torch.rand(300)
+    probs = (logits / 0.7).softmax(-1)
+    fits = probs.topk(5, dim=-1).values.sum(-1) >= 0.9
+    assert fits.any() and (~fits).any()  # both paths are taken
+    assert torch.equal(next_tokens(logits, sampling, u, candidates=5),
+                       next_tokens(logits, sampling, u, candidates=50))
+
+
+def test_grouped_kv_heads_are_never_copied_per_query_head(qwen2_dir, monkeypatch):
+    """The toy Qwen2 has 4 query and 2 KV heads: rac's loop keeps them grouped (no ``repeat_kv``
+    copy, the cost that dominated real-model decoding) and gives the model back as it was."""
+    import transformers.integrations.sdpa_attention as sdpa
+
+    lm, tok = models.load_model(qwen2_dir), models.load_tokenizer(qwen2_dir)
+    prompts = prompts_of(tok, 4, seed=2)
+    sampling = Sampling(temperature=0, max_new_tokens=8)
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("KV heads were copied per query head")
+
+    monkeypatch.setattr(sdpa, "repeat_kv", no_copy)
+    with pytest.raises(AssertionError, match="copied"):  # the plain model does copy them
+        lm(torch.tensor([prompts[0], prompts[0]]), attention_mask=torch.tensor(
+            [[0] + [1] * (len(prompts[0]) - 1), [1] * len(prompts[0])]))
+    got = TransformersBackend(lm, tok.pad_token_id, {tok.eos_token_id}).generate(
+        prompts, sampling, seed=0)
+    assert [len(c.ids) for c in got] == [8] * 4
+    assert lm.config._attn_implementation == "sdpa"

@@ -363,3 +363,26 @@ def test_owl_allocation_on_hand_cases():
     assert owl_sparsities([0.2, 0.2], [5, 7], 0.5, 0.1) == [0.5, 0.5]
     with pytest.raises(ValueError, match="leave"):
         owl_sparsities([0.0, 1.0], [1, 1], 0.95, 0.1)
+
+
+def test_error_driven_allocation_on_hand_cases():
+    from rac.prune.allocation import error_sparsities, sparsity_grid
+
+    assert sparsity_grid(0.5, 0.1, 0.05) == [0.4, 0.45, 0.5, 0.55, 0.6]
+    with pytest.raises(ValueError, match="leave"):
+        sparsity_grid(0.9, 0.2, 0.1)
+    grid = [0.4, 0.5, 0.6]
+    # block 0's error is flat, block 1's steep: sparsity moves from block 1 to block 0
+    assert error_sparsities([[1.0, 1.1, 1.2], [1.0, 2.0, 4.0]], grid, 0.5) == [0.6, 0.4]
+    # equal curves: nothing to gain, the uniform target stays
+    assert error_sparsities([[1.0, 2.0, 4.0]] * 3, grid, 0.5) == [0.5, 0.5, 0.5]
+    # a move that saves exactly what it costs is not made
+    assert error_sparsities([[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]], grid, 0.5) == [0.5, 0.5]
+    # three blocks, a wider grid: the least summed error among all allocations with mean 0.5
+    grid = [0.3, 0.4, 0.5, 0.6, 0.7]
+    curves = [[0.0, 0.1, 0.3, 0.6, 1.0], [0.0, 0.5, 1.5, 3.0, 5.0], [0.0, 0.2, 0.4, 0.7, 1.1]]
+    got = error_sparsities(curves, grid, 0.5)
+    assert sum(got) == pytest.approx(1.5)
+    allocations = [js for js in itertools.product(range(5), repeat=3) if sum(js) == 6]
+    best = min(allocations, key=lambda js: sum(c[j] for c, j in zip(curves, js)))
+    assert [grid.index(s) for s in got] == list(best)

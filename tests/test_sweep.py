@@ -118,6 +118,16 @@ def test_sweep_caches_every_stage(qwen2_dir, generic_text, tmp_path, capsys):
     log3 = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[")]
     fresh = [ln for ln in log3 if "cached" not in ln]
     assert fresh and all(" 0.3 " in ln for ln in fresh), fresh
+    # another grid with its own report, sharing the stage cache: only its new cells are built
+    other = config.from_dict(mini(qwen2_dir, generic_text, calibration={
+        "sources": ["rac", "reference"]}, prune={"patterns": []}, recon={"problems": 0}))
+    shared, _ = sweep_and_report(other, tmp_path / "other", show=print, cache=out / "cache")
+    log4 = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[")]
+    fresh = [ln for ln in log4 if "cached" not in ln]
+    assert fresh and all("reference" in ln for ln in fresh), fresh
+    assert not (tmp_path / "other" / "cache").exists()
+    assert (tmp_path / "other" / "report.md").exists()
+    assert {r["source"] for r in shared["records"]} == {"dense", "rac", "reference"}
 
 
 @pytest.mark.slow

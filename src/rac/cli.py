@@ -138,6 +138,7 @@ def cmd_prune(a: argparse.Namespace) -> None:
         segment_weights=parse_segment_weights(a.segment_weights or []),
         balance_segments=a.balance_segments or None, dense_targets=a.dense_targets or None,
         refine_epochs=a.refine_epochs, refine_lr=a.refine_lr, owl_lambda=a.owl_lambda or None,
+        error_span=a.error_span or None, error_step=a.error_step,
         device=models.pick_device(a.device))
     report = prune_to_dir(a.model, a.calib, cfg, a.out, fp8=a.fp8, fp8_export=a.fp8_export,
                           batch_tokens=a.batch_tokens, trust_remote_code=a.trust_remote_code,
@@ -170,7 +171,7 @@ def cmd_sweep(a: argparse.Namespace) -> None:
 
     cfg = config.load(a.config)
     result, rep = sweep_and_report(cfg, a.out, command=" ".join(["rac"] + sys.argv[1:]),
-                                   show=_show)
+                                   show=_show, cache=a.cache)
     print(rep.table1)
     print(f"done in {result['wall_s']:.0f} s: " + report.stage_breakdown(result["stages"]))
     print(_report_paths(a.out))
@@ -408,6 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--owl-lambda", type=float, default=0.0,
                    help="> 0: OWL layer sparsities within target +- LAMBDA at the same total "
                    "(unstructured; beyond the paper)")
+    p.add_argument("--error-span", type=float, default=0.0,
+                   help="> 0: per-block sparsities within target +- SPAN at the same total, "
+                   "chosen from each block's reconstruction error at a grid of sparsities "
+                   "(unstructured; beyond the paper)")
+    p.add_argument("--error-step", type=float, default=0.025, help="that grid's step")
     p.add_argument("--wanda-group", choices=GROUPS, default="row",
                    help="where Wanda compares scores: per output row (the paper) or per layer")
     p.add_argument("--batch-tokens", type=int, default=8192, help="tokens per forward batch")
@@ -448,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run a grid from a TOML config, with caching and resume")
     p.add_argument("config", type=Path, help="TOML config (see docs/sweep.md)")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--cache", type=Path,
+                   help="stage cache shared with other sweeps of the same model (default: OUT/cache)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("recon", help="token-wise last-layer error of two pruned models (Figure 2)")

@@ -7,6 +7,7 @@ same batch with the same seed gives the same completions (what makes traces resu
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -48,6 +49,85 @@ class Backend(Protocol):
         ...
 
 
+GQA_SDPA = "rac_sdpa_gqa"
+
+
+def sdpa_gqa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+             attention_mask: torch.Tensor | None, dropout: float = 0.0,
+             scaling: float | None = None, is_causal: bool | None = None,
+             **kwargs) -> tuple[torch.Tensor, None]:
+    """``transformers``' SDPA attention, but grouped-query attention stays grouped when there is
+    a padding mask. ``transformers`` then copies every key/value head once per query head
+    (``repeat_kv``): with Qwen2.5-0.5B's 14 query and 2 KV heads, at batch 64 and 300 cached
+    tokens that copy cost 56 ms per layer and step on a 2-core CPU, against 3 ms with
+    ``enable_gqa``, and outweighed the model's matrix products four to one."""
+    causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling,
+        is_causal=query.shape[2] > 1 and attention_mask is None and causal, enable_gqa=True)
+    return out.transpose(1, 2).contiguous(), None
+
+
+@contextmanager
+def grouped_attention(lm: torch.nn.Module):
+    """Run ``lm`` with :func:`sdpa_gqa` when it uses SDPA with grouped KV heads (the same
+    numbers, without the copies); any other attention is left as it is."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    config = getattr(lm, "config", None)
+    grouped = getattr(config, "num_key_value_heads", None) not in (None, getattr(
+        config, "num_attention_heads", None))
+    if not grouped or getattr(config, "_attn_implementation", None) != "sdpa":
+        yield
+        return
+    AttentionInterface.register(GQA_SDPA, sdpa_gqa)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(GQA_SDPA, sdpa_mask)
+    lm.set_attn_implementation(GQA_SDPA)
+    try:
+        yield
+    finally:
+        lm.set_attn_implementation("sdpa")
+
+
+def preallocated_cache(lm: torch.nn.Module, capacity: int):
+    """A ``DynamicCache`` whose full-attention layers write into buffers of ``capacity`` tokens
+    instead of concatenating: ``DynamicLayer`` copies the whole cache at every step (470 MB per
+    step for Qwen2.5-0.5B at batch 64 and 300 tokens). Other layer kinds (sliding windows) are
+    kept as they are."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class Preallocated(DynamicLayer):
+        def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+            self.dtype, self.device = key_states.dtype, key_states.device
+            b, h, _, d = key_states.shape
+            self.key_buf = key_states.new_empty(b, h, capacity, d)
+            self.value_buf = value_states.new_empty(b, h, capacity, value_states.shape[-1])
+            self.keys, self.values = self.key_buf[:, :, :0], self.value_buf[:, :, :0]
+            self.is_initialized = True
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            n = self.keys.shape[-2]
+            m = n + key_states.shape[-2]
+            self.key_buf[:, :, n:m] = key_states
+            self.value_buf[:, :, n:m] = value_states
+            self.keys, self.values = self.key_buf[:, :, :m], self.value_buf[:, :, :m]
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            n = self.get_seq_length()
+            self.key_buf, self.value_buf = self.key_buf[indices], self.value_buf[indices]
+            self.keys, self.values = self.key_buf[:, :, :n], self.value_buf[:, :, :n]
+
+    cache = DynamicCache(config=lm.config)
+    cache.layers = [Preallocated() if type(layer) is DynamicLayer else layer
+                    for layer in cache.layers]
+    return cache
+
+
 def trim(generated: list[int], eos_ids: set[int], max_new_tokens: int) -> Completion:
     for i, t in enumerate(generated):
         if t in eos_ids:
@@ -55,17 +135,36 @@ def trim(generated: list[int], eos_ids: set[int], max_new_tokens: int) -> Comple
     return Completion(generated[:max_new_tokens], "length")
 
 
-def next_tokens(logits: torch.Tensor, sampling: Sampling, u: torch.Tensor | None) -> torch.Tensor:
+def next_tokens(logits: torch.Tensor, sampling: Sampling, u: torch.Tensor | None,
+                candidates: int = 256) -> torch.Tensor:
     """One token per row of ``logits`` (rows, vocab): greedy, or sampled with temperature and
     top-p by inverting the CDF at the uniforms ``u`` (rows,). Top-p keeps the most likely tokens
-    until their mass reaches ``top_p`` (at least one), as ``transformers``' ``TopPLogitsWarper``."""
+    until their mass reaches ``top_p`` (at least one), as ``transformers``' ``TopPLogitsWarper``.
+
+    Sorting a 152k-word vocabulary for every row and step costs about as much as the step's
+    matrix products at small batches, so only the ``candidates`` most likely tokens are sorted;
+    a row whose top-p set does not fit in them (a flat distribution) is sorted whole. Both give
+    the same token for the same ``u``."""
     if sampling.temperature == 0:
         return logits.argmax(-1)
     probs = (logits.float() / sampling.temperature).softmax(-1)
-    sorted_p, order = probs.sort(-1, descending=True)
-    if sampling.top_p < 1:
+    k = min(candidates, probs.shape[1]) if sampling.top_p < 1 else probs.shape[1]
+    sorted_p, order = probs.topk(k, dim=-1)
+    flat = sorted_p.sum(-1) < sampling.top_p  # the top-p set is wider than the candidates
+    out = _invert_cdf(sorted_p, order, sampling.top_p, u)
+    if k < probs.shape[1] and flat.any():
+        full_p, full_order = probs[flat].sort(-1, descending=True)
+        out[flat] = _invert_cdf(full_p, full_order, sampling.top_p, u[flat])
+    return out
+
+
+def _invert_cdf(sorted_p: torch.Tensor, order: torch.Tensor, top_p: float,
+                u: torch.Tensor) -> torch.Tensor:
+    """The token at uniform ``u`` of each row's top-p distribution, given the row's
+    probabilities sorted in decreasing order (``order``: their token ids)."""
+    if top_p < 1:
         # drop a token when the tokens more likely than it already hold top_p of the mass
-        sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p >= sampling.top_p, 0)
+        sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p >= top_p, 0)
     cdf = sorted_p.cumsum(-1)
     pick = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True)
     return order.gather(1, pick.clamp(max=cdf.shape[1] - 1)).squeeze(1)
@@ -87,10 +186,12 @@ class TransformersBackend:
         self.lm, self.pad_id, self.eos_ids = lm, pad_id, eos_ids
         self.device = next(lm.parameters()).device
 
-    @torch.inference_mode()
     def generate(self, prompts: list[list[int]], sampling: Sampling, seed: int) -> list[Completion]:
-        from transformers import DynamicCache
+        with grouped_attention(self.lm):
+            return self._generate(prompts, sampling, seed)
 
+    @torch.inference_mode()
+    def _generate(self, prompts: list[list[int]], sampling: Sampling, seed: int) -> list[Completion]:
         dev, n = self.device, len(prompts)
         width = max(map(len, prompts))
         ids = torch.full((n, width), self.pad_id, dtype=torch.long)
@@ -104,7 +205,7 @@ class TransformersBackend:
         eos = torch.tensor(sorted(self.eos_ids), device=dev)
         out = torch.full((n, sampling.max_new_tokens), self.pad_id, dtype=torch.long, device=dev)
         rows = torch.arange(n, device=dev)  # the original rows still being decoded
-        cache = DynamicCache(config=self.lm.config)
+        cache = preallocated_cache(self.lm, width + sampling.max_new_tokens)
         # only the last position's logits are needed (models written without the argument get
         # them all)
         last_only = ({"logits_to_keep": 1}

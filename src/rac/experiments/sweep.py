@@ -111,9 +111,10 @@ class Progress:
 
 
 class Sweep:
-    def __init__(self, cfg: SweepConfig, out: Path, show: Callable[[str], None] | None = None):
+    def __init__(self, cfg: SweepConfig, out: Path, show: Callable[[str], None] | None = None,
+                 cache: Path | None = None):
         self.cfg, self.out = cfg, Path(out)
-        self.cache = self.out / "cache"
+        self.cache = Path(cache) if cache else self.out / "cache"
         self.show = show
         self.progress: Progress | None = None
         self.seen: dict[Path, None] = {}  # stages already reported in this process
@@ -296,9 +297,12 @@ def _versions() -> dict:
 
 
 def sweep_and_report(cfg: SweepConfig, out: Path, command: str = "",
-                     show: Callable[[str], None] | None = None) -> tuple[dict, Report]:
+                     show: Callable[[str], None] | None = None,
+                     cache: Path | None = None) -> tuple[dict, Report]:
     """Run (or resume) the grid, then write results.json, report.md and the figures; ``show``
-    receives one progress line per stage."""
+    receives one progress line per stage. ``cache`` (default ``out/cache``) may be shared by
+    several sweeps: its entries are keyed by their inputs, so cells two grids have in common
+    (the dense evaluation, the same calibration set) are built once."""
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -307,7 +311,7 @@ def sweep_and_report(cfg: SweepConfig, out: Path, command: str = "",
     if old.exists() and json.loads(old.read_text())["model"] != cfg.model:
         raise RacError(f"{out} holds a sweep of another model; use another --out")
     t0 = time.time()
-    result = Sweep(cfg, out, show).run()
+    result = Sweep(cfg, out, show, cache).run()
     t_report = time.time()
     report = write_report(result, out, command)
     result["stages"]["report"] = {"seconds": round(time.time() - t_report, 2), "built": 1,

@@ -94,6 +94,10 @@ class PruneConfig:
     refine_lr: float = 1e-3
     owl_lambda: float = 0.0  # > 0: OWL layer sparsities within target +- lambda (rac.prune.allocation)
     owl_m: float = 5.0  # a score is an outlier above m times its block's mean
+    # > 0: per-block sparsities within target +- this span, on a grid of error_step, chosen from
+    # each block's reconstruction error curve (rac.prune.allocation.error_sparsities)
+    error_span: float = 0.0
+    error_step: float = 0.025
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -107,6 +111,10 @@ class PruneConfig:
             raise ValueError("block refinement is implemented without true-sequential")
         if self.owl_lambda and (self.target.structured or not 0 < self.owl_lambda < 1):
             raise ValueError("OWL needs an unstructured target and 0 < lambda < 1")
+        if self.error_span and (self.target.structured or self.owl_lambda
+                                or not 0 < self.error_step <= self.error_span < 1):
+            raise ValueError("error-driven allocation needs an unstructured target, no OWL, and "
+                             "0 < step <= span < 1")
 
     @classmethod
     def with_recipe(cls, recipe: str, **options) -> PruneConfig:

@@ -19,12 +19,13 @@ block's outputs replace its inputs (one copy, whatever the number of blocks).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 
 import torch
 from tqdm import tqdm
 
-from rac.prune.allocation import outlier_ratio, owl_sparsities
+from rac.prune.allocation import error_sparsities, outlier_ratio, owl_sparsities, sparsity_grid
 from rac.prune.asymmetric import dense_target_weight
 from rac.prune.batches import Batch
 from rac.prune.config import SEQUENTIAL_GROUPS, PruneConfig
@@ -113,33 +114,82 @@ def _prune_magnitude_only(targeted: dict[int, dict[str, torch.nn.Linear]], cfg: 
     return report
 
 
-@torch.inference_mode()
-def owl_targets(blocks: torch.nn.ModuleList, targeted: dict[int, dict[str, torch.nn.Linear]],
-                states: list[tuple[torch.Tensor, dict]], weights: list[torch.Tensor],
-                cfg: PruneConfig) -> dict[int, float]:
-    """OWL's per-block sparsities from the dense model's calibration activations: one extra pass
-    through the dense blocks, on a copy of the block inputs."""
-    dev = cfg.device
+def _groups(lins: dict[str, torch.nn.Linear]) -> list[list[str]]:
+    """The targeted linears of a block in sublayer groups (those that read the same input)."""
+    return [g for g in ([n for n in grp if n in lins] for grp in SEQUENTIAL_GROUPS) if g]
+
+
+def _dense_statistics(blocks: torch.nn.ModuleList, targeted: dict[int, dict[str, torch.nn.Linear]],
+                      states: list[tuple[torch.Tensor, dict]], weights: list[torch.Tensor],
+                      dev: str, hessian: bool
+                      ) -> Iterator[tuple[int, list[list[str]], dict[str, LayerStats]]]:
+    """One pass through the dense blocks on a copy of the block inputs, before any pruning:
+    for each targeted block, its groups and the statistics of each group's input (keyed by the
+    group's first linear). The block is on ``dev`` while its statistics are used."""
     hs = [h.clone() for h, _ in states]
-    ratios, sizes, chosen = [], [], []
     for i, block in enumerate(blocks):
         block.to(dev)
         lins = targeted.get(i, {})
         if lins:
-            stats = {n: LayerStats(lin.in_features, dev, hessian=False) for n, lin in lins.items()}
+            groups = _groups(lins)
+            leaders = {g[0]: lins[g[0]] for g in groups}
+            stats = {n: LayerStats(lin.in_features, dev, hessian=hessian)
+                     for n, lin in leaders.items()}
             for h, (_, kwargs), w in zip(hs, states, weights):
-                seen = inputs_of(lins, lambda h=h, kw=kwargs, b=block: b(h.to(dev),
+                seen = inputs_of(leaders, lambda h=h, kw=kwargs, b=block: b(h.to(dev),
                                                                          **to_device(kw, dev)),
                                  stop_at=None)
                 for n, x in seen.items():
                     feed(stats[n], x, w.to(dev))
-            ratios.append(outlier_ratio([lin.weight for lin in lins.values()],
-                                        [stats[n].col_norm for n in lins], cfg.owl_m))
-            sizes.append(sum(lin.weight.numel() for lin in lins.values()))
-            chosen.append(i)
+            yield i, groups, stats
         _propagate(block, hs, states, dev)
         block.to("cpu")
+
+
+@torch.inference_mode()
+def owl_targets(blocks: torch.nn.ModuleList, targeted: dict[int, dict[str, torch.nn.Linear]],
+                states: list[tuple[torch.Tensor, dict]], weights: list[torch.Tensor],
+                cfg: PruneConfig) -> dict[int, float]:
+    """OWL's per-block sparsities from the dense model's calibration activations."""
+    ratios, sizes, chosen = [], [], []
+    for i, groups, stats in _dense_statistics(blocks, targeted, states, weights, cfg.device,
+                                              hessian=False):
+        lins = targeted[i]
+        names = [n for g in groups for n in g]
+        ratios.append(outlier_ratio([lins[n].weight for n in names],
+                                    [stats[g[0]].col_norm for g in groups for _ in g], cfg.owl_m))
+        sizes.append(sum(lins[n].weight.numel() for n in names))
+        chosen.append(i)
     return dict(zip(chosen, owl_sparsities(ratios, sizes, cfg.target.sparsity, cfg.owl_lambda)))
+
+
+@torch.inference_mode()
+def error_targets(blocks: torch.nn.ModuleList, targeted: dict[int, dict[str, torch.nn.Linear]],
+                  states: list[tuple[torch.Tensor, dict]], weights: list[torch.Tensor],
+                  cfg: PruneConfig) -> dict[int, float]:
+    """Error-driven per-block sparsities: each block's summed relative reconstruction error
+    (``cfg.method`` on the dense model's inputs, weights left as they are) at every sparsity of
+    the grid, then ``error_sparsities``. Costs one dense pass and one solve per grid point."""
+    grid = sparsity_grid(cfg.target.sparsity, cfg.error_span, cfg.error_step)
+    curves, sizes, chosen = [], [], []
+    for i, groups, stats in _dense_statistics(blocks, targeted, states, weights, cfg.device,
+                                              hessian=True):
+        lins = targeted[i]
+        curve = []
+        for s in grid:
+            at = replace(cfg, target=Target(s), error_span=0.0)
+            err = 0.0
+            for g in groups:
+                Ws = [lins[n].weight.data for n in g]
+                pruned, _ = prune_weights(Ws, stats[g[0]], at)
+                err += sum(relative_error(W, P, stats[g[0]].H) for W, P in zip(Ws, pruned))
+            curve.append(err)
+        curves.append(curve)
+        sizes.append(sum(lin.weight.numel() for lin in lins.values()))
+        chosen.append(i)
+    if len(set(sizes)) > 1:
+        raise ValueError("error-driven allocation needs targeted blocks of equal size")
+    return dict(zip(chosen, error_sparsities(curves, grid, cfg.target.sparsity)))
 
 
 def _prune_block_in_passes(i: int, block: torch.nn.Module, groups: list[list[str]],
@@ -201,15 +251,16 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
     dense_states = [h.clone() for h, _ in states] if cfg.needs_dense_states else None
     staged = (cfg.true_sequential and cfg.staged
               and staged_forward_matches(blocks[0], states[0], dev))
-    owl = owl_targets(blocks, targeted, states, weights, cfg) if cfg.owl_lambda else {}
+    allocate = owl_targets if cfg.owl_lambda else error_targets if cfg.error_span else None
+    per_block = allocate(blocks, targeted, states, weights, cfg) if allocate else {}
     report: list[LayerReport] = []
     base_cfg = cfg
     for i in tqdm(range(len(blocks)), desc=f"prune {cfg.method} {cfg.target}", unit="block",
                   disable=not progress):
-        cfg = replace(base_cfg, target=Target(owl[i])) if i in owl else base_cfg
+        cfg = replace(base_cfg, target=Target(per_block[i])) if i in per_block else base_cfg
         block = blocks[i].to(dev)
         lins = targeted.get(i, {})
-        groups = [g for g in ([n for n in grp if n in lins] for grp in SEQUENTIAL_GROUPS) if g]
+        groups = _groups(lins)
         if lins and staged:
             by_leader = {g[0]: g for g in groups}
 
