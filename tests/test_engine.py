@@ -589,3 +589,23 @@ def test_balanced_segments(qwen2_dir, calib_set, tmp_path, capsys):
     used = json.loads((tmp_path / "b" / "prune_report.json").read_text())["segment_weights"]
     counts = calibset.segment_counts(rows_of(calib_set))
     assert used["prompt"] * counts["prompt"] == pytest.approx(used["decode"] * counts["decode"])
+
+
+def test_mask_swaps_lower_wanda_errors_and_are_refused_where_they_do_not_apply(qwen2_dir, calib_set,
+                                                                             tmp_path, capsys):
+    tok = models.load_tokenizer(qwen2_dir)
+    batches = make_batches(rows_of(calib_set), tok.pad_token_id, {})
+    errors = []
+    for swaps in (0, 20):
+        lm = models.load_model(qwen2_dir)
+        report = prune_model(lm, models.decoder_blocks(lm), batches,
+                             PruneConfig("wanda", Target(0.5), mask_swaps=swaps), progress=False)
+        assert all(r.sparsity == pytest.approx(0.5, abs=1e-3) for r in report)
+        errors.append([r.relative_error for r in report])
+    assert errors[1][0] < errors[0][0]  # block 0 sees the same inputs both times
+    assert sum(errors[1]) < sum(errors[0])
+    with pytest.raises(ValueError, match="SparseGPT"):
+        PruneConfig("sparsegpt", Target(0.5), mask_swaps=5)
+    code, _, err = run(capsys, "prune", qwen2_dir, "--method", "magnitude", "--sparsity", "0.5",
+                       "--mask-swaps", "5", "--out", tmp_path / "m")
+    assert code != 0 and "needs --calib" in err and not (tmp_path / "m").exists()

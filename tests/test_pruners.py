@@ -386,3 +386,40 @@ def test_error_driven_allocation_on_hand_cases():
     allocations = [js for js in itertools.product(range(5), repeat=3) if sum(js) == 6]
     best = min(allocations, key=lambda js: sum(c[j] for c, j in zip(curves, js)))
     assert [grid.index(s) for s in got] == list(best)
+
+
+def test_mask_swaps_on_a_hand_case_find_the_best_mask():
+    """Keep one of three weights 1. Columns 0 and 1 are correlated (H_01 = 0.9): pruning both
+    costs 1 + 1.05 + 2 * 0.9 = 3.85, though Wanda's diagonal scores (1, 1.025, 1.095) pick
+    exactly them; pruning 0 and 2 costs 1 + 1.2 = 2.2, the least. One swap finds it."""
+    from rac.prune.swaps import swap_refine
+    from rac.prune.wanda import wanda
+
+    W = torch.ones(1, 3)
+    H = torch.tensor([[1.0, 0.9, 0.0], [0.9, 1.05, 0.0], [0.0, 0.0, 1.2]])
+    start = wanda(W, torch.diagonal(H).sqrt(), Target(2 / 3))
+    assert start.tolist() == [[0.0, 0.0, 1.0]]
+    assert swap_refine(W, start, H, max_swaps=10).tolist() == [[0.0, 1.0, 0.0]]
+    assert swap_refine(W, start, H, max_swaps=0).tolist() == start.tolist()
+
+
+def test_mask_swaps_keep_each_rows_zeros_and_never_raise_its_error():
+    from rac.prune.swaps import swap_refine
+    from rac.prune.wanda import wanda
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(400, 24, generator=g) @ torch.randn(24, 24, generator=g)  # correlated inputs
+    H = X.T @ X
+    W = torch.randn(16, 24, generator=g)
+    start = wanda(W, torch.diagonal(H).sqrt(), Target(0.5))
+    refined = swap_refine(W, start, H, max_swaps=50)
+
+    def row_errors(P):
+        D = W - P
+        return ((D @ H) * D).sum(1)
+
+    assert torch.equal((refined == 0).sum(1), (start == 0).sum(1))
+    kept = refined != 0
+    assert torch.equal(refined[kept], W[kept])  # kept weights keep their dense values
+    assert (row_errors(refined) <= row_errors(start) * (1 + 1e-6)).all()
+    assert row_errors(refined).sum() < 0.9 * row_errors(start).sum()

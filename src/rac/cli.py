@@ -138,7 +138,7 @@ def cmd_prune(a: argparse.Namespace) -> None:
         segment_weights=parse_segment_weights(a.segment_weights or []),
         balance_segments=a.balance_segments or None, dense_targets=a.dense_targets or None,
         refine_epochs=a.refine_epochs, refine_lr=a.refine_lr, owl_lambda=a.owl_lambda or None,
-        error_span=a.error_span or None, error_step=a.error_step,
+        error_span=a.error_span or None, error_step=a.error_step, mask_swaps=a.mask_swaps or None,
         device=models.pick_device(a.device))
     report = prune_to_dir(a.model, a.calib, cfg, a.out, fp8=a.fp8, fp8_export=a.fp8_export,
                           batch_tokens=a.batch_tokens, trust_remote_code=a.trust_remote_code,
@@ -414,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "chosen from each block's reconstruction error at a grid of sparsities "
                    "(unstructured; beyond the paper)")
     p.add_argument("--error-step", type=float, default=0.025, help="that grid's step")
+    p.add_argument("--mask-swaps", type=int, default=0,
+                   help="magnitude/Wanda: then up to N prune-and-grow swaps per row that lower "
+                   "the layer's reconstruction error (DSnoT-style; beyond the paper)")
     p.add_argument("--wanda-group", choices=GROUPS, default="row",
                    help="where Wanda compares scores: per output row (the paper) or per layer")
     p.add_argument("--batch-tokens", type=int, default=8192, help="tokens per forward batch")

@@ -98,6 +98,9 @@ class PruneConfig:
     # each block's reconstruction error curve (rac.prune.allocation.error_sparsities)
     error_span: float = 0.0
     error_step: float = 0.025
+    # magnitude / Wanda: then up to this many prune-and-grow swaps per row that lower the layer's
+    # reconstruction error (rac.prune.swaps; weights keep their dense values)
+    mask_swaps: int = 0
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -115,6 +118,10 @@ class PruneConfig:
                                 or not 0 < self.error_step <= self.error_span < 1):
             raise ValueError("error-driven allocation needs an unstructured target, no OWL, and "
                              "0 < step <= span < 1")
+        if self.mask_swaps and (self.method == "sparsegpt" or self.target.structured
+                                or self.mask_swaps < 0):
+            raise ValueError("mask swaps refine magnitude or Wanda masks (unstructured); SparseGPT "
+                             "also updates the weights it keeps")
 
     @classmethod
     def with_recipe(cls, recipe: str, **options) -> PruneConfig:

@@ -37,6 +37,7 @@ from rac.prune.report import LayerReport
 from rac.prune.sparsegpt import CholeskyError, sparsegpt_group
 from rac.prune.staged import prune_block_staged, staged_forward_matches
 from rac.prune.stats import CrossStats, LayerStats, relative_error
+from rac.prune.swaps import swap_refine
 from rac.prune.wanda import wanda
 
 
@@ -51,13 +52,17 @@ def prune_weights(Ws: list[torch.Tensor], stats: LayerStats | None, cfg: PruneCo
                   ) -> tuple[list[torch.Tensor], float | None]:
     """Prune weights that read the same inputs (one group) with ``cfg.method``; returns the
     pruned weights and SparseGPT's dampening (None for the others)."""
-    if cfg.method == "magnitude":
+    if cfg.method == "magnitude" and not cfg.mask_swaps:
         return [magnitude(W, cfg.target) for W in Ws], None
     if stats is None or stats.tokens == 0:
         raise ValueError(f"{cfg.method} needs calibration statistics; none reached this layer")
-    if cfg.method == "wanda":
-        return [wanda(W, stats.col_norm, cfg.target, cfg.wanda) for W in Ws], None
-    return sparsegpt_group(Ws, stats.H, cfg.target, cfg.sparsegpt)
+    if cfg.method == "sparsegpt":
+        return sparsegpt_group(Ws, stats.H, cfg.target, cfg.sparsegpt)
+    pruned = [magnitude(W, cfg.target) if cfg.method == "magnitude"
+              else wanda(W, stats.col_norm, cfg.target, cfg.wanda) for W in Ws]
+    if cfg.mask_swaps:
+        pruned = [swap_refine(W, P, stats.H, cfg.mask_swaps) for W, P in zip(Ws, pruned)]
+    return pruned, None
 
 
 def prune_group(i: int, group: list[str], lins: dict[str, torch.nn.Linear], stats: LayerStats,
@@ -240,8 +245,9 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
     """Prune ``lm`` in place; returns one report row per pruned linear."""
     targeted = _targeted(blocks, cfg)
     if batches is None:
-        if cfg.method != "magnitude":
-            raise ValueError(f"{cfg.method} needs a calibration set")
+        if cfg.method != "magnitude" or cfg.mask_swaps:
+            raise ValueError(f"{cfg.method}{' with mask swaps' if cfg.mask_swaps else ''} needs a "
+                             "calibration set")
         return _prune_magnitude_only(targeted, cfg)
 
     dev = cfg.device
