@@ -609,3 +609,17 @@ def test_mask_swaps_lower_wanda_errors_and_are_refused_where_they_do_not_apply(q
     code, _, err = run(capsys, "prune", qwen2_dir, "--method", "magnitude", "--sparsity", "0.5",
                        "--mask-swaps", "5", "--out", tmp_path / "m")
     assert code != 0 and "needs --calib" in err and not (tmp_path / "m").exists()
+
+
+def test_allocation_and_swap_options_are_recorded_in_the_report(qwen2_dir, calib_set, tmp_path,
+                                                                capsys):
+    # per layer: Wanda's per-row counts would round 0.45 x 32 columns down to 14
+    code, out, err = run(capsys, "prune", qwen2_dir, "--calib", calib_set, "--method", "wanda",
+                         "--wanda-group", "layer", "--sparsity", "0.5", "--mask-swaps", "4",
+                         "--error-span", "0.1",
+                         "--error-step", "0.05", "--out", tmp_path / "w")
+    assert code == 0, err
+    report = json.loads((tmp_path / "w" / "prune_report.json").read_text())
+    assert (report["mask_swaps"], report["error_span"], report["error_step"]) == (4, 0.1, 0.05)
+    assert report["owl_lambda"] == 0.0
+    assert report["totals"]["sparsity_in_scope"] == pytest.approx(0.5, abs=2e-3)

@@ -64,6 +64,10 @@ class PruneReport:
     segment_weights: dict[str, float]
     dense_targets: bool
     refine_epochs: int
+    owl_lambda: float  # > 0: OWL layer sparsities
+    error_span: float  # > 0: error-driven layer sparsities (grid step error_step)
+    error_step: float
+    mask_swaps: int  # magnitude / Wanda: prune-and-grow swaps per row
     device: str
     totals: PruneTotals
     layers: list[LayerReport]

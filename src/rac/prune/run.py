@@ -68,7 +68,8 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
         true_sequential=cfg.true_sequential, fp8=fp8 or fp8_export,
         blocksize=cfg.sparsegpt.block_for(cfg.target), percdamp=cfg.sparsegpt.percdamp,
         segment_weights=dict(cfg.segment_weights), dense_targets=cfg.dense_targets,
-        refine_epochs=cfg.refine_epochs, device=cfg.device,
+        refine_epochs=cfg.refine_epochs, owl_lambda=cfg.owl_lambda, error_span=cfg.error_span,
+        error_step=cfg.error_step, mask_swaps=cfg.mask_swaps, device=cfg.device,
         totals=PruneTotals.of(layers, time.perf_counter() - t0,
                               resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         layers=layers)
