@@ -423,3 +423,20 @@ def test_mask_swaps_keep_each_rows_zeros_and_never_raise_its_error():
     assert torch.equal(refined[kept], W[kept])  # kept weights keep their dense values
     assert (row_errors(refined) <= row_errors(start) * (1 + 1e-6)).all()
     assert row_errors(refined).sum() < 0.9 * row_errors(start).sum()
+
+
+def test_mask_swaps_under_n_m_stay_inside_each_group():
+    from rac.prune.magnitude import magnitude
+    from rac.prune.swaps import swap_refine
+
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(300, 16, generator=g) @ torch.randn(16, 16, generator=g)
+    H = X.T @ X
+    W = torch.randn(8, 16, generator=g)
+    start = magnitude(W, Target.of("2:4"))
+    refined = swap_refine(W, start, H, max_swaps=40, group=4)
+    zeros = lambda P: (P == 0).reshape(8, 4, 4).sum(-1)  # noqa: E731
+    assert torch.equal(zeros(refined), zeros(start))  # every group of 4 keeps two
+    D0, D1 = W - start, W - refined
+    assert ((D1 @ H) * D1).sum() < ((D0 @ H) * D0).sum()
+    assert not torch.equal(refined, start)

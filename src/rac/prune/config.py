@@ -118,10 +118,9 @@ class PruneConfig:
                                 or not 0 < self.error_step <= self.error_span < 1):
             raise ValueError("error-driven allocation needs an unstructured target, no OWL, and "
                              "0 < step <= span < 1")
-        if self.mask_swaps and (self.method == "sparsegpt" or self.target.structured
-                                or self.mask_swaps < 0):
-            raise ValueError("mask swaps refine magnitude or Wanda masks (unstructured); SparseGPT "
-                             "also updates the weights it keeps")
+        if self.mask_swaps and (self.method == "sparsegpt" or self.mask_swaps < 0):
+            raise ValueError("mask swaps refine magnitude or Wanda masks; SparseGPT also updates "
+                             "the weights it keeps")
 
     @classmethod
     def with_recipe(cls, recipe: str, **options) -> PruneConfig:

@@ -61,7 +61,8 @@ def prune_weights(Ws: list[torch.Tensor], stats: LayerStats | None, cfg: PruneCo
     pruned = [magnitude(W, cfg.target) if cfg.method == "magnitude"
               else wanda(W, stats.col_norm, cfg.target, cfg.wanda) for W in Ws]
     if cfg.mask_swaps:
-        pruned = [swap_refine(W, P, stats.H, cfg.mask_swaps) for W, P in zip(Ws, pruned)]
+        group = cfg.target.m if cfg.target.structured else None
+        pruned = [swap_refine(W, P, stats.H, cfg.mask_swaps, group) for W, P in zip(Ws, pruned)]
     return pruned, None
 
 
