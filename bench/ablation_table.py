@@ -21,6 +21,10 @@ from rac.metrics import mean_se, paired_diff
 def load(spec: str) -> tuple[str, dict[str, float], dict, dict | None]:
     name, _, dirs = spec.partition("=")
     eval_dir, _, pruned_dir = dirs.partition(":")
+    for path, what in ((Path(eval_dir) / "eval.json", "rac eval"),
+                       (Path(pruned_dir) / "prune_report.json" if pruned_dir else None, "rac prune")):
+        if path is not None and not path.is_file():
+            raise SystemExit(f"{name}: {path} does not exist; give the output directory of {what}")
     ev = json.loads((Path(eval_dir) / "eval.json").read_text())
     outcomes = {p["id"]: p["pass1"] for p in ev["problems"]}
     totals = (json.loads((Path(pruned_dir) / "prune_report.json").read_text())["totals"]

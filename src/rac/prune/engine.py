@@ -50,19 +50,23 @@ def _propagate(block: torch.nn.Module, hiddens: list[torch.Tensor],
 
 def prune_weights(Ws: list[torch.Tensor], stats: LayerStats | None, cfg: PruneConfig
                   ) -> tuple[list[torch.Tensor], float | None]:
-    """Prune weights that read the same inputs (one group) with ``cfg.method``; returns the
-    pruned weights and SparseGPT's dampening (None for the others)."""
-    if cfg.method == "magnitude" and not cfg.mask_swaps:
-        return [magnitude(W, cfg.target) for W in Ws], None
-    if stats is None or stats.tokens == 0:
-        raise ValueError(f"{cfg.method} needs calibration statistics; none reached this layer")
+    """Prune weights that read the same inputs (one group) with ``cfg.method``, then refine a
+    mask-only pruning by ``cfg.mask_swaps``; returns the pruned weights and SparseGPT's
+    dampening (None for the others)."""
+    def needed() -> LayerStats:
+        if stats is None or stats.tokens == 0:
+            raise ValueError(f"{cfg.method} needs calibration statistics; none reached this layer")
+        return stats
+
     if cfg.method == "sparsegpt":
-        return sparsegpt_group(Ws, stats.H, cfg.target, cfg.sparsegpt)
-    pruned = [magnitude(W, cfg.target) if cfg.method == "magnitude"
-              else wanda(W, stats.col_norm, cfg.target, cfg.wanda) for W in Ws]
+        return sparsegpt_group(Ws, needed().H, cfg.target, cfg.sparsegpt)
+    if cfg.method == "magnitude":
+        pruned = [magnitude(W, cfg.target) for W in Ws]
+    else:
+        pruned = [wanda(W, needed().col_norm, cfg.target, cfg.wanda) for W in Ws]
     if cfg.mask_swaps:
         group = cfg.target.m if cfg.target.structured else None
-        pruned = [swap_refine(W, P, stats.H, cfg.mask_swaps, group) for W, P in zip(Ws, pruned)]
+        pruned = [swap_refine(W, P, needed().H, cfg.mask_swaps, group) for W, P in zip(Ws, pruned)]
     return pruned, None
 
 
@@ -183,7 +187,7 @@ def error_targets(blocks: torch.nn.ModuleList, targeted: dict[int, dict[str, tor
         lins = targeted[i]
         curve = []
         for s in grid:
-            at = replace(cfg, target=Target(s), error_span=0.0)
+            at = replace(cfg, target=Target(s))
             err = 0.0
             for g in groups:
                 Ws = [lins[n].weight.data for n in g]
