@@ -79,9 +79,21 @@ def smallest(score: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def smallest_per_row(score: torch.Tensor, k: int) -> torch.Tensor:
+    """Mask of ``k`` entries in all, the smallest of each row: every row loses ``k // rows``, and
+    the ``k % rows`` rows whose next-smallest entry is smallest lose one more. So a per-row share
+    that is not whole (a layer target of 0.47 from OWL or the error allocation) still reaches the
+    layer's total instead of rounding down in every row."""
+    rows = score.shape[0]
+    base, extra = divmod(k, rows)
     mask = torch.zeros_like(score, dtype=torch.bool)
-    if k > 0:
-        mask.scatter_(1, score.topk(k, dim=1, largest=False).indices, True)
+    take = base + (extra > 0)
+    if take == 0:
+        return mask
+    values, indices = score.topk(take, dim=1, largest=False)
+    mask.scatter_(1, indices, True)
+    if extra:
+        spare = ~smallest(values[:, -1], extra)  # rows that keep their next-smallest entry
+        mask[spare.nonzero().squeeze(1), indices[spare, -1]] = False
     return mask
 
 

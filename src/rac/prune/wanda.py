@@ -34,5 +34,5 @@ def wanda(W: torch.Tensor, col_norm: torch.Tensor, target: Target,
     elif cfg.group == "layer":
         mask = smallest(score, int(W.numel() * target.sparsity))
     else:
-        mask = smallest_per_row(score, int(W.shape[1] * target.sparsity))
+        mask = smallest_per_row(score, int(W.numel() * target.sparsity))
     return W.masked_fill(mask, 0)
