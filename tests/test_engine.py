@@ -536,8 +536,20 @@ def test_block_refinement_keeps_the_masks_and_lowers_the_block_error(qwen2_dir, 
     zeros = [lin.weight == 0 for lin in linears]
     flags = [p.requires_grad for p in block.parameters()]
     weights = [b.weight.reshape(-1) for b in batches]
-    losses = refine_block(block, linears, states, targets, weights, epochs=4, lr=1e-3, device="cpu")
-    assert len(losses) == 4 and losses[-1] < 0.8 * losses[0]
+    before = [lin.weight.detach().clone() for lin in linears]
+    far = [targets[0] + 1]  # gradients far above Adam's eps, so that its first step is +-lr
+    one = refine_block(block, linears, states[:1], far, weights[:1], epochs=1, lr=0.01,
+                       device="cpu")
+    for lin, w0, z in zip(linears, before, zeros):
+        # Adam's first step moves each kept weight by lr (+-) whatever its gradient's scale:
+        # here 0.01 of the matrix's kept-weight RMS, so the step follows each matrix's scale
+        step = (lin.weight.detach() - w0)[~z].abs().max()
+        assert float(step) == pytest.approx(0.01 * float(w0[~z].pow(2).mean().sqrt()), rel=1e-2)
+        with torch.no_grad():
+            lin.weight.copy_(w0)
+    losses = refine_block(block, linears, states, targets, weights, epochs=4, lr=0.05,
+                          device="cpu")
+    assert len(one) == 1 and len(losses) == 4 and losses[-1] < 0.8 * losses[0]
     for lin, z in zip(linears, zeros):
         assert bool((lin.weight[z] == 0).all())  # pruned weights stay exactly zero
         assert int((lin.weight != 0).sum()) > 0.4 * lin.weight.numel()
@@ -575,6 +587,8 @@ def test_recipes(qwen2_dir, calib_set, tmp_path, capsys):
     assert code == 0, err
     report = json.loads((tmp_path / "b" / "prune_report.json").read_text())
     assert report["refine_epochs"] == 1 and report["dense_targets"] is False
+    assert report["refine_lr"] == 0.01
+    assert all(len(row["block_refine_loss"]) == 1 for row in report["layers"])
 
 
 def test_balanced_segments(qwen2_dir, calib_set, tmp_path, capsys):

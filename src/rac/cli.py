@@ -405,7 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="then N epochs of Adam per block on its kept weights, to match the dense "
                    "block's outputs on the calibration tokens (beyond the paper; default: the "
                    "recipe's)")
-    p.add_argument("--refine-lr", type=float, default=1e-3, help="Adam's learning rate")
+    p.add_argument("--refine-lr", type=float, default=None,
+                   help="Adam's step size relative to each weight matrix's kept-weight RMS "
+                   "(default 0.01)")
     p.add_argument("--owl-lambda", type=float, default=0.0,
                    help="> 0: OWL layer sparsities within target +- LAMBDA at the same total "
                    "(unstructured; beyond the paper)")

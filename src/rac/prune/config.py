@@ -91,7 +91,7 @@ class PruneConfig:
     balance_segments: bool = False  # weigh segments to equal shares (calibset.balanced_weights)
     dense_targets: bool = False  # SparseGPT: fit the dense model's outputs (rac.prune.asymmetric)
     refine_epochs: int = 0  # then Adam on each block's kept weights (rac.prune.refine)
-    refine_lr: float = 1e-3
+    refine_lr: float = 0.01  # Adam's step, relative to each matrix's kept-weight RMS
     owl_lambda: float = 0.0  # > 0: OWL layer sparsities within target +- lambda (rac.prune.allocation)
     owl_m: float = 5.0  # a score is an outlier above m times its block's mean
     # > 0: per-block sparsities within target +- this span, on a grid of error_step, chosen from

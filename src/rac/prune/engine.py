@@ -284,11 +284,13 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
                                          weights, dev, prune_leader)
         else:
             if groups:
-                report += _prune_block_in_passes(i, block, groups, lins, states, weights, cfg,
-                                                 dense_states)
+                rows = _prune_block_in_passes(i, block, groups, lins, states, weights, cfg,
+                                              dense_states)
                 if cfg.refine_epochs:  # dense_states now hold the dense block's outputs
-                    refine_block(block, list(lins.values()), states, dense_states, weights,
-                                 cfg.refine_epochs, cfg.refine_lr, dev)
+                    losses = refine_block(block, list(lins.values()), states, dense_states,
+                                          weights, cfg.refine_epochs, cfg.refine_lr, dev)
+                    rows = [replace(r, block_refine_loss=losses) for r in rows]
+                report += rows
             elif dense_states is not None:
                 _propagate(block, dense_states, states, dev)
             if i + 1 < len(blocks):

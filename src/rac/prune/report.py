@@ -17,6 +17,8 @@ class LayerReport:
     percdamp: float | None  # SparseGPT's dampening, None for the other methods
     seconds: float
     tokens: int  # calibration tokens in the statistics
+    # --refine-epochs: the block's refinement loss per epoch (the same for each of its linears)
+    block_refine_loss: list[float] | None = None
 
     @classmethod
     def of(cls, layer: int, name: str, W: torch.Tensor, err: float | None, damp: float | None,
@@ -64,6 +66,7 @@ class PruneReport:
     segment_weights: dict[str, float]
     dense_targets: bool
     refine_epochs: int
+    refine_lr: float  # relative to each matrix's kept-weight RMS
     owl_lambda: float  # > 0: OWL layer sparsities
     error_span: float  # > 0: error-driven layer sparsities (grid step error_step)
     error_step: float
