@@ -36,7 +36,6 @@ def test_wanda_compares_within_each_row():
     assert torch.equal(wanda(W, norm, Target(0.5)), torch.tensor([[0.0, 0, 3, 4], [0, 0, 2, 1]]))
 
 
-
 def test_wanda_per_row_reaches_a_fractional_target_in_total():
     # 0.375 of 2 rows x 4 columns = 3 weights: one per row, and one more in the row whose second
     # smallest score (row 0: 2, row 1: 6) is smaller. Rounding per row would prune only 2.
@@ -45,6 +44,7 @@ def test_wanda_per_row_reaches_a_fractional_target_in_total():
     assert torch.equal(out, torch.tensor([[0.0, 0, 3, 4], [8, 7, 6, 0]]))
     wide = wanda(torch.randn(7, 33), torch.rand(33) + 0.1, Target(0.47))
     assert int((wide == 0).sum()) == int(7 * 33 * 0.47)
+
 
 def test_targets_are_validated():
     for bad in (dict(sparsity=1.0), dict(sparsity=-0.1), dict(n=4, m=4), dict(n=0, m=4),

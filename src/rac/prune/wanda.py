@@ -31,8 +31,7 @@ def wanda(W: torch.Tensor, col_norm: torch.Tensor, target: Target,
     score = W.abs().float() * col_norm.float().reshape(1, -1)
     if target.structured:
         mask = n_of_m(score, target.n, target.m)
-    elif cfg.group == "layer":
-        mask = smallest(score, int(W.numel() * target.sparsity))
-    else:
-        mask = smallest_per_row(score, int(W.numel() * target.sparsity))
+    else:  # the same count of weights either way; only where scores compete differs
+        select = smallest if cfg.group == "layer" else smallest_per_row
+        mask = select(score, int(W.numel() * target.sparsity))
     return W.masked_fill(mask, 0)
