@@ -89,6 +89,12 @@ def test_plan_has_no_duplicates_and_limits_subgrids():
     assert len(runs) == 2 * (3 + 1 + 3)
 
 
+def test_plan_calibrates_first_seed_only_sources_once():
+    cfg = config.from_dict({"seeds": [0, 1], "calibration": {"sources": ["prompt", "rac"],
+                                                             "first_seed_only": ["prompt"]}})
+    assert [(r.seed, r.source) for r in plan(cfg)] == [(0, "prompt"), (0, "rac"), (1, "rac")]
+
+
 @pytest.mark.slow
 def test_sweep_caches_every_stage(qwen2_dir, generic_text, tmp_path, capsys):
     out = tmp_path / "sweep"

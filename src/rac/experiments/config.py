@@ -38,6 +38,8 @@ class CalibrationSpec:
     fraction_sparsities: list[float] = field(default_factory=list)  # fractions < 1 only here
     pack: int = 0
     offpolicy_model: str = ""  # the model whose traces make the 'offpolicy' source
+    # sources calibrated with the first seed only: a costly off-policy model's traces, say
+    first_seed_only: list[str] = field(default_factory=list)
     generic_text: list[str] = field(default_factory=list)  # empty: rac's built-in synthetic prose
 
 
@@ -138,6 +140,8 @@ def validate(cfg: SweepConfig) -> SweepConfig:
     need(bool(c.sources), "'calibration.sources' is empty")
     for s in c.sources:
         need(s in SOURCES, f"'calibration.sources' has unknown source {s!r}; use {', '.join(SOURCES)}")
+    need(all(s in c.sources for s in c.first_seed_only),
+         "'calibration.first_seed_only' names a source that is not in 'calibration.sources'")
     need("offpolicy" not in c.sources or bool(c.offpolicy_model),
          "source 'offpolicy' needs 'calibration.offpolicy_model'")
     need(c.budget_tokens >= 1, "'calibration.budget_tokens' must be >= 1")

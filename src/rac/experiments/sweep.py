@@ -75,6 +75,8 @@ def plan(cfg: SweepConfig) -> list[Run]:
 
     for seed in cfg.seeds:
         for source in c.sources:
+            if seed != cfg.seeds[0] and source in c.first_seed_only:
+                continue
             for method in p.methods:
                 for frac in c.fractions:
                     for target in targets:
@@ -237,8 +239,8 @@ class Sweep:
             torch.set_num_threads(cfg.threads)
         models.resolve(cfg.model)
         runs = plan(cfg)
-        n_traces = len(cfg.seeds) * (("rac" in cfg.calibration.sources)
-                                     + ("offpolicy" in cfg.calibration.sources))
+        n_traces = len({(r.source, r.seed) for r in runs
+                        if r.source in ("rac", "offpolicy") and r.method != "magnitude"})
         n_calib = len({(r.source, r.seed, r.fraction) for r in runs if r.method != "magnitude"})
         n_eval = len(self.budgets_for(None)) + sum(len(self.budgets_for(r)) for r in runs)
         if self.show:
