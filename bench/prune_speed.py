@@ -29,6 +29,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from rac.prune.batches import Batch
 from rac.prune.config import PruneConfig
 from rac.prune.engine import prune_model
+from rac.prune.forward import input_stats
 from rac.prune.masks import Target
 from rac.prune.stats import relative_error
 
@@ -123,22 +124,12 @@ def run_llmcompressor(dense, ids: torch.Tensor):
 
 def layer_errors(dense, pruned, ids) -> float:
     """Mean relative error of block 0's linears on the dense inputs (both tools, same H)."""
-    from rac.prune.stats import LayerStats
-
-    errs = []
-    block_d, block_p = dense.model.layers[0], pruned.model.layers[0]
-    for name, lin in block_d.named_modules():
-        if not isinstance(lin, torch.nn.Linear):
-            continue
-        stats = LayerStats(lin.in_features, "cpu")
-        h = lin.register_forward_pre_hook(
-            lambda m, a, s=stats: s.add(a[0].reshape(-1, a[0].shape[-1])))
-        with torch.no_grad():
-            dense(input_ids=ids[:8])
-        h.remove()
-        errs.append(relative_error(lin.weight.detach(), block_p.get_submodule(name).weight.detach(),
-                                   stats.H))
-    return sum(errs) / len(errs)
+    linears = {n: lin for n, lin in dense.model.layers[0].named_modules()
+               if isinstance(lin, torch.nn.Linear)}
+    stats = input_stats(dense, linears, calib_batches(ids[:8]))
+    block_p = pruned.model.layers[0]
+    return sum(relative_error(lin.weight.detach(), block_p.get_submodule(n).weight.detach(),
+                              stats[n].H) for n, lin in linears.items()) / len(linears)
 
 
 def profile_block(lm, ids: torch.Tensor) -> None:

@@ -637,3 +637,27 @@ def test_allocation_and_swap_options_are_recorded_in_the_report(qwen2_dir, calib
     assert (report["mask_swaps"], report["error_span"], report["error_step"]) == (4, 0.1, 0.05)
     assert report["owl_lambda"] == 0.0
     assert report["totals"]["sparsity_in_scope"] == pytest.approx(0.5, abs=2e-3)
+
+
+def test_input_stats_sum_the_dense_inputs_of_real_tokens_only():
+    from rac.prune.batches import Batch
+    from rac.prune.forward import input_stats
+
+    class Toy(torch.nn.Module):  # embedding -> linear, called like a causal LM
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(5, 2)
+            self.lin = torch.nn.Linear(2, 3)
+            self.emb.weight.data = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [1.0, 1.0],
+                                                 [9.0, 9.0]])
+
+        def forward(self, input_ids, attention_mask):
+            return self.lin(self.emb(input_ids))
+
+    toy = Toy()
+    ids = torch.tensor([[1, 2, 4], [3, 3, 3]])  # token 4 is padding (weight 0)
+    weight = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    stats = input_stats(toy, {"lin": toy.lin}, [Batch(ids, (weight > 0).long(), weight)])
+    # x x^T over the five real tokens: [1,0], [0,2], and [1,1] three times
+    assert torch.equal(stats["lin"].H, torch.tensor([[4.0, 3.0], [3.0, 7.0]]))
+    assert not toy.lin._forward_pre_hooks  # the hooks are gone

@@ -31,8 +31,9 @@ from rac import calibset, models
 from rac.prune.batches import make_batches
 from rac.prune.config import PruneConfig
 from rac.prune.engine import prune_model
+from rac.prune.forward import input_stats
 from rac.prune.masks import Target
-from rac.prune.stats import LayerStats, relative_error
+from rac.prune.stats import relative_error
 
 TOOLS = ("rac", "llm-compressor")
 
@@ -80,19 +81,7 @@ def errors(model: str, calib: Path, pruned: dict[str, dict[str, torch.Tensor]]) 
     blocks = models.decoder_blocks(lm)
     linears = {f"{b}.{name}": lin for b in scored_blocks(len(blocks))
                for name, lin in blocks[b].named_modules() if isinstance(lin, torch.nn.Linear)}
-    stats = {k: LayerStats(lin.in_features, "cpu") for k, lin in linears.items()}
-    real = {}  # the current batch's non-padding positions
-
-    def hook(module, args, s):
-        s.add(args[0][real["mask"]])
-
-    hooks = [lin.register_forward_pre_hook(lambda m, a, s=stats[k]: hook(m, a, s))
-             for k, lin in linears.items()]
-    for batch in make_batches(rows, tok.pad_token_id):
-        real["mask"] = batch.attention_mask.bool()
-        lm(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-    for h in hooks:
-        h.remove()
+    stats = input_stats(lm, linears, make_batches(rows, tok.pad_token_id))
     return {tool: sum(relative_error(linears[k].weight, w[k], stats[k].H) for k in linears)
             / len(linears) for tool, w in pruned.items()}
 

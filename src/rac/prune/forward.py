@@ -42,6 +42,28 @@ def feed(stats: LayerStats, x: torch.Tensor, weight: torch.Tensor) -> None:
         stats.add(x[keep], weight[keep])
 
 
+@torch.inference_mode()
+def input_stats(lm: torch.nn.Module, linears: dict[str, torch.nn.Module], batches: list[Batch],
+                device: str = "cpu") -> dict[str, LayerStats]:
+    """Each of ``linears``' input statistics over whole forward passes of ``lm`` (padding kept
+    out): the H against which a pruned layer's error is measured on the dense model's inputs."""
+    stats = {n: LayerStats(lin.in_features, device) for n, lin in linears.items()}
+    weight: list[torch.Tensor] = []  # the current batch's token weights
+
+    def hook_for(name: str) -> Callable:
+        return lambda module, args: feed(stats[name], args[0], weight[-1])
+
+    handles = [lin.register_forward_pre_hook(hook_for(n)) for n, lin in linears.items()]
+    try:
+        for b in batches:
+            weight.append(b.weight.reshape(-1).to(device))
+            lm(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device))
+    finally:
+        for h in handles:
+            h.remove()
+    return stats
+
+
 def inputs_of(linears: dict[str, torch.nn.Module], run: Callable[[], object], stop_at: str | None
               ) -> dict[str, torch.Tensor]:
     """The inputs each of ``linears`` receives while ``run()`` executes; the forward stops at
