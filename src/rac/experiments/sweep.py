@@ -172,7 +172,7 @@ class Sweep:
                            batch_size=t.batch_size)
         return self.stage("traces", inputs, lambda d: make_traces(model, calib, d, cfg,
                                                                   progress=False),
-                          f"traces {Path(model).name} seed {seed}")
+                          f"traces {model} seed {seed}")
 
     def calib_set(self, source: str, seed: int, fraction: float) -> Path:
         c = self.cfg.calibration
