@@ -89,10 +89,13 @@ def test_plan_has_no_duplicates_and_limits_subgrids():
     assert len(runs) == 2 * (3 + 1 + 3)
 
 
-def test_plan_calibrates_first_seed_only_sources_once():
-    cfg = config.from_dict({"seeds": [0, 1], "calibration": {"sources": ["prompt", "rac"],
-                                                             "first_seed_only": ["prompt"]}})
-    assert [(r.seed, r.source) for r in plan(cfg)] == [(0, "prompt"), (0, "rac"), (1, "rac")]
+def test_plan_builds_seedless_and_first_seed_only_sources_once():
+    cfg = config.from_dict({"seeds": [0, 1], "calibration": {
+        "sources": ["generic", "prompt", "reference", "rac", "offpolicy"],
+        "offpolicy_model": "elsewhere", "first_seed_only": ["offpolicy"]}})
+    assert [(r.seed, r.source) for r in plan(cfg)] == [
+        (0, "generic"), (0, "prompt"), (0, "reference"), (0, "rac"), (0, "offpolicy"),
+        (1, "generic"), (1, "rac")]
 
 
 @pytest.mark.slow
@@ -234,3 +237,34 @@ def test_recon_cli_writes_heatmap_and_means(qwen2_dir, tmp_path, capsys):
     assert m["mean_error_prompt"] < s["mean_error_prompt"]
     assert res["mean_ratio_decode"] < 1
     capsys.readouterr()
+
+
+def test_report_pairs_table3_against_rac_and_shows_each_seed(tmp_path):
+    from dataclasses import asdict
+
+    from rac.experiments.report import write_report
+
+    cfg = config.from_dict({"seeds": [0, 1], "calibration": {
+        "sources": ["rac", "reference"]}, "prune": {"sparsities": [0.5]}})
+
+    def record(source: str, seed: int, pass1: list[float]) -> dict:
+        summary = {"n_problems": 4, "samples_per_problem": 1, "accuracy": sum(pass1) / 4,
+                   "accuracy_se": 0.0, "mean_cot_tokens": 10.0, "max_hit_rate": 0.0,
+                   "wall_s": 1.0, "tokens_per_s": 5.0}
+        run = Run(seed, source, 1.0, "sparsegpt", Target(0.5), "all", False)
+        return {**run.to_json(), "max_new_tokens": cfg.eval.max_new_tokens[0], "pass1": pass1,
+                "summary": summary}
+
+    records = [{"source": "dense", "max_new_tokens": cfg.eval.max_new_tokens[0],
+                "pass1": [1.0] * 4, "summary": record("rac", 0, [1.0] * 4)["summary"]},
+               record("rac", 0, [1.0, 1.0, 0.0, 0.0]), record("reference", 0, [0.0, 0.0, 0.0, 1.0]),
+               record("rac", 1, [1.0, 1.0, 1.0, 0.0])]
+    write_report({"config": asdict(cfg), "records": records, "versions": {}}, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    # RAC over its two seeds: per problem 1, 1, 0.5, 0 -> 0.625; reference 0.25; paired
+    # differences -1, -1, -0.5, 1 -> -0.375, sd 0.946, SE 0.473
+    assert "| 0.5 | 0.625 ± 0.239 (1s), 2 seeds | 0.250 ± 0.250 (1s) | -0.375 ± 0.473 |" in md
+    # seed 1 - seed 0: 0, 0, 1, 0 -> +0.25 +- 0.25
+    budget = cfg.eval.max_new_tokens[0]
+    assert (f"| RAC sparsegpt 0.5 all max {budget} | 0.500 ± 0.289 | 0.750 ± 0.250 | "
+            "+0.250 ± 0.250 |") in md

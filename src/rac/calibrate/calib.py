@@ -24,6 +24,8 @@ from rac.models import prompt_ids
 from rac.tasks.problems import Problem, read_problems
 
 SOURCES = ("generic", "prompt", "rac", "offpolicy", "reference")
+# the sources a seed does not change: their sets are the problems' own tokens, in file order
+SEEDLESS = ("prompt", "reference")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Tables and figures in the paper's forms, from a sweep's ``results.json``.
 
 Every number carries n and its standard error. Accuracy over several calibration seeds is the
-per-problem pass@1 averaged over seeds, with its SE over problems; the spread between seeds is
-reported beside it. Differences between calibration sources are *paired* on the same problems.
+per-problem pass@1 averaged over seeds, with its SE over problems; each seed's accuracy and the
+paired difference between seeds are in a table of their own. Differences between calibration sources are *paired* on the same problems.
 """
 
 from __future__ import annotations
@@ -45,14 +45,13 @@ class Cell:
 
 @dataclass(frozen=True)
 class Group:
-    """A cell's numbers: accuracy ± SE over problems (pass@1 averaged over seeds), the spread
-    between seeds, and the means of the length and speed metrics."""
+    """A cell's numbers: accuracy ± SE over problems (pass@1 averaged over seeds), each seed's
+    per-problem pass@1, and the means of the length and speed metrics."""
 
     accuracy: float
     se: float
     n: int
-    seeds: int
-    seed_sd: float
+    per_seed: dict[int, list[float]]
     per_problem: list[float]
     wall_s: float
     cot: float
@@ -88,9 +87,9 @@ def aggregate(records: list[dict]) -> dict[Cell, Group]:
         acc, se = mean_se(per_problem)
         s = [EvalSummary.from_json(r["summary"]) for r in rs]
         out[cell_key] = Group(
-            accuracy=acc, se=se, n=len(per_problem), seeds=len(rs),
-            seed_sd=statistics.stdev(x.accuracy for x in s) if len(rs) > 1 else 0.0,
-            per_problem=per_problem, wall_s=statistics.fmean(x.wall_s for x in s),
+            accuracy=acc, se=se, n=len(per_problem),
+            per_seed={r.get("seed", 0): r["pass1"] for r in rs}, per_problem=per_problem,
+            wall_s=statistics.fmean(x.wall_s for x in s),
             cot=statistics.fmean(x.mean_cot_tokens for x in s),
             max_hit=statistics.fmean(x.max_hit_rate for x in s),
             tokens_per_s=statistics.fmean(x.tokens_per_s for x in s),
@@ -182,6 +181,50 @@ def stage_breakdown(stages: dict) -> str:
                      + (f" + {v['cached']} cached)" if v["cached"] else ")") for k, v in rows)
 
 
+def table3(agg: dict[Cell, Group], sources: list[str], method: str, scope: str,
+           max_new: int) -> list[str]:
+    """On-policy RAC against the other chains of thought: accuracy ± SE (eval time), the number
+    of calibration seeds, and each other source minus the first, paired on the same problems."""
+    first, others = sources[0], sources[1:]
+    md = ["## Table 3 form: on-policy vs off-policy and reference chains of thought", "",
+          "| target | " + " | ".join(LABELS[s] for s in sources) + " | "
+          + " | ".join(f"{LABELS[s]} - {LABELS[first]} (paired)" for s in others) + " |",
+          "|---|" + "---|" * (len(sources) + len(others))]
+    for t in _targets(agg, method, scope, max_new):
+        gs = {s: agg.get(Cell(s, max_new, method, t, scope)) for s in sources}
+        cells = [cell(g) + (f", {len(g.per_seed)} seeds" if g and len(g.per_seed) > 1 else "")
+                 for g in gs.values()]
+        diffs = []
+        for s in others:
+            a, b = gs[s], gs[first]
+            diffs.append("-" if a is None or b is None else
+                         "{:+.3f} ± {:.3f}".format(*paired_diff(a.per_problem, b.per_problem)))
+        md.append(f"| {t} | " + " | ".join(cells + diffs) + " |")
+    return md + [""]
+
+
+def seed_table(agg: dict[Cell, Group]) -> list[str]:
+    """How much calibration seeds differ: each seed's accuracy ± SE, and the last seed minus the
+    first, paired on the same problems, for every cell built with more than one seed."""
+    multi = [(k, g) for k, g in agg.items() if len(g.per_seed) > 1]
+    if not multi:
+        return []
+    seeds = sorted({s for _, g in multi for s in g.per_seed})
+    md = ["## Calibration seeds: how much they differ", "",
+          "| model | " + " | ".join(f"seed {s}" for s in seeds)
+          + f" | seed {seeds[-1]} - seed {seeds[0]} (paired) |",
+          "|---|" + "---|" * (len(seeds) + 1)]
+    for k, g in multi:
+        accs = ["{:.3f} ± {:.3f}".format(*mean_se(g.per_seed[s])) if s in g.per_seed else "-"
+                for s in seeds]
+        lo, hi = min(g.per_seed), max(g.per_seed)
+        diff = "{:+.3f} ± {:.3f}".format(*paired_diff(g.per_seed[hi], g.per_seed[lo]))
+        md.append(f"| {LABELS[k.source]} {k.method} {k.target} {k.scope}"
+                  f"{' fp8' if k.fp8 else ''} max {k.max_new_tokens} | " + " | ".join(accs)
+                  + f" | {diff} |")
+    return md + [""]
+
+
 def write_report(result: dict, out: Path, command: str = "") -> Report:
     """Write report.md and the figures into ``out``; returns Table 1 and the comparisons."""
     cfg = result["config"]
@@ -226,13 +269,8 @@ def write_report(result: dict, out: Path, command: str = "") -> Report:
     method = cfg["prune"]["methods"][0]
     extra = [s for s in ("rac", "offpolicy", "reference") if s in sources]
     if len(extra) > 1:
-        md += ["## Table 3 form: on-policy vs off-policy and reference chains of thought", "",
-               "| target | " + " | ".join(LABELS[s] for s in extra) + " |",
-               "|---|" + "---|" * len(extra)]
-        for t in _targets(agg, method, scope, main_new):
-            md.append(f"| {t} | " + " | ".join(
-                cell(agg.get(Cell(s, main_new, method, t, scope))) for s in extra) + " |")
-        md.append("")
+        md += table3(agg, extra, method, scope, main_new)
+    md += seed_table(agg)
     t4 = cfg["prune"]["table4_scopes"]
     if t4 and cfg["prune"]["patterns"]:
         md += ["## Table 4 form: N:M on scopes, with and without FP8", "",

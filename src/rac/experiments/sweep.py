@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from rac import models
-from rac.calibrate.calib import CalibConfig, make_calib
+from rac.calibrate.calib import SEEDLESS, CalibConfig, make_calib
 from rac.calibrate.traces import TracesConfig, make_traces
 from rac.evaluate import EvalConfig, evaluate_model
 from rac.experiments.config import SweepConfig
@@ -75,7 +75,8 @@ def plan(cfg: SweepConfig) -> list[Run]:
 
     for seed in cfg.seeds:
         for source in c.sources:
-            if seed != cfg.seeds[0] and source in c.first_seed_only:
+            # a seedless source would give the very same set and model again
+            if seed != cfg.seeds[0] and (source in c.first_seed_only or source in SEEDLESS):
                 continue
             for method in p.methods:
                 for frac in c.fractions:
