@@ -2,7 +2,8 @@
 
 Every number carries n and its standard error. Accuracy over several calibration seeds is the
 per-problem pass@1 averaged over seeds, with its SE over problems; each seed's accuracy and the
-paired difference between seeds are in a table of their own. Differences between calibration sources are *paired* on the same problems.
+paired difference between seeds are in a table of their own. Differences between calibration
+sources are *paired* on the same problems.
 """
 
 from __future__ import annotations
