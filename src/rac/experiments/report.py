@@ -213,7 +213,7 @@ def seed_table(agg: dict[Cell, Group]) -> list[str]:
     seeds = sorted({s for _, g in multi for s in g.per_seed})
     md = ["## Calibration seeds: how much they differ", "",
           "| model | " + " | ".join(f"seed {s}" for s in seeds)
-          + f" | seed {seeds[-1]} - seed {seeds[0]} (paired) |",
+          + " | last seed - first seed (paired) |",
           "|---|" + "---|" * (len(seeds) + 1)]
     for k, g in multi:
         accs = ["{:.3f} ± {:.3f}".format(*mean_se(g.per_seed[s])) if s in g.per_seed else "-"

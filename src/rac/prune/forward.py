@@ -48,15 +48,15 @@ def input_stats(lm: torch.nn.Module, linears: dict[str, torch.nn.Module], batche
     """Each of ``linears``' input statistics over whole forward passes of ``lm`` (padding kept
     out): the H against which a pruned layer's error is measured on the dense model's inputs."""
     stats = {n: LayerStats(lin.in_features, device) for n, lin in linears.items()}
-    weight: list[torch.Tensor] = []  # the current batch's token weights
+    current: dict[str, torch.Tensor] = {}  # the token weights of the batch being run
 
     def hook_for(name: str) -> Callable:
-        return lambda module, args: feed(stats[name], args[0], weight[-1])
+        return lambda module, args: feed(stats[name], args[0], current["weight"])
 
     handles = [lin.register_forward_pre_hook(hook_for(n)) for n, lin in linears.items()]
     try:
         for b in batches:
-            weight.append(b.weight.reshape(-1).to(device))
+            current["weight"] = b.weight.reshape(-1).to(device)
             lm(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device))
     finally:
         for h in handles:
