@@ -268,3 +268,32 @@ def test_report_pairs_table3_against_rac_and_shows_each_seed(tmp_path):
     budget = cfg.eval.max_new_tokens[0]
     assert (f"| RAC sparsegpt 0.5 all max {budget} | 0.500 ± 0.289 | 0.750 ± 0.250 | "
             "+0.250 ± 0.250 |") in md
+
+
+def test_sweep_refuses_calibration_that_shares_test_problems(qwen2_dir, generic_text, tmp_path):
+    """The same problems for calibration and test (here one file for both) are refused before any
+    stage runs; disjoint splits pass the check, which results.json records."""
+    from rac.tasks.generators import generate
+    from rac.tasks.problems import write_problems
+
+    same = tmp_path / "test.jsonl"
+    write_problems(same, generate("arith", 12, 0, "test"))
+    cfg = config.from_dict(mini(qwen2_dir, generic_text, problems={"calib": str(same), "test": str(same)}))
+    with pytest.raises(RacError, match="calibration and test problems share 12 problems"):
+        sweep_and_report(cfg, tmp_path / "out")
+    assert not (tmp_path / "out" / "cache").exists()
+
+
+def test_a_stale_generated_problem_file_is_made_again(qwen2_dir, generic_text, tmp_path):
+    """generate: specs were kept by file name: a file from an older task definition (or edited by
+    hand) was reused as if it were the task's."""
+    from rac.experiments.sweep import Sweep
+    from rac.tasks.problems import read_problems
+
+    cfg = config.from_dict(mini(qwen2_dir, generic_text))
+    sweep = Sweep(cfg, tmp_path)
+    path = sweep.problem_file("generate:arith:test:12")
+    path.write_text(path.read_text().replace("Compute", "Calculate", 1))
+    fresh = Sweep(cfg, tmp_path).problem_file("generate:arith:test:12")
+    assert "Calculate" not in fresh.read_text()
+    assert read_problems(fresh)[0].extra["split"] == "test"

@@ -13,6 +13,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 
 from rac.io import RacError
+from rac.tasks.splits import SPLITS
 
 THINKING = {"auto": None, "on": True, "off": False}  # --thinking: detected, or forced
 
@@ -318,8 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="arith", choices=TASKS, help="built-in task (default: arith)")
     p.add_argument("--n", type=int, required=True, help="number of problems")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split", default="test", choices=["train", "calib", "test"],
-                   help="disjoint by construction (a problem's split is a hash of its text)")
+    p.add_argument("--split", default="test", choices=SPLITS,
+                   help="disjoint by construction (a problem's split is a hash of its skeleton: "
+                        "family and numbers or statement parameters, not surface text)")
     p.add_argument("--families", help="comma-separated subset of add,mul,word")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_problems)

@@ -38,7 +38,8 @@ from rac.prune.report import PruneTotals
 from rac.prune.run import prune_to_dir, read_totals
 from rac.recon import recon
 from rac.tasks.generators import generate
-from rac.tasks.problems import write_problems
+from rac.tasks.overlap import describe, shared
+from rac.tasks.problems import read_problems, write_problems
 
 CODE_VERSION = 1  # bump to invalidate every cache entry when a stage's semantics change
 
@@ -122,6 +123,7 @@ class Sweep:
         self.progress: Progress | None = None
         self.seen: dict[Path, None] = {}  # stages already reported in this process
         self.stage_seconds: dict[str, dict] = {}  # per kind: seconds built here, built, cached
+        self.made: set[str] = set()  # generate: specs written (or checked) in this process
 
     # -- the cache -------------------------------------------------------------------------------
     def stage(self, kind: str, inputs: dict, build: Callable[[Path], None], label: str) -> Path:
@@ -156,12 +158,27 @@ class Sweep:
         except ValueError as e:
             raise RacError(f"problem spec {spec!r}: write generate:TASK:SPLIT:N") from e
         path = self.out / "problems" / f"{task}-{split}-{n_int}.jsonl"
-        if not path.exists():
-            try:
-                write_problems(path, generate(task, n_int, 0, split))
-            except ValueError as e:
-                raise RacError(f"problem spec {spec!r}: {e}") from e
+        if spec in self.made:
+            return path
+        try:  # made again by every sweep: a file kept by name would survive a change of the task
+            made = generate(task, n_int, 0, split)
+        except ValueError as e:
+            raise RacError(f"problem spec {spec!r}: {e}") from e
+        if not path.exists() or read_problems(path) != made:
+            write_problems(path, made)
+        self.made.add(spec)
         return path
+
+    def check_disjoint(self) -> dict:
+        """Refuse calibration and test problems that share any problem (``rac.tasks.overlap``);
+        the check's result goes into results.json."""
+        calib = read_problems(self.problem_file(self.cfg.problems.calib))
+        test = read_problems(self.problem_file(self.cfg.problems.test))
+        pairs = shared(calib, test)
+        if pairs:
+            raise RacError(describe(pairs, "the calibration and test problems") + "; draw them "
+                           "from disjoint splits")
+        return {"calib_problems": len(calib), "test_problems": len(test), "shared": 0}
 
     def traces(self, model: str, seed: int) -> Path:
         t, budget = self.cfg.traces, self.cfg.calibration.budget_tokens
@@ -248,6 +265,7 @@ class Sweep:
             self.progress = Progress(n_traces + n_calib + len(runs) + n_eval
                                      + (1 if cfg.recon.problems else 0), self.show)
         write_json(self.out / "config.json", asdict(cfg))
+        overlap = self.check_disjoint()
         records = []
         for max_new in self.budgets_for(None):
             ev = self.evaluation(models.resolve(cfg.model), max_new, "dense")
@@ -260,7 +278,7 @@ class Sweep:
                 ev = self.evaluation(d, max_new, f"{run.source} {run.target} {run.scope}")
                 records.append({**run.to_json(), "max_new_tokens": max_new,
                                 "prune": asdict(totals), **ev})
-        result = {"config": asdict(cfg), "records": records,
+        result = {"config": asdict(cfg), "records": records, "overlap": overlap,
                   "versions": {"torch": torch.__version__, **_versions()}}
         if cfg.recon.problems:
             result["recon"] = self.figure2(pruned_dirs)

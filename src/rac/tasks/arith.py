@@ -11,8 +11,9 @@ Every step is a small, local operation (a single-digit product with zeros append
 two numbers), so a model of a few hundred thousand parameters can learn it; how *many* steps there
 are varies from 1 to about 13, which makes chain-of-thought length a meaningful metric.
 
-Splits are disjoint by construction: a problem belongs to the split chosen by a hash of its text,
-so no seed can put the same problem in both the training and the test split.
+Splits are disjoint by construction: a problem belongs to the split chosen by a hash of its
+skeleton (``rac.tasks.splits``): for ``add`` and ``mul`` its text, for ``word`` the numbers and the
+form of the story (not the name, items or days, which are surface).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Problem:
     answer: str
     solution: str  # the reference chain of thought, without the closing answer line
     family: str
+    skeleton: str  # what makes it a different problem: its split is a hash of this
 
     @property
     def id(self) -> str:
@@ -95,13 +97,14 @@ def product_steps(a: int, b: int) -> tuple[list[str], int]:
 def make_add(rng: random.Random) -> Problem:
     terms = [_number(rng, 2, 3) for _ in range(rng.randint(2, 8))]
     lines, total = sum_steps(terms)
-    return Problem("Compute " + "+".join(map(str, terms)) + ".", str(total), "\n".join(lines), "add")
+    text = "Compute " + "+".join(map(str, terms)) + "."
+    return Problem(text, str(total), "\n".join(lines), "add", text)
 
 
 def make_mul(rng: random.Random) -> Problem:
     a, b = _number(rng, 2, 3), _number(rng, 1, 2)
     lines, total = product_steps(a, b)
-    return Problem(f"Compute {a}*{b}.", str(total), "\n".join(lines), "mul")
+    return Problem(f"Compute {a}*{b}.", str(total), "\n".join(lines), "mul", f"Compute {a}*{b}.")
 
 
 def make_word(rng: random.Random) -> Problem:
@@ -115,6 +118,7 @@ def make_word(rng: random.Random) -> Problem:
         prod_lines, prod = product_steps(each, n)
         sum_lines, total = sum_steps([prod, a])
         lines = [f"{each}*{n}+{a}"] + prod_lines + sum_lines
+        skeleton = f"word-buy:{a}:{n}:{each}"
     else:
         verb, unit = rng.choice(ACTIVITIES)
         days = rng.sample(DAYS, rng.randint(2, 5))
@@ -124,7 +128,8 @@ def make_word(rng: random.Random) -> Problem:
         text = f"{name} {verb} {listed}. How many {unit} in total?"
         sum_lines, total = sum_steps(counts)
         lines = ["+".join(map(str, counts))] + sum_lines
-    return Problem(text, str(total), "\n".join(lines), "word")
+        skeleton = "word-days:" + ":".join(map(str, counts))
+    return Problem(text, str(total), "\n".join(lines), "word", skeleton)
 
 
 MAKERS = {"add": make_add, "mul": make_mul, "word": make_word}
@@ -136,7 +141,8 @@ def sample_problem(rng: random.Random, families: tuple[str, ...] = FAMILIES) -> 
 
 def generate(n: int, seed: int, split: str, families: tuple[str, ...] = FAMILIES) -> list[Problem]:
     """``n`` distinct problems of one split, reproducible from ``seed``."""
-    return draw(n, split, random.Random(f"{seed}-{split}"), families, MAKERS, lambda p: p.problem)
+    return draw(n, split, "arith", random.Random(f"{seed}-{split}"), families, MAKERS,
+                lambda p: p.skeleton, lambda p: p.skeleton)
 
 
 def completion_text(p: Problem) -> str:

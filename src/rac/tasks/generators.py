@@ -21,6 +21,8 @@ def generate(task: str, n: int, seed: int, split: str, families: tuple[str, ...]
     made = module.generate(n, seed, split, families or module.FAMILIES)
     if task == "code":  # a code problem has hidden tests instead of an answer
         return [Problem(p.id, p.problem, "", {"tests": p.tests, "solution": p.solution,
-                                              "family": p.family, "split": split}) for p in made]
+                                              "family": p.family, "skeleton": p.skeleton,
+                                              "split": split}) for p in made]
     return [Problem(p.id, p.problem, p.answer,
-                    {"solution": p.solution, "family": p.family, "split": split}) for p in made]
+                    {"solution": p.solution, "family": p.family, "skeleton": p.skeleton,
+                     "split": split}) for p in made]

@@ -1,17 +1,30 @@
 """Disjoint splits for generated tasks, and drawing distinct problems of one split.
 
-A problem belongs to the split chosen by a hash of its text, so no seed can put the same problem
-in both the training and the test split, whatever task generated it.
+A problem's split is chosen by a hash of its *skeleton*: what makes it a different problem, not
+its surface text. For a word problem that is its family and numbers (names and items are
+surface: two problems that differ only in a name are the same problem); for a code problem its
+family and statement parameters (the random example input shown with the statement is surface).
+So no seed can put a problem in two splits, nor a test problem in ``calib`` with another name.
+
+Every task has the same four splits, in proportions of its own: ``arith`` keeps the embedded
+model's training split (its ``add`` and ``mul`` skeletons are their whole text, as when the model
+was trained), and the code task gives most of its few hundred statements to the held-out splits.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TypeVar
 
-SPLITS = {"train": (0, 80), "calib": (80, 90), "test": (90, 100)}
+SPLITS = ("train", "val", "calib", "test")
+# percent buckets [lo, hi) of the skeleton hash, per task
+BUCKETS: dict[str, dict[str, tuple[int, int]]] = {
+    "arith": {"train": (0, 80), "calib": (80, 90), "val": (90, 95), "test": (95, 100)},
+    "gsm": {"train": (0, 40), "val": (40, 55), "calib": (55, 75), "test": (75, 100)},
+    "code": {"train": (0, 20), "val": (20, 35), "calib": (35, 65), "test": (65, 100)},
+}
 T = TypeVar("T")
 
 
@@ -19,32 +32,41 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def split_of(problem_text: str) -> str:
-    bucket = int(digest(problem_text)[:8], 16) % 100
-    for name, (lo, hi) in SPLITS.items():
+def split_of(skeleton: str, task: str) -> str:
+    bucket = int(digest(skeleton)[:8], 16) % 100
+    for name, (lo, hi) in BUCKETS[task].items():
         if lo <= bucket < hi:
             return name
     raise AssertionError(bucket)
 
 
-def draw(n: int, split: str, rng: random.Random, families: tuple[str, ...],
-         makers: dict[str, Callable[[random.Random], T]], text: Callable[[T], str]) -> list[T]:
-    """``n`` distinct problems of ``split``: a family drawn uniformly, then a problem of it, kept
-    when its text is new and hashes into the split."""
+def check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    unknown = set(families) - set(makers)
+
+
+def check_families(families: tuple[str, ...], known: tuple[str, ...]) -> None:
+    unknown = set(families) - set(known)
     if unknown:
-        raise ValueError(f"unknown families {sorted(unknown)}; choose from {', '.join(makers)}")
-    seen: set[str] = set()
+        raise ValueError(f"unknown families {sorted(unknown)}; choose from {', '.join(known)}")
+
+
+def draw(n: int, split: str, task: str, rng: random.Random, families: tuple[str, ...],
+         makers: dict[str, Callable[[random.Random], T]], skeleton: Callable[[T], str],
+         distinct: Callable[[T], Hashable]) -> list[T]:
+    """``n`` problems of ``split``, distinct by ``distinct``: a family drawn uniformly, then a
+    problem of it, kept when it is new and its skeleton hashes into the split."""
+    check_split(split)
+    check_families(families, tuple(makers))
+    seen: set[Hashable] = set()
     out: list[T] = []
     for _ in range(1000 * (n + 10)):
         if len(out) == n:
             return out
         p = makers[rng.choice(families)](rng)
-        if text(p) in seen or split_of(text(p)) != split:
+        if distinct(p) in seen or split_of(skeleton(p), task) != split:
             continue
-        seen.add(text(p))
+        seen.add(distinct(p))
         out.append(p)
     if len(out) == n:
         return out

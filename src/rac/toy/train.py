@@ -75,7 +75,7 @@ def _example(rng: random.Random, tok: PreTrainedTokenizerFast, generic_fraction:
         return ids, [1] * len(ids)
     while True:
         p = arith.sample_problem(rng)
-        if split_of(p.problem) == "train":
+        if split_of(p.skeleton, "arith") == "train":
             break
     prompt = tok.apply_chat_template([{"role": "user", "content": p.problem}],
                                      add_generation_prompt=True, tokenize=False)
