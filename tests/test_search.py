@@ -1,15 +1,22 @@
-"""rac search: bisection on a fake evaluator with a known threshold, the SE-aware verdict on hand
-cases, and the whole verb on a tiny model (outputs, resume)."""
+"""rac search: bisection on a known threshold, the SE-aware verdict on hand cases, the whole verb
+with a fake pruner and evaluator whose accuracy falls at a known level (the level found exactly,
+the cache keyed by what determines each result, overlapping files refused), and the whole verb on a
+tiny model (outputs, resume)."""
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
+import statistics
+from pathlib import Path
 
 import pytest
 
 from rac.cli import main
+from rac.experiments import search as search_module
 from rac.experiments.search import Tolerance, bisect, judge
+from rac.tasks.problems import Problem, read_problems, write_problems
 
 
 @pytest.mark.parametrize("n_levels", [1, 2, 7, 46])
@@ -51,8 +58,8 @@ def test_tolerance_is_validated():
 
 @pytest.mark.slow
 def test_rac_search_end_to_end_and_resume(qwen2_dir, tmp_path, capsys):
-    for split, name in (("calib", "c"), ("test", "v"), ("test", "t")):
-        assert main(["problems", "--n", "6", "--split", split, "--seed", str(len(name)),
+    for split, name in (("calib", "c"), ("val", "v"), ("test", "t")):
+        assert main(["problems", "--n", "6", "--split", split, "--seed", "1",
                      "--out", str(tmp_path / f"{name}.jsonl")]) == 0
     assert main(["calib", "--source", "reference", "--tokenizer", str(qwen2_dir), "--problems",
                  str(tmp_path / "c.jsonl"), "--budget-tokens", "300", "--out",
@@ -77,3 +84,135 @@ def test_rac_search_end_to_end_and_resume(qwen2_dir, tmp_path, capsys):
     assert main(argv + ["--keep", "0.9"]) == 2
     err = capsys.readouterr().err
     assert "not allowed with argument --tolerance" in err and len(err.strip().splitlines()) == 1
+
+
+class Fake:
+    """A pruner and an evaluator that need no model: a pruned 'model' is a directory naming its
+    sparsity and method, and a problem is solved while the sparsity is below its ``breaks_at``.
+    Counts what it was asked to do."""
+
+    def __init__(self, monkeypatch):
+        self.pruned: list[tuple[str, float]] = []
+        self.evaluated: list[tuple[float, str]] = []
+        monkeypatch.setattr(search_module, "prune_to_dir", self.prune)
+        monkeypatch.setattr(search_module, "evaluate_model", self.evaluate)
+
+    def prune(self, model, calib, cfg, out, batch_tokens, progress):
+        out.mkdir(parents=True)
+        shutil.copy(Path(model) / "config.json", out / "config.json")
+        (out / "level.json").write_text(json.dumps({"sparsity": cfg.target.fraction}))
+        self.pruned.append((cfg.method, cfg.target.fraction))
+
+    def evaluate(self, model, problems, out, cfg, overwrite, progress):
+        level = Path(model) / "level.json"
+        sparsity = json.loads(level.read_text())["sparsity"] if level.exists() else 0.0
+        pass1 = [float(sparsity < p.extra["breaks_at"]) for p in read_problems(problems)]
+        mean = statistics.fmean(pass1)
+        se = statistics.stdev(pass1) / math.sqrt(len(pass1))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps({
+            "problems": [{"pass1": x} for x in pass1],
+            "summary": {"accuracy": mean, "accuracy_se": se, "n_problems": len(pass1)}}))
+        self.evaluated.append((sparsity, Path(problems).name))
+
+    def counts(self) -> tuple[int, int]:
+        counts = len(self.pruned), len(self.evaluated)
+        self.pruned.clear()
+        self.evaluated.clear()
+        return counts
+
+
+def _problems(path: Path, prefix: str, breaks_at: list[float]) -> Path:
+    write_problems(path, [Problem(f"{prefix}{i}", f"{prefix} problem number {i} of the file",
+                                  "1", {"breaks_at": b}) for i, b in enumerate(breaks_at)])
+    return path
+
+
+@pytest.fixture
+def fake_search(tmp_path, monkeypatch):
+    """A model of 4 blocks, a calibration 'set', a validation file whose accuracy falls from 1 to
+    0.6 at sparsity 0.46 and a disjoint test file whose accuracy falls to 0 at 0.30."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"num_hidden_layers": 4}))
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    (calib / "calib_info.json").write_text("{}")
+    val = _problems(tmp_path / "val.jsonl", "v", [0.46] * 16 + [0.9] * 24)
+    test = _problems(tmp_path / "test.jsonl", "t", [0.30] * 20)
+    argv = ["search", str(model), "--calib", str(calib), "--problems", str(val),
+            "--test-problems", str(test), "--tolerance", "0.02", "--step", "0.02",
+            "--max-sparsity", "0.9", "--temperature", "0", "--out", str(tmp_path / "s")]
+    return Fake(monkeypatch), argv, tmp_path
+
+
+def _run(argv: list[str], out: Path) -> dict:
+    assert main(argv) == 0
+    return json.loads((out / "search.json").read_text())
+
+
+def test_search_finds_the_level_where_accuracy_falls_and_reports_the_test_split(fake_search):
+    fake, argv, tmp = fake_search
+    result = _run(argv, tmp / "s")
+    assert result["chosen"]["sparsity"] == pytest.approx(0.44)  # 0.46 drops 0.4: not within
+    assert result["dense_validation_accuracy"] == 1.0
+    # the test file's problems break at 0.30: the chosen model fails them all, dense solves them
+    assert (result["test_accuracy"], result["dense_test_accuracy"]) == (0.0, 1.0)
+    assert result["test_problems"] == 20
+    tried = {round(p["sparsity"], 2): p["verdict"]["within"] for p in result["points"]}
+    assert tried[0.44] and not tried[0.46]
+    pruned, evaluated = fake.counts()
+    assert pruned == len(tried) <= 7  # bisection over 46 levels
+    assert evaluated == len(tried) + 3  # + dense validation, chosen test, dense test
+
+
+def test_search_cache_is_keyed_by_what_determines_each_result(fake_search):
+    fake, argv, tmp = fake_search
+    out = tmp / "s"
+
+    def flag(name: str, value: str) -> list[str]:
+        i = argv.index(name)
+        return argv[:i + 1] + [value] + argv[i + 2:]
+
+    _run(argv, out)
+    fake.counts()
+    assert _run(flag("--tolerance", "0.03"), out)["chosen"]["sparsity"] == pytest.approx(0.44)
+    assert fake.counts() == (0, 0)  # another tolerance: every evaluation reused
+    # another validation file, whose problems break at 0.2: evaluated anew (pruned models reused)
+    other = _problems(tmp / "val2.jsonl", "w", [0.2] * 40)
+    result = _run(flag("--problems", str(other)), out)
+    assert result["chosen"]["sparsity"] == pytest.approx(0.18)
+    assert fake.counts()[1] > 0
+    # one that no level passes at all: dense accuracy 0 is reported as 0, not the cached 1.0
+    zero = _problems(tmp / "val3.jsonl", "z", [0.0] * 40)
+    assert _run(flag("--problems", str(zero)), out)["dense_validation_accuracy"] == 0.0
+    fake.counts()
+    # another calibration set (same path, other contents), method or recipe: pruned anew
+    (tmp / "calib" / "calib_info.json").write_text('{"seed": 1}')
+    assert _run(argv, out)["chosen"]["sparsity"] == pytest.approx(0.44)
+    pruned, _ = fake.counts()
+    assert pruned > 0
+    for changed in (argv + ["--method", "wanda"], argv + ["--recipe", "best"]):
+        _run(changed, out)
+        assert fake.counts()[0] == pruned
+    # other sampling: the same pruned models, evaluated anew
+    _run(flag("--temperature", "0.5"), out)
+    assert fake.counts() == (0, pruned + 3)
+    inputs = [json.loads(p.read_text()) for p in (out / "levels").rglob("inputs.json")]
+    assert {i["eval"]["sampling"]["temperature"] for i in inputs if "eval" in i} == {0.0, 0.5}
+
+
+def test_search_refuses_validation_problems_shared_with_the_test_file(fake_search, capsys):
+    fake, argv, tmp = fake_search
+    val = read_problems(tmp / "val.jsonl")
+    test = read_problems(tmp / "test.jsonl")
+    for leaked, reason in ((Problem("t3", "a new statement", "1", {"breaks_at": 0.5}), "id"),
+                           (Problem("v99", test[5].problem, "1", {"breaks_at": 0.5}),
+                            "statement")):
+        write_problems(tmp / "val.jsonl", val + [leaked])
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "share 1 problems" in err and f"({reason})" in err, err
+        assert len(err.strip().splitlines()) == 1
+        assert fake.counts() == (0, 0) and not (tmp / "s" / "levels").exists()

@@ -6,7 +6,14 @@ The search is over a grid of pruning levels: unstructured sparsities ``0, step, 
 max_sparsity``, or for an N:M pattern the number of leading decoder blocks pruned with it (0 to
 all). Level 0 is the dense model. Bisection assumes accuracy falls with the level; each level tried
 is pruned and evaluated once and cached under ``OUT/levels/``, so a killed search resumes where it
-stopped and a rerun with another tolerance reuses every evaluation.
+stopped and a rerun with another tolerance reuses every evaluation. Each cached result is keyed by
+what determines it: a pruned model by the model's and the calibration set's contents, its pruning
+config and the batch size; an evaluation by that model, the problem file's contents and the
+evaluation settings (``inputs.json`` beside each says which). A rerun into the same directory with
+another file, set, method, recipe or sampling computes what it needs anew.
+
+The validation and test files must not share a problem (by id, statement or skeleton,
+``rac.tasks.overlap``): a search tuned on test problems would report a test accuracy it chose.
 
 A level is *within* tolerance only if it is at the chosen confidence: with d the per-problem
 paired drop (dense - pruned, same problems), mean(d) + z * SE(d) <= the allowed drop (``points``,
@@ -16,6 +23,7 @@ verdict at the observed drop and spread.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -26,11 +34,17 @@ from pathlib import Path
 
 from rac import models
 from rac.evaluate import EvalConfig, evaluate_model
+from rac.experiments.sweep import key_of
 from rac.io import RacError, atomic_write_text, save_figure, write_json
 from rac.metrics import mean_se
 from rac.prune.config import PruneConfig, Scope
 from rac.prune.masks import Target
 from rac.prune.run import prune_to_dir
+from rac.tasks import overlap
+from rac.tasks.problems import read_problems
+
+WHOLE_FILE_BYTES = 256 << 20  # larger files are fingerprinted by their size and sampled windows
+WINDOWS, WINDOW_BYTES = 16, 64 << 10
 
 
 @dataclass(frozen=True)
@@ -140,57 +154,121 @@ def _sparsity(p: PruneConfig | None, n_blocks: int) -> float:
     return p.target.fraction
 
 
+def fingerprint(path: Path) -> str:
+    """The identity of a directory's contents: each file's relative name and bytes, except that a
+    file over ``WHOLE_FILE_BYTES`` counts by its size and ``WINDOWS`` windows spread over it
+    (hashing a 32B checkpoint whole would take minutes; a retrained or pruned one differs in
+    every window)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RacError(f"{path} does not exist or is not a directory")
+    h = hashlib.sha256()
+    for f in sorted(q for q in path.rglob("*") if q.is_file()):
+        size = f.stat().st_size
+        h.update(f"{f.relative_to(path)}:{size}\n".encode())
+        with f.open("rb") as data:
+            if size <= WHOLE_FILE_BYTES:
+                h.update(data.read())
+                continue
+            for k in range(WINDOWS):
+                data.seek((size - WINDOW_BYTES) * k // (WINDOWS - 1))
+                h.update(data.read(WINDOW_BYTES))
+    return h.hexdigest()[:16]
+
+
+def check_disjoint(val: Path, test: Path) -> None:
+    """Refuse a validation file that shares a problem with the test file."""
+    pairs = overlap.shared(read_problems(val), read_problems(test))
+    if pairs:
+        raise RacError(overlap.describe(pairs, f"validation file {val} and test file {test}")
+                       + "; validate on problems disjoint from the test set, e.g. 'rac problems "
+                       "--split val'")
+
+
+@dataclass(frozen=True)
+class _Cache:
+    """Where each level's pruned model and evaluations live, keyed by what determines them."""
+
+    model: str | Path
+    calib: Path
+    cfg: SearchConfig
+    out: Path
+    model_key: str
+    calib_key: str
+
+    def level(self, p: PruneConfig | None) -> tuple[Path, Path]:
+        """The directory of a level and the model evaluated there (pruned into it if need be)."""
+        if p is None:
+            return self.out / "levels" / f"dense-{self.model_key}", models.resolve(self.model)
+        inputs = {"model": self.model_key, "calib": self.calib_key, "prune": asdict(p),
+                  "batch_tokens": self.cfg.batch_tokens}
+        d = self.out / "levels" / f"{_label(p)}-{key_of(inputs)}"
+        if not (d / "inputs.json").exists():
+            shutil.rmtree(d, ignore_errors=True)  # an unfinished level is redone
+            prune_to_dir(self.model, self.calib, p, d / "model",
+                         batch_tokens=self.cfg.batch_tokens, progress=False)
+            write_json(d / "inputs.json", inputs)
+        return d, d / "model"
+
+    def evaluation(self, p: PruneConfig | None, problems: Path) -> dict:
+        """``evaluate_model`` of a level on ``problems``, or what an earlier run left."""
+        d, model = self.level(p)
+        inputs = {"level": d.name, "problems": models.file_sha256(problems),
+                  "eval": asdict(self.cfg.eval)}
+        e = d / f"eval-{key_of(inputs)}"
+        if not (e / "inputs.json").exists():
+            evaluate_model(model, problems, e, self.cfg.eval, overwrite=True, progress=False)
+            write_json(e / "inputs.json", inputs)
+        return json.loads((e / "eval.json").read_text())
+
+
 def search(model: str | Path, calib: Path, val: Path, test: Path, cfg: SearchConfig, out: Path,
            show: Callable[[str], None] | None = None) -> dict:
-    """Run (or resume) the search; writes ``OUT/search.json``, ``search.md``, ``search.png``, the
-    chosen model at ``OUT/model`` and its test evaluation at ``OUT/test``."""
+    """Run (or resume) the search; writes ``OUT/search.json``, ``search.md``, ``search.png`` and
+    the chosen model at ``OUT/model`` (its test evaluation is cached with its level)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RacError(f"{out} is a file; give a directory for the search")
+    check_disjoint(val, test)
     n_blocks = json.loads((models.resolve(model) / "config.json").read_text())["num_hidden_layers"]
     levels = levels_for(cfg, n_blocks)
+    cache = _Cache(model, Path(calib), cfg, out, fingerprint(models.resolve(model)),
+                   fingerprint(Path(calib)))
     say = show or (lambda _line: None)
 
-    def evaluate_level(k: int) -> list[float]:
-        d = out / "levels" / _label(levels[k])
-        if not (d / "eval" / "eval.json").exists():
-            shutil.rmtree(d, ignore_errors=True)  # an unfinished level is redone
-            if levels[k] is not None:
-                prune_to_dir(model, calib, levels[k], d / "model", batch_tokens=cfg.batch_tokens,
-                             progress=False)
-        target = model if levels[k] is None else d / "model"
-        return [r["pass1"] for r in _evaluation(target, val, d / "eval", cfg.eval)["problems"]]
+    def accuracies(k: int) -> list[float]:
+        return [r["pass1"] for r in cache.evaluation(levels[k], val)["problems"]]
 
-    dense = evaluate_level(0)
+    dense = accuracies(0)
     tried: dict[int, tuple[float, Verdict]] = {}  # level -> (validation accuracy, verdict)
 
     def within(k: int) -> bool:
-        accuracies = evaluate_level(k)
-        v = judge(dense, accuracies, cfg.tolerance)
-        tried[k] = (statistics.fmean(accuracies), v)
+        pruned = accuracies(k)
+        v = judge(dense, pruned, cfg.tolerance)
+        tried[k] = (statistics.fmean(pruned), v)
         say(f"level {_label(levels[k])}: sparsity {_sparsity(levels[k], n_blocks):.3f}, drop "
             f"{v.drop:+.3f} +- {v.se:.3f} (allowed {v.allowed:.3f}): "
             + ("within" if v.within else "not within"))
         return v.within
 
-    best = bisect(len(levels), within)
-    chosen = out / "levels" / _label(levels[best])
+    best = levels[bisect(len(levels), within)]
     model_out = out / "model"
     if model_out.exists():
         shutil.rmtree(model_out)
-    shutil.copytree(models.resolve(model) if levels[best] is None else chosen / "model", model_out)
-    test_eval = _evaluation(model_out, test, out / "test" / _label(levels[best]), cfg.eval)
-    dense_test = _evaluation(model, test, out / "test" / "dense", cfg.eval)
+    shutil.copytree(cache.level(best)[1], model_out)
+    test_eval, dense_test = cache.evaluation(best, test), cache.evaluation(None, test)
     points = [{"level": _label(levels[k]), "sparsity": _sparsity(levels[k], n_blocks),
                "accuracy": accuracy, "verdict": asdict(v)}
               for k, (accuracy, v) in sorted(tried.items())]
     result = {
         "model": models.model_name(model), "calib": str(calib), "validation": str(val),
-        "test": str(test), "method": cfg.prune.method,
+        "test": str(test), "model_fingerprint": cache.model_key,
+        "calib_fingerprint": cache.calib_key, "validation_sha256": models.file_sha256(val),
+        "test_sha256": models.file_sha256(test), "method": cfg.prune.method,
         "pattern": str(cfg.pattern) if cfg.pattern else "unstructured",
         "tolerance": asdict(cfg.tolerance), "step": cfg.step,
         "dense_validation_accuracy": statistics.fmean(dense), "points": points,
-        "chosen": {"level": _label(levels[best]), "sparsity": _sparsity(levels[best], n_blocks)},
+        "chosen": {"level": _label(best), "sparsity": _sparsity(best, n_blocks)},
         "test_accuracy": test_eval["summary"]["accuracy"],
         "test_accuracy_se": test_eval["summary"]["accuracy_se"],
         "dense_test_accuracy": dense_test["summary"]["accuracy"],
@@ -200,13 +278,6 @@ def search(model: str | Path, calib: Path, val: Path, test: Path, cfg: SearchCon
     write_json(out / "search.json", result)
     atomic_write_text(out / "search.md", _markdown(result))
     return result
-
-
-def _evaluation(model: str | Path, problems: Path, d: Path, cfg: EvalConfig) -> dict:
-    """``evaluate_model`` into ``d``, or what an earlier run left there."""
-    if not (d / "eval.json").exists():
-        evaluate_model(model, problems, d, cfg, overwrite=True, progress=False)
-    return json.loads((d / "eval.json").read_text())
 
 
 def _plot(result: dict, path: Path) -> None:

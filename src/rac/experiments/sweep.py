@@ -213,12 +213,12 @@ class Sweep:
                           f"calib {source} x{fraction:g} seed {seed}")
 
     def pruned(self, run: Run) -> tuple[Path, PruneTotals]:
-        calib = self.calib_set(run.source, run.seed, run.fraction) if run.method != "magnitude" \
-            else None
         recipe = self.cfg.prune.recipe
         cfg = PruneConfig.with_recipe(recipe, method=run.method, target=run.target,
                                       scope=Scope.parse(run.scope),
                                       true_sequential=self.cfg.prune.true_sequential)
+        calib = self.calib_set(run.source, run.seed, run.fraction) if cfg.needs_calibration \
+            else None
         inputs = {"model": models.model_name(self.cfg.model), "calib": str(calib), "fp8": run.fp8,
                   "method": run.method, "target": str(run.target), "scope": run.scope,
                   "true_sequential": self.cfg.prune.true_sequential,

@@ -37,9 +37,11 @@ def owl_sparsities(ratios: list[float], sizes: list[int], target: float, lam: fl
 
 
 def sparsity_grid(target: float, span: float, step: float) -> list[float]:
-    """``target`` and the points ``step`` apart within ``target +- span``, all in [0, 1)."""
+    """``target`` and the points ``step`` apart within ``target +- span``, all in [0, 1). The
+    other points are rounded (0.5 + 0.05 is 0.55, not 0.55000000000000004); ``target`` itself is
+    kept exactly as given, however many digits it has (1/3), as ``error_sparsities`` looks it up."""
     k = int(round(span / step))
-    grid = [round(target + j * step, 10) for j in range(-k, k + 1)]
+    grid = [round(target + j * step, 10) if j else target for j in range(-k, k + 1)]
     if not (grid[0] >= 0 and grid[-1] < 1):
         raise ValueError(f"sparsities {grid[0]:g}..{grid[-1]:g} leave [0, 1): lower the span")
     return grid

@@ -121,6 +121,9 @@ class PruneConfig:
         if self.mask_swaps and (self.method == "sparsegpt" or self.mask_swaps < 0):
             raise ValueError("mask swaps refine magnitude or Wanda masks; SparseGPT also updates "
                              "the weights it keeps")
+        check_segment_weights(self.segment_weights)
+        if self.balance_segments and self.segment_weights:
+            raise ValueError("give segment weights or balance the segments, not both")
 
     @classmethod
     def with_recipe(cls, recipe: str, **options) -> PruneConfig:
@@ -133,6 +136,15 @@ class PruneConfig:
     def needs_dense_states(self) -> bool:
         """Whether the engine carries the dense model's hidden states beside the pruned ones."""
         return self.dense_targets or self.refine_epochs > 0
-        check_segment_weights(self.segment_weights)
-        if self.balance_segments and self.segment_weights:
-            raise ValueError("give segment weights or balance the segments, not both")
+
+    @property
+    def needs_calibration(self) -> list[str]:
+        """The options of this config that only a calibration set gives a meaning to (as the
+        command line spells them); empty for plain magnitude pruning."""
+        options = {f"--method {self.method}": self.method != "magnitude",
+                   "--mask-swaps": self.mask_swaps > 0,
+                   "--refine-epochs (or --recipe best)": self.refine_epochs > 0,
+                   "--owl-lambda": self.owl_lambda > 0, "--error-span": self.error_span > 0,
+                   "--segment-weights": bool(self.segment_weights),
+                   "--balance-segments": self.balance_segments}
+        return [name for name, given in options.items() if given]

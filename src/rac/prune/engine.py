@@ -250,9 +250,8 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
     """Prune ``lm`` in place; returns one report row per pruned linear."""
     targeted = _targeted(blocks, cfg)
     if batches is None:
-        if cfg.method != "magnitude" or cfg.mask_swaps:
-            raise ValueError(f"{cfg.method}{' with mask swaps' if cfg.mask_swaps else ''} needs a "
-                             "calibration set")
+        if cfg.needs_calibration:
+            raise ValueError(f"{', '.join(cfg.needs_calibration)}: only with a calibration set")
         return _prune_magnitude_only(targeted, cfg)
 
     dev = cfg.device

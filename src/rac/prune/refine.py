@@ -24,18 +24,24 @@ def refine_block(block: torch.nn.Module, linears: list[torch.nn.Linear],
     ``lr`` is relative: each matrix's step size is ``lr`` times the RMS of its kept weights, since
     Adam's steps do not scale with the gradient, and weight scales differ by model (the embedded
     model's RMS is about 0.1, Qwen2.5-0.5B's 0.008-0.06 in blocks 0 and 12). Returns the loss of
-    each epoch (its mean over batches)."""
+    each epoch (its mean over batches).
+
+    The block runs in its own dtype, but Adam updates an fp32 master copy of each trained matrix
+    (with fp32 moments) that is rounded into the block after every step: in bf16 a step below
+    half the weight's resolution (2^-8 of its magnitude) would otherwise be rounded away, every
+    time."""
     with torch.inference_mode(False), torch.enable_grad():
         params = [lin.weight for lin in linears]
         masks = [(p != 0).detach().clone() for p in params]
         saved = [p.requires_grad for p in block.parameters()]
         for p in block.parameters():
             p.requires_grad_(False)
-        live = [torch.nn.Parameter(p.detach().clone()) for p in params]
+        live = [torch.nn.Parameter(p.detach().clone()) for p in params]  # the block's dtype
+        master = [p.detach().float().clone() for p in params]
         for lin, p in zip(linears, live):
             lin.weight = p
-        opt = torch.optim.Adam([{"params": [p], "lr": lr * float(p[m].pow(2).mean().sqrt())}
-                                for p, m in zip(live, masks)])
+        opt = torch.optim.Adam([{"params": [w], "lr": lr * float(w[m].pow(2).mean().sqrt())}
+                                for w, m in zip(master, masks)])
         data = [(_normal(h, device), _normal(kw, device), _normal(t, device),
                  _normal(w, device).reshape(t.shape[:-1]))
                 for (h, kw), t, w in zip(states, targets, weights)]
@@ -46,19 +52,20 @@ def refine_block(block: torch.nn.Module, linears: list[torch.nn.Linear],
                 out = block_output(block(h, **kw))
                 loss = (w.unsqueeze(-1) * (out.float() - target.float()) ** 2).sum() / \
                     (w.sum() * target.shape[-1]).clamp(min=1)
-                opt.zero_grad()
+                for p in live:
+                    p.grad = None
                 loss.backward()
-                for p, m in zip(live, masks):
-                    p.grad.mul_(m)
+                for w32, p, m in zip(master, live, masks):
+                    w32.grad = p.grad.float() * m
                 opt.step()
                 with torch.no_grad():
-                    for p, m in zip(live, masks):
-                        p.mul_(m)  # Adam's moments could move a pruned weight: keep it zero
+                    for w32, p, m in zip(master, live, masks):
+                        w32.mul_(m)  # Adam's moments could move a pruned weight: keep it zero
+                        p.copy_(w32)
                 total += float(loss.detach())
             losses.append(total / len(data))
-        with torch.no_grad():
-            for lin, p, m in zip(linears, live, masks):
-                lin.weight = torch.nn.Parameter(p.detach().clone() * m, requires_grad=False)
+        for lin, p in zip(linears, live):
+            lin.weight = torch.nn.Parameter(p.detach().clone(), requires_grad=False)
         for p, flag in zip(block.parameters(), saved):
             p.requires_grad_(flag)
     return losses

@@ -46,9 +46,10 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
             cfg = replace(cfg, segment_weights=calibset.balanced_weights(cset.rows),
                           balance_segments=False)
         batches = make_batches(cset.rows, tok.pad_token_id, cfg.segment_weights, batch_tokens)
-    elif cfg.method != "magnitude" or cfg.mask_swaps:
-        raise RacError(f"--method {cfg.method}{' --mask-swaps' if cfg.mask_swaps else ''} needs "
-                       "--calib DIR (only plain magnitude works without)")
+    elif cfg.needs_calibration:
+        given = cfg.needs_calibration
+        raise RacError(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} --calib DIR "
+                       "(only plain magnitude pruning works without)")
     lm = models.load_model(model, "cpu", trust_remote_code=trust_remote_code)
     blocks = models.decoder_blocks(lm)
     try:
