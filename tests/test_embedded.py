@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rac import models
 from rac.evaluate import EvalConfig, evaluate_model
-from rac.generate import sampling_for
+from rac.sampling import sampling_for
 from rac.tasks import arith
 from rac.tasks.problems import Problem, write_problems
 

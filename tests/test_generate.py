@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from transformers.generation.logits_process import TopPLogitsWarper
 
 from rac import models
-from rac.generate import Sampling, TransformersBackend, next_tokens
+from rac.generate import TransformersBackend, _with_room
+from rac.sampling import Sampling, next_tokens, sampling_for
 
 
 def prompts_of(tok, n: int, seed: int = 0) -> list[list[int]]:
@@ -109,3 +112,130 @@ def test_grouped_kv_heads_are_never_copied_per_query_head(qwen2_dir, monkeypatch
         prompts, sampling, seed=0)
     assert [len(c.ids) for c in got] == [8] * 4
     assert lm.config._attn_implementation == "sdpa"
+
+
+EMBEDDED_TEXTS = ([f"Compute {a}+{b}." for a, b in [(12, 7), (345, 678), (9, 9), (1234, 56), (23, 45)]]
+                  + [f"Compute {a}*{b}." for a, b in [(347, 26), (12, 3), (999, 99), (5, 8), (78, 65)]]
+                  + [f"Compute {a}+{b}+{c}." for a, b, c in [(1, 2, 3), (23, 45, 12), (567, 89, 1000)]])
+
+
+@pytest.mark.parametrize("sampling,seed,digest,tokens", [
+    (Sampling(0.0, 1.0, 512), 0, "25388c7c016de3d8", 1210),
+    (Sampling(0.6, 0.95, 512), 1, "25388c7c016de3d8", 1210),
+    (Sampling(1.5, 0.9, 20), 3, "c2010b67413cdd7d", 260)])
+def test_the_embedded_model_gives_what_the_preallocating_loop_gave(sampling, seed, digest, tokens):
+    """The digests of the completions of rac a372ae1's loop (the KV cache preallocated for the
+    whole limit, no top-k or penalty) on the same prompts: growing the cache changes nothing."""
+    import hashlib
+    import json
+
+    from rac.generate import eos_ids_of, generate_all
+
+    tok, lm = models.load_tokenizer("embedded"), models.load_model("embedded")
+    assert sampling_for("embedded", "eval").identity() == {
+        "temperature": 0.0, "top_p": 1.0, "max_new_tokens": 512}  # its generation_config: none
+    backend = TransformersBackend(lm, tok.pad_token_id, eos_ids_of(tok, lm))
+    prompts = [models.prompt_ids(tok, t, "") for t in EMBEDDED_TEXTS]
+    ids = [c.ids for c in generate_all(backend, prompts, sampling, seed, 5, progress=False)]
+    assert sum(map(len, ids)) == tokens
+    assert hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16] == digest
+
+
+def test_growing_the_cache_from_one_token_equals_holding_the_whole_limit(qwen2_dir):
+    lm, tok = models.load_model(qwen2_dir), models.load_tokenizer(qwen2_dir)
+    prompts = prompts_of(tok, 7, seed=4)
+    for sampling in (Sampling(0.0, 1.0, 30), Sampling(1.0, 0.9, 30),
+                     Sampling(1.0, 1.0, 30, top_k=5, repetition_penalty=1.3)):
+        first = TransformersBackend(lm, tok.pad_token_id, {tok.eos_token_id}).generate(
+            prompts, sampling, seed=2)
+        # two frequent tokens end rows: rows leave the batch at different steps
+        eos = {tok.eos_token_id, first[0].ids[3], first[4].ids[11]}
+        outs = []
+        for chunk in (1, 10_000):  # doubling from 1 token / one buffer for the whole limit
+            backend = TransformersBackend(lm, tok.pad_token_id, eos)
+            backend.first_chunk = chunk
+            outs.append(backend.generate(prompts, sampling, seed=2))
+        assert outs[0] == outs[1]
+        assert len({len(c.ids) for c in outs[0]}) > 2
+
+
+def test_a_buffer_doubles_up_to_its_limit_and_keeps_what_it_held():
+    buf = torch.arange(12.).reshape(1, 1, 4, 3)
+    grown = _with_room(buf, used=3, need=5, limit=100, first=2, dim=2)
+    assert grown.shape == (1, 1, 8, 3) and torch.equal(grown[:, :, :3], buf[:, :, :3])
+    assert _with_room(buf, 3, 4, 100, 2, dim=2) is buf  # room enough: the same buffer
+    assert _with_room(buf, 4, 5, 6, 2, dim=2).shape[2] == 6  # never past the limit
+    assert _with_room(torch.zeros(2, 0), 0, 3, 50, 8, dim=1).shape == (2, 11)  # first: need + 8
+
+
+MEMORY_PROBE = r"""
+import resource, sys, torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+from rac.generate import Sampling, TransformersBackend
+torch.set_num_threads(1)
+torch.manual_seed(0)
+# Qwen2.5-0.5B's cache shape (24 layers of 2 KV heads of 64, fp32); the rest tiny
+cfg = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=24,
+                  num_attention_heads=14, num_key_value_heads=2, head_dim=64,
+                  max_position_embeddings=40000)
+lm = Qwen2ForCausalLM(cfg).eval()
+prompts = [[5 + (i + j) % 50 for j in range(8 + i % 5)] for i in range(64)]
+backend = TransformersBackend(lm, 0, set(range(64)))  # every token ends a row: 1-token answers
+backend.generate(prompts, Sampling(0.0, 1.0, 4), 0)  # warm up
+def vm(key):
+    line = next(ln for ln in open("/proc/self/status") if ln.startswith(key + ":"))
+    return int(line.split()[1]) * 1024
+before = vm("VmSize")
+resource.setrlimit(resource.RLIMIT_AS, (before + (3 << 30),) * 2)
+out = backend.generate(prompts, Sampling(0.0, 1.0, int(sys.argv[1])), 0)
+assert [len(c.ids) for c in out] == [1] * 64
+print(vm("VmPeak") - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_memory_follows_the_tokens_generated_not_the_limit():
+    """Batch 64 of 1-token completions at the paper's 32,768-token limit: buffers for the whole
+    limit would take 24 x 2 x 64 x 2 x 32,780 x 64 x 4 bytes = 51.6 GB of address space before
+    the first token. Measured in a subprocess, allowed 3 GiB more address space than it has."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, "32768"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    grown = int(done.stdout.split()[-1])
+    assert grown < 1 << 30  # the cache holds the prompt + 257 tokens: 0.45 GB
+
+
+@pytest.mark.parametrize("arch_dir", ["qwen2_dir", "llama_dir"])
+def test_the_repetition_penalty_and_top_k_are_what_generate_applies(arch_dir, request):
+    model = request.getfixturevalue(arch_dir)
+    lm, tok = models.load_model(model), models.load_tokenizer(model)
+    prompts = prompts_of(tok, 6, seed=3)
+    backend = TransformersBackend(lm, tok.pad_token_id, {tok.eos_token_id})
+    penalized = backend.generate(prompts, Sampling(0.0, 1.0, 20, repetition_penalty=1.5), seed=0)
+    for p, c in zip(prompts, penalized):  # the prompt's tokens are penalized too, as in generate
+        ref = lm.generate(torch.tensor([p]), do_sample=False, max_new_tokens=20,
+                          repetition_penalty=1.5, pad_token_id=tok.pad_token_id,
+                          eos_token_id=tok.eos_token_id)[0, len(p):].tolist()
+        assert c.ids == (ref[:ref.index(tok.eos_token_id) + 1] if tok.eos_token_id in ref else ref)
+    plain = backend.generate(prompts, Sampling(0.0, 1.0, 20), seed=0)
+    assert plain != penalized
+    # top-k 1 leaves one token to sample: greedy, whatever the uniforms
+    assert backend.generate(prompts, Sampling(1.0, 1.0, 20, top_k=1), seed=7) == plain
+
+
+def test_top_k_samples_only_the_k_most_likely_tokens():
+    from rac.sampling import logits_processors
+
+    torch.manual_seed(2)
+    logits = torch.randn(300, 50) * 3
+    sampling = Sampling(temperature=1.0, top_p=1.0, top_k=4)
+    (top_k,) = logits_processors(sampling)
+    draws = torch.stack([next_tokens(top_k(None, logits), sampling, torch.rand(300))
+                         for _ in range(40)])
+    allowed = logits.topk(4, dim=-1).indices
+    assert (draws.T.unsqueeze(-1) == allowed.unsqueeze(1)).any(-1).all()
+    assert all(len(set(draws[:, r].tolist())) > 1 for r in range(5))  # not greedy either
+    assert logits_processors(Sampling(0.0, 1.0, top_k=4)) == []  # greedy: top-k is moot

@@ -50,9 +50,11 @@ def _engine(a: argparse.Namespace):
 
 
 def _sampling(a: argparse.Namespace, stage: str):
-    from rac.generate import sampling_for
+    from rac.sampling import sampling_for
 
-    return sampling_for(a.model, stage, a.temperature, a.top_p, a.max_new_tokens)
+    return sampling_for(a.model, stage, a.temperature, a.top_p, a.max_new_tokens, top_k=a.top_k,
+                        repetition_penalty=a.repetition_penalty,
+                        generation_config=not a.ignore_generation_config)
 
 
 def cmd_eval(a: argparse.Namespace) -> None:
@@ -292,6 +294,13 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, help="0 = greedy (default: the model's)")
     p.add_argument("--top-p", type=float, help="nucleus sampling (default: the model's)")
     p.add_argument("--max-new-tokens", type=int, help="token limit per completion")
+    p.add_argument("--top-k", type=int, help="sample from the k most likely tokens, 0 = off "
+                   "(default: the model's generation_config.json, else off)")
+    p.add_argument("--repetition-penalty", type=float, help="1 = off (default: the model's "
+                   "generation_config.json, else off)")
+    p.add_argument("--ignore-generation-config", action="store_true",
+                   help="top-k and repetition penalty off unless given, whatever the model's "
+                   "generation_config.json says")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--instruction", help="text appended to each problem (default: the R1 "

@@ -16,10 +16,16 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from rac import models
-from rac.generate import Backend, Engine, Sampling, generate_all, open_backend
+from rac.generate import Backend, Engine, generate_all, open_backend
 from rac.io import RacError, atomic_dir, atomic_write_text, check_output_dir, write_json
 from rac.metrics import mean_se
 from rac.models import THINK_CLOSE, prompt_ids
+from rac.sampling import (
+    GENERATION_CONFIG,
+    SHIPPED_FIELDS,
+    Sampling,
+    shipped_generation_config,
+)
 from rac.tasks.grading import grade_problem
 from rac.tasks.math import Grade
 from rac.tasks.problems import Problem, read_problems
@@ -145,15 +151,23 @@ def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Prob
             "problems": rows}
 
 
+def generation_config_markdown(used: Sampling, shipped: dict) -> list[str]:
+    """What the model's generation_config.json asks for beside what the run used (nothing when
+    the file sets no sampling setting)."""
+    if not shipped:
+        return []
+    return [f"| sampling setting | the model's {GENERATION_CONFIG} | used |", "|---|---|---|",
+            *[f"| {k} | {shipped.get(k, '')} | {getattr(used, k)} |" for k in SHIPPED_FIELDS], ""]
+
+
 def summary_markdown(result: dict, title: str) -> str:
     s, c = result["summary"], result["config"]
-    sampling = c["sampling"]
-    mode = ("greedy" if sampling["temperature"] == 0
-            else f"T={sampling['temperature']}, top-p={sampling['top_p']}")
+    used = Sampling(**c["sampling"])
     return "\n".join([
         f"# {title}", "",
-        f"{s['n_problems']} problems x {s['samples_per_problem']} sample(s), {mode}, "
-        f"max {sampling['max_new_tokens']} new tokens, seed {c['seed']}.", "",
+        f"{s['n_problems']} problems x {s['samples_per_problem']} sample(s), {used.describe()}, "
+        f"max {used.max_new_tokens} new tokens, seed {c['seed']}.", "",
+        *generation_config_markdown(used, result.get("model_generation_config", {})),
         *([] if c.get("thinking", True) else [
             "No think phase (detected, or --thinking off): the whole completion counts as the "
             "chain of thought and the answer is its last \\boxed{} (or code block).", ""]),
@@ -183,6 +197,7 @@ def evaluate_model(model: str | Path, problems_file: Path, out: Path | None, cfg
                   thinking=models.thinking_for(model, tok, cfg.thinking))
     result = evaluate(open_backend(model, tok, engine), tok, problems, cfg, progress=progress)
     result["model"] = models.model_name(model)
+    result["model_generation_config"] = shipped_generation_config(model)
     result["problems_file"] = str(problems_file)
     if out is not None:
         with atomic_dir(out, overwrite=overwrite) as tmp:

@@ -17,23 +17,9 @@ from tqdm import tqdm
 
 from rac import models
 from rac.io import RacError
+from rac.sampling import Sampling, logits_processors, next_tokens
 
 BACKENDS = ("transformers", "vllm")
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 0.6  # 0 means greedy
-    top_p: float = 0.95
-    max_new_tokens: int = 8192
-
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top-p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max new tokens must be >= 1, got {self.max_new_tokens}")
 
 
 @dataclass(frozen=True)
@@ -91,21 +77,36 @@ def grouped_attention(lm: torch.nn.Module):
         lm.set_attn_implementation("sdpa")
 
 
-def preallocated_cache(lm: torch.nn.Module, capacity: int):
-    """A ``DynamicCache`` whose full-attention layers write into buffers of ``capacity`` tokens
-    instead of concatenating: ``DynamicLayer`` copies the whole cache at every step (by byte
-    count, 470 MB per step for Qwen2.5-0.5B at batch 64 and 300 tokens). Other layer kinds
-    (sliding windows) are kept as they are."""
+def _with_room(buf: torch.Tensor, used: int, need: int, limit: int, first: int,
+               dim: int) -> torch.Tensor:
+    """``buf`` if it holds ``need`` positions along ``dim``, else a bigger one (twice as big, at
+    least ``first`` more than needed, at most ``limit``) holding a copy of the ``used`` ones."""
+    cap = buf.shape[dim]
+    if cap >= need:
+        return buf
+    shape = list(buf.shape)
+    shape[dim] = max(need, min(limit, max(2 * cap, need + first)))
+    grown = buf.new_empty(shape)
+    grown.narrow(dim, 0, used).copy_(buf.narrow(dim, 0, used))
+    return grown
+
+
+def growing_cache(lm: torch.nn.Module, limit: int, first: int):
+    """A ``DynamicCache`` whose full-attention layers write into buffers instead of concatenating
+    (``DynamicLayer`` copies the whole cache at every step: by byte count, 470 MB per step for
+    Qwen2.5-0.5B at batch 64 and 300 tokens). The buffers start ``first`` tokens past the prompt
+    and double when full, never past ``limit``: buffers of the whole limit from the start would
+    hold batch x (prompt + max new tokens) before the first token, 48 GiB for Qwen2.5-0.5B in
+    fp32 at batch 64 and 32,768 new tokens. Rows leaving the batch copy only the used part. Other
+    layer kinds (sliding windows) are kept as they are."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
-    class Preallocated(DynamicLayer):
+    class Growing(DynamicLayer):
         def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
             self.dtype, self.device = key_states.dtype, key_states.device
-            b, h, _, d = key_states.shape
-            self.key_buf = key_states.new_empty(b, h, capacity, d)
-            self.value_buf = value_states.new_empty(b, h, capacity, value_states.shape[-1])
-            self.keys, self.values = self.key_buf[:, :, :0], self.value_buf[:, :, :0]
+            self.key_buf, self.value_buf = key_states[:, :, :0], value_states[:, :, :0]
+            self.keys, self.values = self.key_buf, self.value_buf
             self.is_initialized = True
 
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
@@ -113,6 +114,8 @@ def preallocated_cache(lm: torch.nn.Module, capacity: int):
                 self.lazy_initialization(key_states, value_states)
             n = self.keys.shape[-2]
             m = n + key_states.shape[-2]
+            self.key_buf = _with_room(self.key_buf, n, m, limit, first, dim=2)
+            self.value_buf = _with_room(self.value_buf, n, m, limit, first, dim=2)
             self.key_buf[:, :, n:m] = key_states
             self.value_buf[:, :, n:m] = value_states
             self.keys, self.values = self.key_buf[:, :, :m], self.value_buf[:, :, :m]
@@ -120,13 +123,21 @@ def preallocated_cache(lm: torch.nn.Module, capacity: int):
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
             n = self.get_seq_length()
-            self.key_buf, self.value_buf = self.key_buf[indices], self.value_buf[indices]
+            self.key_buf = _select_rows(self.key_buf, indices, n)
+            self.value_buf = _select_rows(self.value_buf, indices, n)
             self.keys, self.values = self.key_buf[:, :, :n], self.value_buf[:, :, :n]
 
     cache = DynamicCache(config=lm.config)
-    cache.layers = [Preallocated() if type(layer) is DynamicLayer else layer
+    cache.layers = [Growing() if type(layer) is DynamicLayer else layer
                     for layer in cache.layers]
     return cache
+
+
+def _select_rows(buf: torch.Tensor, indices: torch.Tensor, used: int) -> torch.Tensor:
+    """A buffer of the same capacity holding the ``used`` positions of rows ``indices``."""
+    kept = buf.new_empty(len(indices), *buf.shape[1:])
+    kept[:, :, :used] = buf[indices, :, :used]
+    return kept
 
 
 def trim(generated: list[int], eos_ids: set[int], max_new_tokens: int) -> Completion:
@@ -134,42 +145,6 @@ def trim(generated: list[int], eos_ids: set[int], max_new_tokens: int) -> Comple
         if t in eos_ids:
             return Completion(generated[:i + 1], "stop")
     return Completion(generated[:max_new_tokens], "length")
-
-
-def next_tokens(logits: torch.Tensor, sampling: Sampling, u: torch.Tensor | None,
-                candidates: int = 256) -> torch.Tensor:
-    """One token per row of ``logits`` (rows, vocab): greedy, or sampled with temperature and
-    top-p by inverting the CDF at the uniforms ``u`` (rows,). Top-p keeps the most likely tokens
-    until their mass reaches ``top_p`` (at least one), as ``transformers``' ``TopPLogitsWarper``.
-
-    Sorting a 152k-word vocabulary for every row and step costs about as much as the step's
-    matrix products at small batches, so only the ``candidates`` most likely tokens are sorted;
-    a row whose top-p set does not fit in them (a flat distribution) is sorted whole. Both give
-    the same token for the same ``u``."""
-    if sampling.temperature == 0:
-        return logits.argmax(-1)
-    probs = (logits.float() / sampling.temperature).softmax(-1)
-    k = min(candidates, probs.shape[1]) if sampling.top_p < 1 else probs.shape[1]
-    sorted_p, order = probs.topk(k, dim=-1)
-    out = _invert_cdf(sorted_p, order, sampling.top_p, u)
-    if k < probs.shape[1]:
-        flat = sorted_p.sum(-1) < sampling.top_p  # the top-p set is wider than the candidates
-        if flat.any():
-            full_p, full_order = probs[flat].sort(-1, descending=True)
-            out[flat] = _invert_cdf(full_p, full_order, sampling.top_p, u[flat])
-    return out
-
-
-def _invert_cdf(sorted_p: torch.Tensor, order: torch.Tensor, top_p: float,
-                u: torch.Tensor) -> torch.Tensor:
-    """The token at uniform ``u`` of each row's top-p distribution, given the row's
-    probabilities sorted in decreasing order (``order``: their token ids)."""
-    if top_p < 1:
-        # drop a token when the tokens more likely than it already hold top_p of the mass
-        sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p >= top_p, 0)
-    cdf = sorted_p.cumsum(-1)
-    pick = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True)
-    return order.gather(1, pick.clamp(max=cdf.shape[1] - 1)).squeeze(1)
 
 
 class TransformersBackend:
@@ -180,9 +155,12 @@ class TransformersBackend:
     one ends (chains of thought vary several-fold in length, so most of a batch's late steps
     would be padding) and spends more per step on its machinery than a small model spends on
     arithmetic. Sampling draws one uniform per *original* row and step from a generator seeded
-    with ``seed``, so a row's tokens do not depend on when the other rows of its batch ended."""
+    with ``seed``, so a row's tokens do not depend on when the other rows of its batch ended.
+    Memory grows with the tokens generated, not with ``max_new_tokens``: the KV cache and the
+    generated ids start ``first_chunk`` tokens past the prompt and double when full."""
 
     name = "transformers"
+    first_chunk = 256
 
     def __init__(self, lm: torch.nn.Module, pad_id: int, eos_ids: set[int]):
         self.lm, self.pad_id, self.eos_ids = lm, pad_id, eos_ids
@@ -192,22 +170,30 @@ class TransformersBackend:
         with grouped_attention(self.lm):
             return self._generate(prompts, sampling, seed)
 
-    @torch.inference_mode()
-    def _generate(self, prompts: list[list[int]], sampling: Sampling, seed: int) -> list[Completion]:
-        dev, n = self.device, len(prompts)
+    def _left_padded(self, prompts: list[list[int]]) -> tuple[torch.Tensor, ...]:
+        """(ids, attention mask, each row's ids with its padding replaced by its first token:
+        what the repetition penalty looks at)."""
         width = max(map(len, prompts))
-        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
+        seen = ids.clone()
         for row, p in enumerate(prompts):
             ids[row, width - len(p):] = torch.tensor(p)
             mask[row, width - len(p):] = 1
-        ids, mask = ids.to(dev), mask.to(dev)
+            seen[row] = torch.tensor((p[:1] or [self.pad_id]) * (width - len(p)) + p)
+        return ids.to(self.device), mask.to(self.device), seen.to(self.device)
+
+    @torch.inference_mode()
+    def _generate(self, prompts: list[list[int]], sampling: Sampling, seed: int) -> list[Completion]:
+        dev, n, limit = self.device, len(prompts), sampling.max_new_tokens
+        ids, mask, seq = self._left_padded(prompts)  # seq: gets the generated ids appended
+        width = ids.shape[1]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         gen = torch.Generator(dev).manual_seed(seed)
         eos = torch.tensor(sorted(self.eos_ids), device=dev)
-        out = torch.full((n, sampling.max_new_tokens), self.pad_id, dtype=torch.long, device=dev)
+        processors = logits_processors(sampling)
         rows = torch.arange(n, device=dev)  # the original rows still being decoded
-        cache = preallocated_cache(self.lm, width + sampling.max_new_tokens)
+        cache = growing_cache(self.lm, width + limit, self.first_chunk)
         # only the last position's logits are needed (models written without the argument get
         # them all)
         last_only = ({"logits_to_keep": 1}
@@ -215,14 +201,20 @@ class TransformersBackend:
         logits = self.lm(input_ids=ids, attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True, **last_only).logits[:, -1]
         position = positions[:, -1:]
-        for step in range(sampling.max_new_tokens):
+        for step in range(limit):
+            if processors:  # on float32 logits, as generate
+                logits, history = logits.float(), seq[rows, :width + step]
+                for process in processors:
+                    logits = process(history, logits)
             u = None
             if sampling.temperature > 0:
                 u = torch.rand(n, generator=gen, device=dev)[rows]
             token = next_tokens(logits, sampling, u)
-            out[rows, step] = token
+            seq = _with_room(seq, width + step, width + step + 1, width + limit, self.first_chunk,
+                             dim=1)
+            seq[rows, width + step] = token
             going = ~torch.isin(token, eos)
-            if step + 1 == sampling.max_new_tokens or not going.any():
+            if step + 1 == limit or not going.any():
                 break
             if not going.all():  # drop the rows that ended, from the cache too
                 keep = going.nonzero().squeeze(1)
@@ -232,7 +224,7 @@ class TransformersBackend:
             position = position + 1
             logits = self.lm(input_ids=token.unsqueeze(1), attention_mask=mask,
                              position_ids=position, past_key_values=cache, use_cache=True).logits[:, -1]
-        return [trim(row, self.eos_ids, sampling.max_new_tokens) for row in out.tolist()]
+        return [trim(row, self.eos_ids, limit) for row in seq[:, width:width + step + 1].tolist()]
 
 
 class VLLMBackend:
@@ -251,7 +243,10 @@ class VLLMBackend:
     def generate(self, prompts: list[list[int]], sampling: Sampling, seed: int) -> list[Completion]:
         from vllm import SamplingParams, TokensPrompt
 
+        # vLLM applies the penalty to greedy decoding too, as rac's loop; top-k -1 is off
         params = [SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
+                                 top_k=sampling.top_k or -1,
+                                 repetition_penalty=sampling.repetition_penalty,
                                  max_tokens=sampling.max_new_tokens, seed=seed + i)
                   for i in range(len(prompts))]
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params,
@@ -313,14 +308,3 @@ def generate_all(backend: Backend, prompts: list[list[int]], sampling: Sampling,
         bar.update(len(idx))
     bar.close()
     return out  # type: ignore[return-value]
-
-
-def sampling_for(model: str | Path, stage: str, temperature: float | None = None,
-                 top_p: float | None = None, max_new_tokens: int | None = None) -> Sampling:
-    """The sampling settings a stage ("eval" or "trace") uses on ``model``: what is given, else
-    the model's defaults (``rac_model.json``, else the paper's)."""
-    d = models.defaults(model)
-    return Sampling(getattr(d, f"{stage}_temperature") if temperature is None else temperature,
-                    getattr(d, f"{stage}_top_p") if top_p is None else top_p,
-                    getattr(d, f"{stage}_max_new_tokens") if max_new_tokens is None
-                    else max_new_tokens)

@@ -2,7 +2,8 @@
 
 Layout of a store directory::
 
-    meta.json               what made it (model, tokenizer fingerprint, sampling, seed, budget)
+    meta.json               what made it (model, tokenizer fingerprint, sampling, seed, budget;
+                            top-k and the repetition penalty only when they were on)
     shards/00000.parquet    one shard per generation batch, written atomically
     tokenizer/              a copy of the generating tokenizer (off-policy re-tokenization)
     done.json               written last: realized token counts
@@ -26,9 +27,10 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from rac import models
-from rac.generate import Backend, Engine, Sampling, open_backend
+from rac.generate import Backend, Engine, open_backend
 from rac.io import RacError, check_output_dir, write_json
 from rac.models import prompt_ids
+from rac.sampling import Sampling
 from rac.tasks.grading import grade_problem
 from rac.tasks.problems import Problem, read_problems
 
@@ -61,7 +63,7 @@ def store_identity(cfg: TracesConfig, *, model: str, weights_fingerprint: str,
     with the same identity resumes; another one is refused."""
     return {"format": FORMAT, "model": model, "weights_fingerprint": weights_fingerprint,
             "tokenizer_fingerprint": tokenizer_fingerprint, "problems_sha256": problems_sha256,
-            "backend": backend, **asdict(cfg)}
+            "backend": backend, **asdict(cfg), "sampling": cfg.sampling.identity()}
 
 
 def _shard_path(out: Path, index: int) -> Path:
