@@ -112,3 +112,25 @@ def test_trace_stores_record_the_sampling_used(qwen_like, qwen2_dir, tmp_path):
         # without top-k or a penalty the store's identity is the one a372ae1 wrote: it resumes
         assert meta["sampling"] == {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 24,
                                     **extra}
+
+
+def test_sweep_stages_use_and_key_the_sampling_used(qwen_like, tmp_path):
+    from rac.experiments import config
+    from rac.experiments.config import EvalSpec, TracesSpec, spec_key, spec_sampling
+
+    t = TracesSpec()
+    plain = spec_sampling("embedded", "trace", t, 512)
+    assert plain == Sampling(0.6, 0.95, 512)
+    # the key a372ae1 built (asdict of the spec then): caches made before stay valid
+    assert spec_key(t, plain) == {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 512,
+                                  "samples_per_prompt": 1, "batch_size": 128}
+    followed = spec_sampling(qwen_like, "eval", EvalSpec(), 64)
+    assert followed == Sampling(0.0, 1.0, 64, 20, 1.05)
+    assert spec_key(EvalSpec(), followed)["top_k"] == 20
+    own = EvalSpec(generation_config=False, top_k=5, repetition_penalty=1.2)
+    assert spec_sampling(qwen_like, "eval", own, 64) == Sampling(0.0, 1.0, 64, 5, 1.2)
+    assert spec_sampling(qwen_like, "eval", EvalSpec(generation_config=False), 64).top_k == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[eval]\ntop_k = -1\n")
+    with pytest.raises(RacError, match="'eval.top_k' must be >= 0"):
+        config.load(bad)

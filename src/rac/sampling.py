@@ -10,7 +10,7 @@ as ``generate`` applies them: the penalty to greedy decoding too, top-k only whe
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -45,16 +45,17 @@ class Sampling:
             raise ValueError(f"repetition penalty must be > 0 (1: off), got "
                              f"{self.repetition_penalty}")
 
+    def switched_on(self) -> dict:
+        """Top-k and the repetition penalty, those of them that are on."""
+        return {k: getattr(self, k) for k, off in (("top_k", 0), ("repetition_penalty", 1))
+                if getattr(self, k) != off}
+
     def identity(self) -> dict:
         """The settings as cache keys and trace stores hold them: top-k and the repetition
         penalty only when they are on, so that what was keyed before rac had them still
         matches."""
-        d = asdict(self)
-        if not self.top_k:
-            del d["top_k"]
-        if self.repetition_penalty == 1:
-            del d["repetition_penalty"]
-        return d
+        return {"temperature": self.temperature, "top_p": self.top_p,
+                "max_new_tokens": self.max_new_tokens, **self.switched_on()}
 
     def describe(self) -> str:
         """For reports: ``greedy`` or ``T=0.6, top-p=0.95``, then top-k and the penalty if on."""

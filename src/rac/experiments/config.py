@@ -8,13 +8,14 @@ See ``docs/sweep.md`` for the documented example; ``rac.experiments.demo`` holds
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from rac.calibrate.calib import SOURCES
 from rac.io import RacError
 from rac.prune.config import METHODS, RECIPES, Scope
 from rac.prune.masks import Target
+from rac.sampling import Sampling, sampling_for
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,6 +51,11 @@ class TracesSpec:
     max_new_tokens: int = 512
     samples_per_prompt: int = 1
     batch_size: int = 128
+    # true: top-k and the repetition penalty from the model's generation_config.json (else off);
+    # false: from the two fields below (0 and 1: off)
+    generation_config: bool = True
+    top_k: int = 0
+    repetition_penalty: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,29 @@ class EvalSpec:
     temperature: float = 0.0
     top_p: float = 1.0
     batch_size: int = 128
+    generation_config: bool = True  # as in TracesSpec (the dense model's file, for every eval)
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+
+
+SPEC_SAMPLING = ("generation_config", "top_k", "repetition_penalty")
+
+
+def spec_sampling(model: str | Path, stage: str, spec: TracesSpec | EvalSpec, max_new: int) -> Sampling:
+    """A stage's sampling from its spec ([traces] or [eval]): top-k and the repetition penalty
+    from the model's generation_config.json, or the spec's with ``generation_config = false``."""
+    follow = spec.generation_config
+    return sampling_for(model, stage, spec.temperature, spec.top_p, max_new,
+                        top_k=None if follow else spec.top_k,
+                        repetition_penalty=None if follow else spec.repetition_penalty,
+                        generation_config=follow)
+
+
+def spec_key(spec: TracesSpec | EvalSpec, sampling: Sampling) -> dict:
+    """A spec's fields in a cache key, with top-k and the penalty as used and only when on: the
+    stages cached before rac had them keep their keys."""
+    return {**{k: v for k, v in asdict(spec).items() if k not in SPEC_SAMPLING},
+            **sampling.switched_on()}
 
 
 @dataclass(frozen=True)
@@ -167,6 +196,9 @@ def validate(cfg: SweepConfig) -> SweepConfig:
     t = cfg.traces
     need(t.temperature >= 0 and 0 < t.top_p <= 1 and t.max_new_tokens >= 1,
          "'traces' sampling settings are out of range")
+    for name, spec in (("eval", e), ("traces", t)):
+        need(spec.top_k >= 0 and spec.repetition_penalty > 0,
+             f"'{name}.top_k' must be >= 0 (0: off), '{name}.repetition_penalty' > 0 (1: off)")
     need(cfg.recon.problems >= 0, "'recon.problems' must be >= 0")
     need(not cfg.recon.problems or (len(cfg.recon.pair) == 2
                                     and all(s in c.sources for s in cfg.recon.pair)),

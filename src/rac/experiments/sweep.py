@@ -28,9 +28,8 @@ from rac import models
 from rac.calibrate.calib import SEEDLESS, CalibConfig, make_calib
 from rac.calibrate.traces import TracesConfig, make_traces
 from rac.evaluate import EvalConfig, evaluate_model
-from rac.experiments.config import SweepConfig
+from rac.experiments.config import SweepConfig, spec_key, spec_sampling
 from rac.experiments.report import Report, write_report
-from rac.generate import Sampling
 from rac.io import RacError, write_json
 from rac.prune.config import PruneConfig, Scope
 from rac.prune.masks import Target
@@ -183,9 +182,10 @@ class Sweep:
     def traces(self, model: str, seed: int) -> Path:
         t, budget = self.cfg.traces, self.cfg.calibration.budget_tokens
         calib = self.problem_file(self.cfg.problems.calib)
+        sampling = spec_sampling(model, "trace", t, t.max_new_tokens)
         inputs = {"model": models.model_name(model), "problems": models.file_sha256(calib),
-                  "seed": seed, "budget": budget, **asdict(t)}
-        cfg = TracesConfig(Sampling(t.temperature, t.top_p, t.max_new_tokens), seed=seed,
+                  "seed": seed, "budget": budget, **spec_key(t, sampling)}
+        cfg = TracesConfig(sampling, seed=seed,
                            samples_per_prompt=t.samples_per_prompt, budget_tokens=budget,
                            batch_size=t.batch_size)
         return self.stage("traces", inputs, lambda d: make_traces(model, calib, d, cfg,
@@ -232,11 +232,11 @@ class Sweep:
     def evaluation(self, model: str | Path, max_new: int, label: str) -> dict:
         e = self.cfg.eval
         test = self.problem_file(self.cfg.problems.test)
+        sampling = spec_sampling(self.cfg.model, "eval", e, max_new)  # the dense model's settings
         inputs = {"model": str(model), "problems": models.file_sha256(test), "max_new": max_new,
-                  **{k: v for k, v in asdict(e).items() if k not in ("max_new_tokens",
-                                                                     "budget_sparsities")}}
-        cfg = EvalConfig(Sampling(e.temperature, e.top_p, max_new), samples=e.samples,
-                         batch_size=e.batch_size)
+                  **{k: v for k, v in spec_key(e, sampling).items()
+                     if k not in ("max_new_tokens", "budget_sparsities")}}
+        cfg = EvalConfig(sampling, samples=e.samples, batch_size=e.batch_size)
         d = self.stage("eval", inputs, lambda d: evaluate_model(model, test, d, cfg, progress=False),
                        f"eval {label} max {max_new}")
         result = json.loads((d / "eval.json").read_text())
