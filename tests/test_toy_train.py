@@ -52,3 +52,20 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     logged = json.loads((tmp_path / "b" / "training.json").read_text())
     assert logged["config"]["steps"] == 12 and logged["parameters"] == info["parameters"]
+
+
+def test_training_never_draws_a_held_out_problem_even_renamed():
+    """The trainer kept problems whose *text* hashed into train: 62 of the 500 test problems of the
+    reference run were training problems with other names. It now keeps train skeletons only."""
+    from rac.tasks.generators import generate
+    from rac.tasks.overlap import shared
+    from rac.tasks.problems import Problem
+    from rac.toy.train import training_problems
+
+    drawn = list(training_problems(TrainConfig(), groups=150))
+    assert len(drawn) > 20000
+    trained = [Problem(f"t{i}", p.problem, p.answer, {"family": p.family}) for i, p in enumerate(drawn)]
+    for split in ("val", "calib", "test"):
+        held = [Problem(p.id, p.problem, p.answer, {"family": p.extra["family"]})
+                for p in generate("arith", 500, 0, split, ("word",))]
+        assert shared(held, trained) == [], split

@@ -67,22 +67,42 @@ def model_config(cfg: TrainConfig, tok: PreTrainedTokenizerFast) -> Qwen2Config:
     )
 
 
-def _example(rng: random.Random, tok: PreTrainedTokenizerFast, generic_fraction: float
-             ) -> tuple[list[int], list[int]]:
-    """(input ids, loss mask): loss on the whole generic text, on the completion of a trace."""
+def draw_example(rng: random.Random, generic_fraction: float) -> str | arith.Problem:
+    """One training example before tokenizing: generic prose, or a problem of the train split
+    (by skeleton, so no problem of val, calib or test is trained on, not even with other names)."""
     if rng.random() < generic_fraction:
-        ids = tok(generic.document(rng), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        return ids, [1] * len(ids)
+        return generic.document(rng)
     while True:
         p = arith.sample_problem(rng)
         if split_of(p.skeleton, "arith") == "train":
-            break
+            return p
+
+
+def group_draws(cfg: TrainConfig, group: int) -> tuple[list[str | arith.Problem], random.Random]:
+    """The examples of steps ``4 * group`` to ``4 * group + 3``, untokenized, in draw order, and
+    the group's generator (which goes on to order the batches)."""
+    rng = random.Random(f"{cfg.seed}-{group}")
+    return [draw_example(rng, cfg.generic_fraction) for _ in range(4 * cfg.batch_size)], rng
+
+
+def _example(p: str | arith.Problem, tok: PreTrainedTokenizerFast) -> tuple[list[int], list[int]]:
+    """(input ids, loss mask): loss on the whole generic text, on the completion of a trace."""
+    if isinstance(p, str):
+        ids = tok(p, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        return ids, [1] * len(ids)
     prompt = tok.apply_chat_template([{"role": "user", "content": p.problem}],
                                      add_generation_prompt=True, tokenize=False)
     prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
     completion = tok(arith.completion_text(p), add_special_tokens=False)["input_ids"]
     completion.append(tok.eos_token_id)
     return prompt_ids + completion, [0] * len(prompt_ids) + [1] * len(completion)
+
+
+def training_problems(cfg: TrainConfig, groups: int | None = None) -> Iterator[arith.Problem]:
+    """The problems a training run draws, in order (the first ``groups`` groups of four steps, or
+    all): what the model saw, for checking it against held-out splits."""
+    for group in range(groups if groups is not None else (cfg.steps + 3) // 4):
+        yield from (p for p in group_draws(cfg, group)[0] if not isinstance(p, str))
 
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # input ids, attention mask, labels
@@ -94,8 +114,8 @@ def group_batches(cfg: TrainConfig, tok: PreTrainedTokenizerFast, group: int) ->
     Four batches' worth of examples are drawn together and sorted by length, so a batch holds
     examples of similar length and little compute goes to padding; each example still lands in
     exactly one batch, so the training distribution is unchanged."""
-    rng = random.Random(f"{cfg.seed}-{group}")
-    pool = [_example(rng, tok, cfg.generic_fraction) for _ in range(4 * cfg.batch_size)]
+    draws, rng = group_draws(cfg, group)
+    pool = [_example(p, tok) for p in draws]
     pool.sort(key=lambda e: len(e[0]))
     order = list(range(4))
     rng.shuffle(order)
