@@ -239,3 +239,25 @@ def test_top_k_samples_only_the_k_most_likely_tokens():
     assert (draws.T.unsqueeze(-1) == allowed.unsqueeze(1)).any(-1).all()
     assert all(len(set(draws[:, r].tolist())) > 1 for r in range(5))  # not greedy either
     assert logits_processors(Sampling(0.0, 1.0, top_k=4)) == []  # greedy: top-k is moot
+
+
+def test_vllm_gets_top_k_and_the_penalty(monkeypatch):
+    import sys
+    import types
+
+    from rac.generate import VLLMBackend
+
+    made = []
+    out = types.SimpleNamespace(token_ids=[3, 0], finish_reason="stop")
+    fake = types.SimpleNamespace(
+        LLM=lambda **kw: types.SimpleNamespace(generate=lambda prompts, params, use_tqdm: [
+            types.SimpleNamespace(outputs=[out]) for _ in prompts]),
+        SamplingParams=lambda **kw: made.append(kw), TokensPrompt=dict)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    backend = VLLMBackend("unused")
+    backend.generate([[1, 2]], Sampling(0.6, 0.95, 9, top_k=20, repetition_penalty=1.05), seed=4)
+    backend.generate([[1, 2]], Sampling(0.0, 1.0, 9), seed=4)
+    assert made == [{"temperature": 0.6, "top_p": 0.95, "top_k": 20, "repetition_penalty": 1.05,
+                     "max_tokens": 9, "seed": 4},
+                    {"temperature": 0.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0,
+                     "max_tokens": 9, "seed": 4}]  # -1: vLLM's "off"
