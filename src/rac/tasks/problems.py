@@ -1,6 +1,7 @@
 """Problem files: JSONL, one ``{"id", "problem", "answer"}`` per line (the MATH-500 format), or
-for code ``{"id", "problem", "tests": [{"input", "output"} | {"call", "expected"}, ...]}`` (the
-LiveCodeBench form). A file holds one kind only.
+for code ``{"id", "problem", "tests": [{"input", "output"} | {"call", "expected"} |
+{"check", "entry_point"}, ...]}`` (the LiveCodeBench forms and HumanEval's, see rac.tasks.code).
+A file holds one kind only.
 
 Extra fields (``solution``, ``family``, ``level``...) are kept as they are, so a user's own
 benchmark file runs unchanged.
@@ -8,11 +9,13 @@ benchmark file runs unchanged.
 
 from __future__ import annotations
 
+import ast
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rac.io import RacError, atomic_write_text
+from rac.tasks.inside import plain
 
 REQUIRED = ("problem", "answer")
 
@@ -33,15 +36,27 @@ class Problem:
 
 
 def _check_tests(tests: object, where: str) -> None:
+    """Each test has one of the three forms, with string values that parse: ``expected`` a Python
+    literal of plain data, ``call`` an expression, ``check`` source defining ``check``."""
     if not isinstance(tests, list) or not tests:
         raise RacError(f"{where}: 'tests' must be a non-empty list")
+    forms = (("input", "output"), ("call", "expected"), ("check", "entry_point"))
     for i, t in enumerate(tests):
-        ok = isinstance(t, dict) and (
-            ({"input", "output"} <= set(t) and all(isinstance(t[k], str) for k in ("input", "output")))
-            or ({"call", "expected"} <= set(t) and all(isinstance(t[k], str) for k in ("call", "expected"))))
-        if not ok:
-            raise RacError(f"{where}: test {i} must be {{'input', 'output'}} or {{'call', 'expected'}} "
-                           "with string values")
+        form = next((f for f in forms if isinstance(t, dict) and set(f) <= set(t)), None)
+        if form is None or not all(isinstance(t[k], str) for k in form):
+            raise RacError(f"{where}: test {i} must be {{'input', 'output'}}, {{'call', 'expected'}} "
+                           "or {'check', 'entry_point'} with string values")
+        try:
+            if form[0] == "call":
+                compile(t["call"], "<call>", "eval")
+                plain.literal(t["expected"])
+            elif form[0] == "check":
+                defined = {n.name for n in ast.parse(t["check"]).body if isinstance(n, ast.FunctionDef)}
+                if "check" not in defined or not t["entry_point"].isidentifier():
+                    raise ValueError("'check' must define check(candidate) and 'entry_point' be a "
+                                     "function name")
+        except (SyntaxError, ValueError) as e:
+            raise RacError(f"{where}: test {i}: {e}") from None
 
 
 def parse_line(line: str, where: str) -> Problem:

@@ -1,53 +1,46 @@
-"""Running untrusted programs (model-generated code) outside the rac process.
+"""Running untrusted programs (model-generated code): the supervisor, on rac's side of the wall.
 
-Each program runs in its own subprocess, in a fresh temporary directory, with:
+Each program gets a sandbox of its own, built by the launcher ``rac.tasks.jail`` (a separate,
+single-threaded process): new user, mount, network, IPC and PID namespaces; a file system holding
+only the system's shared libraries, the interpreter and its standard library (no ``site-packages``,
+no virtual environment, nothing of the project), the program's files on a size- and inode-limited
+tmpfs at ``/sandbox``, fresh ``/tmp`` and ``/dev/shm``; no network; CPU, memory, file-size,
+open-file and process limits that hold per program (the process count is kept per user namespace);
+an unprivileged uid (``nobody`` when rac runs as root, else the caller's own) with no capability.
+The program is PID 1 of its PID namespace: when it ends, or is killed at the wall-clock limit,
+everything it started ends with it, and no signal it sends reaches a process outside.
 
-- CPU-time, address-space, file-size and open-file limits (``resource.setrlimit``);
-- a process-count limit, made effective by dropping to an unprivileged user when rac runs as
-  root (the kernel does not apply RLIMIT_NPROC to root);
-- a file system of its own: a private mount namespace whose root is a fresh tmpfs holding only
-  what Python needs, read-only (``/usr``, the ``/lib`` directories, the interpreter's
-  installation), the program's directory at ``/sandbox``, ``/dev/null`` and friends, and a fresh,
-  size-limited ``/tmp`` and ``/dev/shm`` that vanish with it; the host's root is unmounted
-  (``pivot_root``), so no other host file (a problem file with its hidden tests, say) is reachable;
-- no network: a new network namespace holding only a downed loopback (for a non-root caller both
-  namespaces sit in a new user namespace, which the kernel must allow: without it the program is
-  not run and grading stops with one clear error);
-- a minimal environment (no secrets from the parent), ``python -I`` (isolated mode);
-- a wall-clock limit, after which its whole process group is killed;
-- stdout and stderr written to files under a size limit, so a flood of output cannot fill memory.
-
-The grader never hangs or crashes on what a program does: every outcome is a ``RunResult`` with a
-reason.
+The program runs ``python -I -S`` (the interpreter rac's virtual environment is based on); its
+stdin is a file, its stdout and stderr go to files under a size limit. The grader never hangs or
+crashes on what a program does: every outcome is a ``RunResult`` with a reason. When the sandbox
+itself cannot be built (a kernel without user namespaces, say), grading stops with one clear error.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
+import marshal
 import os
-import platform
-import resource
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from rac.io import RacError
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
-    1, 2, 4, 32, 4096, 16384, 1 << 18)
-MNT_DETACH = 2
-SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 NOBODY = 65534
-SANDBOX_DIR = "/sandbox"  # where the program's directory appears inside its file system
-DEVICES = ("null", "zero", "random", "urandom")
+SANDBOX_DIR = "/sandbox"  # where the program's files appear inside its file system
+PROGRAM = f"{SANDBOX_DIR}/main.py"
+REPORT_FD = 3  # where a harness writes its report, when a run asks for one
+JAIL = Path(__file__).with_name("jail.py")
+LIBRARY_DIRS = ("/lib", "/lib64", "/lib32", "/libx32", "/usr/lib", "/usr/lib64", "/usr/lib32",
+                "/usr/libx32")
+GRACE_S = 10.0  # how long past its own wall-clock limit the launcher may take to report
 
 
 @dataclass(frozen=True)
@@ -55,9 +48,10 @@ class Limits:
     wall_s: float = 10.0
     cpu_s: int = 10
     memory_mb: int = 512
-    file_mb: int = 16  # any file written, stdout and stderr included
-    processes: int = 16
+    file_mb: int = 16  # any file written, stdout and stderr included; also each tmpfs's size
+    processes: int = 16  # per program, the program itself included
     open_files: int = 64
+    inodes: int = 256  # files and directories on each of /sandbox, /tmp, /dev/shm
 
 
 @dataclass(frozen=True)
@@ -66,183 +60,191 @@ class RunResult:
     returncode: int | None
     stdout: str
     stderr: str
+    report: str = ""  # what the program wrote to descriptor REPORT_FD, when the run asked for it
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
+@dataclass(frozen=True)
+class Interpreter:
+    python: str  # the base interpreter's binary, symlinks resolved
+    binds: tuple[str, ...]  # host paths bound read-only, each at its own path
+    masks: tuple[str, ...]  # directories inside those hidden under an empty tmpfs
 
 
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
+@cache
+def interpreter() -> Interpreter:
+    """The base Python (not the virtual environment's wrapper) and exactly what it needs: the
+    system's library directories, its binary, its shared libpython, its standard library."""
+    python = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+    stdlib = os.path.realpath(sysconfig.get_path("stdlib"))
+    libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
+    own = [python, stdlib]
+    if libdir and soname and os.path.exists(os.path.join(libdir, soname)):
+        own.append(os.path.realpath(os.path.join(libdir, soname)))
+    binds: list[str] = [p for p in LIBRARY_DIRS if os.path.lexists(p)]
+    for path in [*own, "/etc/ld.so.cache"]:
+        covered = any(path.startswith(b.rstrip("/") + "/") for b in binds if not os.path.islink(b))
+        if os.path.exists(path) and not covered:
+            binds.append(path)
+    masks = [p for p in (os.path.join(stdlib, "site-packages"), "/usr/lib/python3/dist-packages")
+             if os.path.isdir(p)]
+    return Interpreter(python, tuple(binds), tuple(masks))
 
 
-def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
-           ) -> None:
-    def enc(x: str | None) -> bytes | None:
-        return x.encode() if x is not None else None
-
-    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
-           f"mount {target}")
-
-
-def _bind_readonly(source: str, target: str) -> None:
-    _mount(source, target, None, MS_BIND | MS_REC)
-    _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
-
-
-def _host_paths(python: str) -> list[str]:
-    """What the interpreter needs from the host, read-only: the system's libraries and the
-    directories of the interpreter's installation (and of its virtual environment)."""
-    paths = ["/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin"]
-    if os.path.realpath(python) == os.path.realpath(sys.executable):
-        paths += [sys.prefix, sys.base_prefix]
-    real = os.path.dirname(os.path.dirname(os.path.realpath(python)))
-    return [p for p in dict.fromkeys(paths + [real]) if os.path.lexists(p)]
-
-
-def _make_root(root: str, workdir: str, python: str, limits: Limits) -> None:
-    """Build the program's file system on a tmpfs at ``root`` and make it the root."""
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below propagates to the host
-    _mount("sandbox", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-    for path in _host_paths(python):
-        inside = root + path
-        if os.path.islink(path):  # merged /usr: /bin -> usr/bin
-            os.makedirs(os.path.dirname(inside), exist_ok=True)
-            if not os.path.lexists(inside):
-                os.symlink(os.readlink(path), inside)
-            continue
-        if os.path.isdir(inside) and os.path.ismount(inside):
-            continue  # already inside an earlier bind (a prefix under /usr)
-        os.makedirs(inside, exist_ok=True)
-        _bind_readonly(path, inside)
-    os.makedirs(root + "/dev", exist_ok=True)
-    for dev in DEVICES:
-        open(f"{root}/dev/{dev}", "w").close()
-        _mount(f"/dev/{dev}", f"{root}/dev/{dev}", None, MS_BIND)
-    size = f"size={limits.file_mb}m,mode=1777"
-    for tmp in ("/tmp", "/dev/shm"):
-        os.makedirs(root + tmp, exist_ok=True)
-        _mount("sandbox", root + tmp, "tmpfs", MS_NOSUID | MS_NODEV, size)
-    os.makedirs(root + SANDBOX_DIR)
-    _mount(workdir, root + SANDBOX_DIR, None, MS_BIND)
-    _mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-    # pivot_root(".", "."), then detach the old root: the host's tree is gone, not just hidden
-    os.chdir(root)
-    _check(_libc.syscall(SYS_PIVOT_ROOT[platform.machine()], b".", b"."), "pivot_root")
-    _check(_libc.umount2(b".", MNT_DETACH), "umount old root")
-    os.chdir(SANDBOX_DIR)
-
-
-def _enter_namespaces() -> None:
-    """New mount and network namespaces; for a non-root caller inside a new user namespace where
-    it keeps its own uid and gid (so it holds no capability after exec)."""
-    if os.geteuid() == 0:
-        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET), "unshare")
-        return
+def _ids() -> tuple[int, int, list[str], bool]:
+    """(uid, gid inside, the uid_map/gid_map lines, whether supplementary groups are cleared)."""
+    if os.geteuid() == 0:  # root maps itself (to build the sandbox) and nobody (to run in it)
+        return NOBODY, NOBODY, [f"0 0 1\n{NOBODY} {NOBODY} 1\n"] * 2, True
     uid, gid = os.geteuid(), os.getegid()
-    _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET), "unshare")
-    Path("/proc/self/setgroups").write_text("deny")
-    Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
-    Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+    return uid, gid, [f"{uid} {uid} 1\n", f"{gid} {gid} 1\n"], False
 
 
-def _child_setup(limits: Limits, workdir: str, root: str, python: str) -> None:
-    """Runs in the child between fork and exec: isolate, then limit, then drop privileges."""
-    os.setsid()  # its own process group, so a timeout kills every descendant
-    root_user = os.geteuid() == 0
-    _enter_namespaces()
-    _make_root(root, workdir, python, limits)
-    mb = 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s))
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * mb, limits.file_mb * mb))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if root_user:
-        os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
-    resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+def _map_user_namespace(pid: int, maps: list[str], root: bool) -> None:
+    proc = Path(f"/proc/{pid}")
+    if not root:
+        (proc / "setgroups").write_text("deny")
+    (proc / "uid_map").write_text(maps[0])
+    (proc / "gid_map").write_text(maps[1])
 
 
-def _world_executable(path: str) -> bool:
-    """Can an unprivileged user execute ``path`` (every directory on the way searchable)?"""
-    real = Path(os.path.realpath(path))
-    if not real.exists() or not os.stat(real).st_mode & 0o001:
-        return False
-    return all(os.stat(d).st_mode & 0o001 for d in real.parents)
+class _Status:
+    """The launcher's status pipe, read line by line."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.buffer = fd, b""
+
+    def line(self, timeout: float) -> str | None:
+        """The next line; None if none came within ``timeout`` seconds."""
+        while b"\n" not in self.buffer:
+            if not select.select([self.fd], [], [], timeout)[0]:
+                return None
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                return self.buffer.decode() or "error the sandbox launcher ended without a word"
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode()
 
 
-def interpreter() -> str:
-    """The Python that runs untrusted code: ours, unless rac runs as root from a directory an
-    unprivileged user cannot reach (e.g. /root/.pyenv), then the system's."""
-    if os.geteuid() != 0 or _world_executable(sys.executable):
-        return sys.executable
-    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
-        if _world_executable(candidate):
-            return candidate
-    raise RuntimeError("no Python interpreter that an unprivileged user can run was found")
+def _refuse(what: str) -> RacError:
+    return RacError(f"the code sandbox could not be built ({what}); rac runs generated code only "
+                    "inside it, which needs user, mount, network and PID namespaces")
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+class Sandbox:
+    """One program in its sandbox: ``start`` it, then ``wait`` for its ``RunResult`` (in the same
+    thread: the launcher dies with the thread that started it)."""
+
+    def __init__(self, argv: list[str], files: dict[str, str], stdin: str, limits: Limits,
+                 fds: dict[int, int] | None = None, report: bool = False) -> None:
+        """``argv[0] == "python"`` stands for the interpreter; ``files``: path inside -> text;
+        ``fds``: descriptor number in the program -> ours (ownership passes to the sandbox);
+        ``report``: give the program a file at descriptor ``REPORT_FD``."""
+        self.limits, self.base = limits, Path(tempfile.mkdtemp(prefix="rac-sandbox-"))
+        self.fds = dict(fds or {})
+        self.held = list(self.fds.values())  # our descriptors to close once the launcher has them
+        try:
+            self._start(argv, files, stdin, report)
+        except BaseException:
+            self._cleanup()
+            raise
+
+    def _write_inputs(self, files: dict[str, str], stdin: str) -> list[list[str]]:
+        (self.base / "root").mkdir(mode=0o700)
+        (self.base / "stdin").write_text(stdin)
+        placed = []
+        for i, (inside, text) in enumerate(files.items()):
+            host = self.base / f"file{i}"
+            host.write_text(text)
+            placed.append([inside, str(host)])
+        return placed
+
+    def _start(self, argv: list[str], files: dict[str, str], stdin: str, report: bool) -> None:
+        interp, (uid, gid, maps, root) = interpreter(), _ids()
+        if report:
+            self.fds[REPORT_FD] = os.open(self.base / "report", os.O_WRONLY | os.O_CREAT, 0o600)
+        status_r, status_w = os.pipe()
+        self.status = _Status(status_r)
+        go_r, self.go_w = os.pipe()
+        self.held += [status_w, go_r] + ([self.fds[REPORT_FD]] if report else [])
+        env = {"PATH": os.path.dirname(interp.python), "LANG": "C.UTF-8", "HOME": SANDBOX_DIR,
+               "TMPDIR": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+        argv = [interp.python, "-I", "-S", *argv[1:]] if argv[0] == "python" else argv
+        config = {"root": str(self.base / "root"), "binds": list(interp.binds),
+                  "masks": list(interp.masks),
+                  "files": self._write_inputs(files, stdin), "uid": uid, "gid": gid,
+                  "setgroups": root, "argv": argv, "env": env, "fds": self.fds,
+                  "limits": dict(self.limits.__dict__), "status_fd": status_w, "go_fd": go_r}
+        (self.base / "config").write_bytes(marshal.dumps(config))
+        with open(self.base / "stdin", "rb") as inp, open(self.base / "stdout", "wb") as out, \
+                open(self.base / "stderr", "wb") as err:
+            self.proc = subprocess.Popen(
+                [interp.python, "-I", "-S", "-B", str(JAIL), str(self.base / "config")],
+                stdin=inp, stdout=out, stderr=err, env={}, close_fds=True, start_new_session=True,
+                pass_fds=(status_w, go_r, *self.fds.values()))
+        self._close_held()
+        said = self.status.line(GRACE_S)
+        if said != "ns":
+            raise _refuse((said or "error the launcher did not answer").removeprefix("error "))
+        try:
+            _map_user_namespace(self.proc.pid, maps, root)
+        except OSError as e:
+            raise _refuse(f"mapping the user namespace: {e.strerror}") from e
+        os.write(self.go_w, b"g")
+
+    def wait(self) -> RunResult:
+        try:
+            said = self.status.line(self.limits.wall_s + GRACE_S) or "timeout"
+            if said.startswith("error"):
+                raise _refuse(said.removeprefix("error "))
+            return self._result(said)
+        finally:
+            self._cleanup()
+
+    def _result(self, said: str) -> RunResult:
+        cap = self.limits.file_mb * 1024 * 1024
+        out, err = self.base / "stdout", self.base / "stderr"
+        with open(out, "rb") as f:
+            stdout = f.read(cap).decode("utf-8", "replace")
+        with open(err, "rb") as f:
+            f.seek(max(0, err.stat().st_size - 4000))
+            stderr = f.read().decode("utf-8", "replace")
+        report = ""
+        if (self.base / "report").exists():
+            with open(self.base / "report", "rb") as f:
+                report = f.read(cap).decode("utf-8", "replace")
+        kind, _, number = said.partition(" ")
+        rc = None if kind == "timeout" else int(number) * (-1 if kind == "signal" else 1)
+        if kind == "timeout":
+            status = "timeout"
+        elif rc == -signal.SIGXFSZ or out.stat().st_size >= cap:
+            status = "output_limit"
+        elif kind == "signal":
+            status = "killed"
+        else:
+            status = "ok" if rc == 0 else "error"
+        return RunResult(status, rc, stdout, stderr, report)
+
+    def _close_held(self) -> None:
+        while self.held:
+            os.close(self.held.pop())
+
+    def _cleanup(self) -> None:
+        self._close_held()
+        proc = getattr(self, "proc", None)
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()  # the program dies with it (its parent-death signal)
+            proc.wait()
+        for fd in (getattr(self, "go_w", None), getattr(getattr(self, "status", None), "fd", None)):
+            if fd is not None:
+                os.close(fd)
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
 def run_python(source: str, stdin: str = "", limits: Limits = Limits()) -> RunResult:
-    """Run ``source`` with ``python -I`` under ``limits``; never raises for the program's sake."""
-    base = tempfile.mkdtemp(prefix="rac-sandbox-")
-    try:
-        # base/program: the program's directory (its /sandbox); base/root: where its file
-        # system is built; base/stdout, base/stderr: outside its reach
-        workdir, root = os.path.join(base, "program"), os.path.join(base, "root")
-        os.mkdir(workdir, 0o700)
-        os.mkdir(root, 0o700)
-        (Path(workdir) / "main.py").write_text(source)
-        if os.geteuid() == 0:
-            os.chown(workdir, NOBODY, NOBODY)
-        out_path, err_path = Path(base) / "stdout", Path(base) / "stderr"
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": SANDBOX_DIR, "TMPDIR": "/tmp",
-               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
-        python = interpreter()
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            try:
-                proc = subprocess.Popen(
-                    [python, "-I", f"{SANDBOX_DIR}/main.py"], cwd=workdir, env=env,
-                    stdin=subprocess.PIPE, stdout=out, stderr=err, close_fds=True,
-                    preexec_fn=lambda: _child_setup(limits, workdir, root, python))
-            except subprocess.SubprocessError as e:
-                raise RacError(f"the code sandbox could not isolate the program ({e}); rac runs "
-                               "generated code only inside it, which needs mount and network "
-                               "namespaces (and user namespaces when not root)") from e
-            status = None
-            try:
-                proc.communicate(stdin.encode(), timeout=limits.wall_s)
-            except subprocess.TimeoutExpired:
-                status = "timeout"
-            except (BrokenPipeError, OSError):
-                proc.wait(timeout=limits.wall_s)
-            finally:
-                _kill_group(proc)  # leftover children, whatever happened
-                proc.wait()
-        cap = limits.file_mb * 1024 * 1024
-        stdout = out_path.read_bytes()[:cap].decode("utf-8", "replace")
-        stderr = err_path.read_bytes()[-4000:].decode("utf-8", "replace")
-        rc = proc.returncode
-        if status is None:
-            if rc == -signal.SIGXFSZ or out_path.stat().st_size >= cap:
-                status = "output_limit"
-            elif rc is not None and rc < 0:
-                status = "killed"
-            elif rc != 0:
-                status = "error"
-            else:
-                status = "ok"
-        return RunResult(status, rc, stdout, stderr)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    """Run ``source`` as ``/sandbox/main.py`` under ``limits``; never raises for the program's sake."""
+    return Sandbox(["python", PROGRAM], {PROGRAM: source}, stdin, limits).wait()
