@@ -1,0 +1,102 @@
+"""What several verbs share: the model, sampling, backend, thinking and recipe arguments, the
+glue from them to the library's configs, and how progress and reports are printed."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+THINKING = {"auto": None, "on": True, "off": False}  # --thinking: detected, or forced
+
+
+def threads(n: int) -> None:
+    import torch
+
+    if n:
+        torch.set_num_threads(n)
+
+
+def show(line: str) -> None:
+    print(line, flush=True)
+
+
+def model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="Hugging Face model directory, or 'embedded'")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default: cuda if present)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow code shipped in the model directory to run (off: never runs)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+
+
+def recipe_arg(p: argparse.ArgumentParser) -> None:
+    from rac.prune.config import RECIPES
+
+    p.add_argument("--recipe", choices=list(RECIPES), default="paper",
+                   help="paper: the published method (default); best: the options beyond it that "
+                   "measured best on the embedded model (block refinement, 20 epochs)")
+
+
+def backend_args(p: argparse.ArgumentParser) -> None:
+    from rac.generate import BACKENDS
+
+    p.add_argument("--backend", choices=BACKENDS, default="transformers",
+                   help="generation backend (vllm: optional extra, GPU)")
+    p.add_argument("--tensor-parallel", type=int, default=1, help="vLLM tensor parallel size")
+
+
+def sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temperature", type=float, help="0 = greedy (default: the model's)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling (default: the model's)")
+    p.add_argument("--max-new-tokens", type=int, help="token limit per completion")
+    p.add_argument("--top-k", type=int, help="sample from the k most likely tokens, 0 = off "
+                   "(default: the model's generation_config.json, else off)")
+    p.add_argument("--repetition-penalty", type=float, help="1 = off (default: the model's "
+                   "generation_config.json, else off)")
+    p.add_argument("--ignore-generation-config", action="store_true",
+                   help="top-k and repetition penalty off unless given, whatever the model's "
+                   "generation_config.json says")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--instruction", help="text appended to each problem (default: the R1 "
+                   "instruction for real models, none for the embedded model)")
+    thinking_arg(p)
+
+
+def thinking_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--thinking", choices=list(THINKING), default="auto",
+                   help="whether the model has a <think> phase (auto: detected from its "
+                   "tokenizer); off: the whole completion is the chain of thought and the "
+                   "answer is its last \\boxed{}")
+
+
+def engine(a: argparse.Namespace):
+    from rac.generate import Engine
+
+    return Engine(backend=a.backend, device=a.device, tensor_parallel=a.tensor_parallel,
+                  trust_remote_code=a.trust_remote_code)
+
+
+def sampling(a: argparse.Namespace, stage: str):
+    from rac.sampling import sampling_for
+
+    return sampling_for(a.model, stage, a.temperature, a.top_p, a.max_new_tokens, top_k=a.top_k,
+                        repetition_penalty=a.repetition_penalty,
+                        generation_config=not a.ignore_generation_config)
+
+
+def eval_config(a: argparse.Namespace):
+    """The evaluation settings of ``rac eval`` and ``rac search``."""
+    from rac.evaluate import EvalConfig
+
+    return EvalConfig(sampling(a, "eval"), samples=a.samples, seed=a.seed,
+                      batch_size=a.batch_size, instruction=a.instruction,
+                      thinking=THINKING[a.thinking])
+
+
+def report_paths(out: Path) -> str:
+    """Where a sweep's report, results and figures are."""
+    figs = sorted(p.name for p in Path(out).glob("*.png"))
+    heat = Path(out) / "recon" / "recon_heatmap.png"
+    return (f"report: {Path(out) / 'report.md'}\nresults: {Path(out) / 'results.json'}\n"
+            f"figures: {', '.join(str(Path(out) / f) for f in figs)}"
+            + (f", {heat}" if heat.exists() else ""))
