@@ -121,6 +121,8 @@ def test_sweep_caches_every_stage(qwen2_dir, generic_text, tmp_path, capsys):
     assert all(v["built"] == 0 and v["seconds"] == 0 for k, v in again["stages"].items()
                if k != "report")
     assert "Time spent building each stage" in (out / "report.md").read_text()
+    assert first["overlap"] == {"calib_problems": 200, "test_problems": 12, "shared": 0}
+    assert "(200 and 12) checked for shared problems" in (out / "report.md").read_text()
     # an extended grid does only the new work
     bigger = config.from_dict(mini(qwen2_dir, generic_text, prune={"sparsities": [0.5, 0.3]}))
     sweep_and_report(bigger, out, show=print)

@@ -178,6 +178,11 @@ def _header(v: _View, result: dict, command: str) -> list[str]:
     ]
     if command:
         md += ["", f"Command: `{command}`"]
+    if "overlap" in result:
+        o = result["overlap"]
+        md += ["", f"Calibration and test problems ({o['calib_problems']} and {o['test_problems']}) "
+               f"checked for shared problems (same id, statement up to names, numbers or skeleton: "
+               f"`rac.tasks.overlap`): {o['shared']} shared."]
     md += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items())]
     if result.get("stages"):
         md += ["", "Time spent building each stage in this run (count; cached stages cost "
