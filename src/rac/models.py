@@ -24,6 +24,10 @@ CODE_INSTRUCTION = ("Solve the problem in Python: unless it asks for a function,
                     "that reads the input from standard input and writes the answer to standard "
                     "output. Reason step by step, then give the whole solution in one ```python "
                     "code block.")
+FUNCTION_INSTRUCTION = ("Solve the problem in Python by writing the function it asks for (complete "
+                        "any code given), with the imports and helper functions it uses, and no "
+                        "code that reads input or prints. Reason step by step, then give the whole "
+                        "solution in one ```python code block.")
 THINK_OPEN = "<think>\n"
 THINK_CLOSE = "</think>"
 
@@ -34,7 +38,8 @@ class ModelDefaults:
     override them in ``rac_model.json`` (the embedded model does: greedy, short budgets)."""
 
     instruction: str = R1_INSTRUCTION
-    code_instruction: str = CODE_INSTRUCTION
+    code_instruction: str = CODE_INSTRUCTION  # code problems graded on stdin/stdout
+    function_instruction: str = FUNCTION_INSTRUCTION  # code problems whose tests call a function
     eval_temperature: float = 0.6
     eval_top_p: float = 0.95
     eval_max_new_tokens: int = 32768
@@ -55,11 +60,13 @@ def resolve(model: str | Path, need_config: bool = True) -> Path:
     return path
 
 
-def instruction_for(d: ModelDefaults, kind: str, override: str | None) -> str:
-    """The text appended to a problem: the user's, else the model's for this kind of problem."""
+def instruction_for(d: ModelDefaults, form: str, override: str | None) -> str:
+    """The text appended to a problem: the user's, else the model's for this form of problem
+    (``rac.tasks.grading.answer_form``: math, stdin or function; ``code`` is stdin's)."""
     if override is not None:
         return override
-    return d.code_instruction if kind == "code" else d.instruction
+    return {"code": d.code_instruction, "stdin": d.code_instruction,
+            "function": d.function_instruction}.get(form, d.instruction)
 
 
 def model_name(model: str | Path) -> str:

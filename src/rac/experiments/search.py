@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from rac import models
-from rac.evaluate import EvalConfig, evaluate_model
+from rac.evaluate import EvalConfig, evaluate_model, instruction_key
 from rac.experiments.sweep import key_of
 from rac.io import RacError, atomic_write_text, save_figure, write_json
 from rac.metrics import mean_se
@@ -214,7 +214,7 @@ class _Cache:
         """``evaluate_model`` of a level on ``problems``, or what an earlier run left."""
         d, model = self.level(p)
         inputs = {"level": d.name, "problems": models.file_sha256(problems),
-                  "eval": asdict(self.cfg.eval)}
+                  "eval": asdict(self.cfg.eval), **instruction_key(model, problems, self.cfg.eval)}
         e = d / f"eval-{key_of(inputs)}"
         if not (e / "inputs.json").exists():
             evaluate_model(model, problems, e, self.cfg.eval, overwrite=True, progress=False)

@@ -27,7 +27,7 @@ import torch
 from rac import models
 from rac.calibrate.calib import SEEDLESS, CalibConfig, make_calib
 from rac.calibrate.traces import TracesConfig, make_traces
-from rac.evaluate import EvalConfig, evaluate_model
+from rac.evaluate import EvalConfig, evaluate_model, instruction_key
 from rac.experiments.config import SweepConfig, spec_key, spec_sampling
 from rac.experiments.report import Report, write_report
 from rac.io import RacError, write_json
@@ -237,6 +237,7 @@ class Sweep:
                   **{k: v for k, v in spec_key(e, sampling).items()
                      if k not in ("max_new_tokens", "budget_sparsities")}}
         cfg = EvalConfig(sampling, samples=e.samples, batch_size=e.batch_size)
+        inputs.update(instruction_key(model, test, cfg))
         d = self.stage("eval", inputs, lambda d: evaluate_model(model, test, d, cfg, progress=False),
                        f"eval {label} max {max_new}")
         result = json.loads((d / "eval.json").read_text())
