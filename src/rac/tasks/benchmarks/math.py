@@ -19,7 +19,6 @@ import re
 
 from rac.io import RacError
 from rac.tasks.benchmarks.rows import Row, column, row_id
-from rac.tasks.math import last_boxed
 from rac.tasks.problems import Problem
 
 NUMBER = re.compile(r"[-+]?\d+(\.\d+)?")
@@ -38,6 +37,8 @@ def math500(rows: list[Row]) -> list[Problem]:
         if row.get("answer") is not None:
             answer = str(row["answer"]).strip()
         else:
+            from rac.tasks.math import last_boxed  # math-verify is slow to import: only if needed
+
             answer = last_boxed(column(row, ("solution",), where)) or ""
             if not answer.strip():
                 raise RacError(f"{where}: no 'answer' column and no \\boxed{{}} in the solution")
