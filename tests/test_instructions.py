@@ -8,8 +8,7 @@ import json
 from rac.evaluate import EvalConfig, evaluate, instruction_key, instructions_for, summary_markdown
 from rac.generate import Completion, Sampling
 from rac.models import CODE_INSTRUCTION, FUNCTION_INSTRUCTION, R1_INSTRUCTION
-from rac.tasks.grading import answer_form
-from rac.tasks.problems import Problem
+from rac.tasks.problems import Problem, answer_form
 
 STDIN = Problem("s", "Print the sum.", "", {"tests": [{"input": "1 2", "output": "3"}]})
 CALL = Problem("c", "Write add.", "", {"tests": [{"call": "add(1, 2)", "expected": "3"}]})
@@ -68,12 +67,31 @@ def test_the_models_instructions_and_what_an_evaluation_cache_keys_on(tmp_path):
     for name, problems in {"math": [MATH], "stdin": [STDIN], "calls": [STDIN, CALL]}.items():
         files[name] = tmp_path / f"{name}.jsonl"
         files[name].write_text("".join(json.dumps(p.to_json()) + "\n" for p in problems))
-    cfg = EvalConfig(Sampling(0.0, 1.0, 4))
-    # keys stay as they were where nothing changed; function problems now get their own text
-    assert instruction_key(model, files["math"], cfg) == {}
-    assert instruction_key(model, files["stdin"], cfg) == {}
-    assert instruction_key(model, files["calls"], cfg) == {"function_instruction": FUNCTION_INSTRUCTION}
-    assert instruction_key(model, files["calls"], EvalConfig(cfg.sampling, instruction="x")) == {}
-    (model / "rac_model.json").write_text(json.dumps({"function_instruction": "Just the def."}))
-    assert instruction_key(model, files["calls"], cfg) == {"function_instruction": "Just the def."}
+    # a cached result is keyed by every form's text: a changed instruction is never served
+    assert instruction_key(model, files["math"], None) == {"instructions": {"math": R1_INSTRUCTION}}
+    assert instruction_key(model, files["calls"], None) == {"instructions": {
+        "function": FUNCTION_INSTRUCTION, "stdin": CODE_INSTRUCTION}}
+    assert instruction_key(model, files["calls"], "x") == {"instructions": {"function": "x",
+                                                                            "stdin": "x"}}
+    (model / "rac_model.json").write_text(json.dumps({"function_instruction": "Just the def.",
+                                                      "instruction": "Box it."}))
+    assert instruction_key(model, files["calls"], None)["instructions"]["function"] == "Just the def."
+    assert instruction_key(model, files["math"], None) == {"instructions": {"math": "Box it."}}
     assert instructions_for(model, [CHECK]) == {"function": "Just the def."}
+
+
+def test_calibration_prompts_are_the_prompts_evaluation_renders(toy_tokenizer, tmp_path):
+    """Prompt-only and reference sets rendered every problem with the math instruction, so a code
+    model's prompt-only set was calibrated on prompts that evaluation never shows it."""
+    from rac.calibrate.calib import from_prompts
+    from rac.models import ModelDefaults, instructions, prompt_ids
+
+    problems = [STDIN, CALL, MATH]
+    texts = instructions(ModelDefaults(), problems, None)
+    got = [s.ids for s in from_prompts(toy_tokenizer, problems, texts, thinking=True)]
+    backend = RecordingBackend(toy_tokenizer)
+    evaluate(backend, toy_tokenizer, problems, EvalConfig(Sampling(0.0, 1.0, 4)), progress=False,
+             instructions=texts)
+    assert sorted(toy_tokenizer.decode(ids) for ids in got) == sorted(backend.prompts)
+    assert got[0] == prompt_ids(toy_tokenizer, STDIN.problem, CODE_INSTRUCTION, True)
+    assert got[1] == prompt_ids(toy_tokenizer, CALL.problem, FUNCTION_INSTRUCTION, True)

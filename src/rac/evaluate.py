@@ -26,9 +26,9 @@ from rac.sampling import (
     Sampling,
     shipped_generation_config,
 )
-from rac.tasks.grading import answer_form, grade_problem
+from rac.tasks.grading import grade_problem
 from rac.tasks.math import Grade
-from rac.tasks.problems import Problem, read_problems
+from rac.tasks.problems import Problem, answer_form, read_problems
 
 
 @dataclass(frozen=True)
@@ -160,20 +160,15 @@ def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Prob
 
 def instructions_for(model: str | Path, problems: list[Problem]) -> dict[str, str]:
     """The model's instruction for each form of problem in ``problems``."""
-    d = models.defaults(model)
-    return {f: models.instruction_for(d, f, None) for f in sorted({answer_form(p) for p in problems})}
+    return models.instructions(models.defaults(model), problems, None)
 
 
-def instruction_key(model: str | Path, problems_file: Path, cfg: EvalConfig) -> dict:
-    """What a cached evaluation's key adds for its instructions: the function instruction, when
-    the file has function problems and the model's differs from its code instruction (evaluations
-    cached before function problems had their own instruction got the code one); else nothing, so
-    earlier keys stay the same."""
-    if cfg.instruction is not None:
-        return {}
-    d = models.defaults(model)
-    used = instructions_for(model, read_problems(problems_file)).get("function")
-    return {"function_instruction": used} if used not in (None, d.code_instruction) else {}
+def instruction_key(model: str | Path, problems_file: Path, override: str | None) -> dict:
+    """What a cached result's key adds for the text after each problem: every answer form's text
+    in the file (the user's ``override``, else the model's), so a changed instruction, in
+    ``rac_model.json`` or on the command line, is never answered from the cache."""
+    return {"instructions": models.instructions(models.defaults(model), read_problems(problems_file),
+                                                override)}
 
 
 def generation_config_markdown(used: Sampling, shipped: dict) -> list[str]:

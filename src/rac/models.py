@@ -15,6 +15,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from rac.io import RacError
+from rac.tasks.problems import Problem, answer_form
 
 EMBEDDED = "embedded"
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
@@ -62,11 +63,18 @@ def resolve(model: str | Path, need_config: bool = True) -> Path:
 
 def instruction_for(d: ModelDefaults, form: str, override: str | None) -> str:
     """The text appended to a problem: the user's, else the model's for this form of problem
-    (``rac.tasks.grading.answer_form``: math, stdin or function; ``code`` is stdin's)."""
+    (``rac.tasks.problems.answer_form``: math, stdin or function; ``code`` is stdin's)."""
     if override is not None:
         return override
     return {"code": d.code_instruction, "stdin": d.code_instruction,
             "function": d.function_instruction}.get(form, d.instruction)
+
+
+def instructions(d: ModelDefaults, problems: list[Problem], override: str | None
+                 ) -> dict[str, str]:
+    """The text after a problem of each answer form among ``problems``: every stage that renders
+    a problem (eval, traces, calibration sets, recon) renders it with the same text."""
+    return {f: instruction_for(d, f, override) for f in sorted({answer_form(p) for p in problems})}
 
 
 def model_name(model: str | Path) -> str:

@@ -18,7 +18,7 @@ import torch
 from rac import models
 from rac.generate import Engine, Sampling, generate_all, open_backend
 from rac.io import atomic_dir, atomic_write_text, save_figure, write_json
-from rac.tasks.problems import read_problems
+from rac.tasks.problems import answer_form, read_problems
 
 
 @dataclass
@@ -46,9 +46,9 @@ def rollouts(dense_dir: str | Path, problems_file: Path, n: int, max_new_tokens:
     """The dense model's greedy rollouts on the first ``n`` problems."""
     tok = models.load_tokenizer(dense_dir)
     problems = read_problems(problems_file)[:n]
-    instruction = models.instruction_for(models.defaults(dense_dir), problems[0].kind, None)
+    texts = models.instructions(models.defaults(dense_dir), problems, None)
     thinking = models.thinking_for(dense_dir, tok, None)
-    prompts = [models.prompt_ids(tok, p.problem, instruction, thinking) for p in problems]
+    prompts = [models.prompt_ids(tok, p.problem, texts[answer_form(p)], thinking) for p in problems]
     comps = generate_all(open_backend(dense_dir, tok, engine), prompts,
                          Sampling(0.0, 1.0, max_new_tokens), 0, batch_size, desc="rollouts",
                          progress=progress)

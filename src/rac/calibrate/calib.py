@@ -21,7 +21,7 @@ from rac.calibrate.traces import Trace, load_traces
 from rac.calibset import DECODE, GENERIC, PAD, PROMPT, Row
 from rac.io import RacError
 from rac.models import prompt_ids
-from rac.tasks.problems import Problem, read_problems
+from rac.tasks.problems import Problem, answer_form, read_problems
 
 SOURCES = ("generic", "prompt", "rac", "offpolicy", "reference")
 # the sources a seed does not change: their sets are the problems' own tokens, in file order
@@ -68,11 +68,12 @@ def from_documents(tok: PreTrainedTokenizerBase, documents: Iterable[str]) -> It
         yield Sequence(ids, [GENERIC] * len(ids))
 
 
-def from_prompts(tok: PreTrainedTokenizerBase, problems: Iterable[Problem], instruction: str,
-                 thinking: bool = True) -> Iterator[Sequence]:
-    """Prompt-only: the problem rendered through the chat template, up to ``<think>\\n``."""
+def from_prompts(tok: PreTrainedTokenizerBase, problems: Iterable[Problem],
+                 instructions: dict[str, str], thinking: bool = True) -> Iterator[Sequence]:
+    """Prompt-only: the problem rendered through the chat template, up to ``<think>\\n``, with the
+    instruction of its answer form (``instructions``), as evaluation renders it."""
     for p in problems:
-        ids = prompt_ids(tok, p.problem, instruction, thinking)
+        ids = prompt_ids(tok, p.problem, instructions[answer_form(p)], thinking)
         yield Sequence(ids, [PROMPT] * len(ids))
 
 
@@ -97,14 +98,14 @@ def from_foreign_traces(traces: Iterable[Trace], source_tok: PreTrainedTokenizer
         yield Sequence(head + tail, [PROMPT] * len(head) + [DECODE] * len(tail))
 
 
-def from_reference(tok: PreTrainedTokenizerBase, problems: Iterable[Problem], instruction: str,
-                   thinking: bool = True) -> Iterator[Sequence]:
+def from_reference(tok: PreTrainedTokenizerBase, problems: Iterable[Problem],
+                   instructions: dict[str, str], thinking: bool = True) -> Iterator[Sequence]:
     """Control: prompt + the task's own reference solution as the chain of thought."""
     for p in problems:
         solution = p.extra.get("solution")
         if not solution:
             raise RacError(f"problem {p.id} has no 'solution'; --source reference needs them")
-        head = prompt_ids(tok, p.problem, instruction, thinking)
+        head = prompt_ids(tok, p.problem, instructions[answer_form(p)], thinking)
         close = "\n</think>" if thinking else ""
         text = f"{solution}{close}\nThe answer is \\boxed{{{p.answer}}}."
         tail = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
@@ -207,15 +208,24 @@ def read_documents(paths: list[Path]) -> list[str]:
     return docs
 
 
+def _foreign_instruction(meta: dict, defaults: models.ModelDefaults, override: str | None) -> str:
+    """The target model's instruction for another model's traces: that of the store's one answer
+    form (math stores predate the record of forms); a store of mixed forms is refused, since a
+    trace does not say which form its problem had."""
+    forms = meta.get("forms", {"math": 1})
+    if len(forms) > 1:
+        raise RacError(f"the traces hold problems of several answer forms ({', '.join(forms)}); "
+                       "build an off-policy set from traces of one form (split the problem file)")
+    return models.instruction_for(defaults, next(iter(forms)), override)
+
+
 def make_calib(tokenizer: str | Path, cfg: CalibConfig, out: Path, *,
                trust_remote_code: bool = False, overwrite: bool = False) -> tuple[bool, dict]:
     """``rac calib``: build one source's set for the model ``tokenizer``; returns (written, info).
     Nothing is written when ``out`` already holds this very set."""
     source = cfg.source
     tok = models.load_tokenizer(tokenizer, trust_remote_code)
-    instruction = cfg.instruction
-    if instruction is None:
-        instruction = models.defaults(tokenizer).instruction
+    defaults = models.defaults(tokenizer)
     thinking = models.thinking_for(tokenizer, tok, cfg.thinking)
     inputs: dict = {}
 
@@ -239,8 +249,8 @@ def make_calib(tokenizer: str | Path, cfg: CalibConfig, out: Path, *,
         seqs = from_documents(tok, docs)
     elif source in ("prompt", "reference"):
         probs = read_problems(need("problems", cfg.problems))
-        seqs = (from_prompts if source == "prompt" else from_reference)(tok, probs, instruction,
-                                                                        thinking)
+        texts = models.instructions(defaults, probs, cfg.instruction)
+        seqs = (from_prompts if source == "prompt" else from_reference)(tok, probs, texts, thinking)
     else:
         traces = need("traces", cfg.traces)
         meta, kept = load_traces(traces)
@@ -256,7 +266,8 @@ def make_calib(tokenizer: str | Path, cfg: CalibConfig, out: Path, *,
             seqs = from_traces(kept)
         else:
             source_tok = models.load_tokenizer(Path(traces) / "tokenizer")
-            seqs = from_foreign_traces(kept, source_tok, tok, instruction, thinking)
+            seqs = from_foreign_traces(kept, source_tok, tok,
+                                       _foreign_instruction(meta, defaults, cfg.instruction), thinking)
     rows, info = build(seqs, cfg.budget_tokens, tok.pad_token_id, cfg.pack, cfg.allow_short)
     info = {"source": source, "tokenizer": models.model_name(tokenizer),
             "tokenizer_fingerprint": models.tokenizer_fingerprint(tok), "inputs": inputs, **info}

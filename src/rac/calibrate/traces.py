@@ -32,7 +32,7 @@ from rac.io import RacError, check_output_dir, write_json
 from rac.models import prompt_ids
 from rac.sampling import Sampling
 from rac.tasks.grading import grade_problem
-from rac.tasks.problems import Problem, read_problems
+from rac.tasks.problems import Problem, answer_form, read_problems
 
 FORMAT = "rac-traces-1"
 
@@ -88,11 +88,13 @@ def _open_store(out: Path, identity: dict, overwrite: bool) -> None:
 
 
 def generate_traces(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Problem],
-                    cfg: TracesConfig, identity: dict, out: Path, overwrite: bool = False,
+                    cfg: TracesConfig, instructions: dict[str, str], identity: dict, out: Path,
+                    overwrite: bool = False,
                     progress: bool = True) -> dict:
     """Generate until the kept traces hold ``budget_tokens`` (prompt + completion) or the problems
-    run out; returns the realized counts (also written to ``done.json``). ``cfg.instruction`` is
-    the resolved one; ``identity`` is what ``meta.json`` must hold (see ``store_identity``)."""
+    run out; returns the realized counts (also written to ``done.json``). ``instructions``: the
+    text after a problem of each answer form (``models.instructions``); ``identity`` is what
+    ``meta.json`` must hold (see ``store_identity``)."""
     out = Path(out)
     _open_store(out, identity, overwrite)
     tok_dir = out / "tokenizer"
@@ -101,7 +103,7 @@ def generate_traces(backend: Backend, tok: PreTrainedTokenizerBase, problems: li
         tok.save_pretrained(tmp)
         os.replace(tmp, tok_dir)
     thinking = bool(cfg.thinking)
-    prompts = [prompt_ids(tok, p.problem, cfg.instruction, thinking) for p in problems]
+    prompts = [prompt_ids(tok, p.problem, instructions[answer_form(p)], thinking) for p in problems]
     # Sample-major order: every problem once before any gets a second sample.
     requests = [(s, i) for s in range(cfg.samples_per_prompt) for i in range(len(problems))]
     batches = [requests[k:k + cfg.batch_size] for k in range(0, len(requests), cfg.batch_size)]
@@ -178,12 +180,17 @@ def make_traces(model: str | Path, problems_file: Path, out: Path, cfg: TracesCo
     problems = read_problems(problems_file)
     tok = models.load_tokenizer(model, engine.trust_remote_code)
     path = models.resolve(model)
-    cfg = replace(cfg, instruction=models.instruction_for(models.defaults(model), problems[0].kind,
-                                                          cfg.instruction),
+    texts = models.instructions(models.defaults(model), problems, cfg.instruction)
+    # one form: its text is the store's instruction, as it always was; a code store also records
+    # each answer form's count and text (a code file mixes programs and functions)
+    cfg = replace(cfg, instruction=next(iter(texts.values())) if len(texts) == 1 else None,
                   thinking=models.thinking_for(model, tok, cfg.thinking))
     identity = store_identity(
         cfg, model=models.model_name(model), weights_fingerprint=models.weights_fingerprint(path),
         tokenizer_fingerprint=models.tokenizer_fingerprint(tok),
         problems_sha256=models.file_sha256(problems_file), backend=engine.backend)
-    return generate_traces(open_backend(model, tok, engine), tok, problems, cfg, identity, out,
-                           overwrite, progress)
+    if problems[0].kind == "code":
+        identity["forms"] = {f: sum(answer_form(p) == f for p in problems) for f in texts}
+        identity["instructions"] = texts
+    return generate_traces(open_backend(model, tok, engine), tok, problems, cfg, texts, identity,
+                           out, overwrite, progress)

@@ -50,7 +50,7 @@ def run(a: argparse.Namespace) -> None:
     from collections import Counter
 
     from rac.tasks.benchmarks import humaneval_file, import_file
-    from rac.tasks.grading import answer_form
+    from rac.tasks.problems import answer_form
 
     if a.source is not None and a.format is None:
         raise RacError("--from needs --format (math500, aime, gsm8k, humaneval, mbpp or livecodebench)")

@@ -214,7 +214,8 @@ class _Cache:
         """``evaluate_model`` of a level on ``problems``, or what an earlier run left."""
         d, model = self.level(p)
         inputs = {"level": d.name, "problems": models.file_sha256(problems),
-                  "eval": asdict(self.cfg.eval), **instruction_key(model, problems, self.cfg.eval)}
+                  "eval": asdict(self.cfg.eval),
+                  **instruction_key(model, problems, self.cfg.eval.instruction)}
         e = d / f"eval-{key_of(inputs)}"
         if not (e / "inputs.json").exists():
             evaluate_model(model, problems, e, self.cfg.eval, overwrite=True, progress=False)

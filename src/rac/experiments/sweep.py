@@ -184,7 +184,8 @@ class Sweep:
         calib = self.problem_file(self.cfg.problems.calib)
         sampling = spec_sampling(model, "trace", t, t.max_new_tokens)
         inputs = {"model": models.model_name(model), "problems": models.file_sha256(calib),
-                  "seed": seed, "budget": budget, **spec_key(t, sampling)}
+                  "seed": seed, "budget": budget, **spec_key(t, sampling),
+                  **instruction_key(model, calib, None)}
         cfg = TracesConfig(sampling, seed=seed,
                            samples_per_prompt=t.samples_per_prompt, budget_tokens=budget,
                            batch_size=t.batch_size)
@@ -208,6 +209,9 @@ class Sweep:
             kwargs["builtin_text"] = True
         inputs = {"source": source, "model": models.model_name(self.cfg.model), "budget": budget,
                   **{k: str(v) for k, v in kwargs.items()}}
+        if source in ("prompt", "reference", "offpolicy"):  # sets that render prompts themselves
+            inputs.update(instruction_key(self.cfg.model, self.problem_file(self.cfg.problems.calib),
+                                          None))
         cfg = CalibConfig(source, budget, **kwargs)
         return self.stage("calib", inputs, lambda d: make_calib(self.cfg.model, cfg, d),
                           f"calib {source} x{fraction:g} seed {seed}")
@@ -237,7 +241,7 @@ class Sweep:
                   **{k: v for k, v in spec_key(e, sampling).items()
                      if k not in ("max_new_tokens", "budget_sparsities")}}
         cfg = EvalConfig(sampling, samples=e.samples, batch_size=e.batch_size)
-        inputs.update(instruction_key(model, test, cfg))
+        inputs.update(instruction_key(model, test, None))
         d = self.stage("eval", inputs, lambda d: evaluate_model(model, test, d, cfg, progress=False),
                        f"eval {label} max {max_new}")
         result = json.loads((d / "eval.json").read_text())

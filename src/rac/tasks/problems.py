@@ -108,3 +108,12 @@ def read_problems(path: Path) -> list[Problem]:
 
 def write_problems(path: Path, problems: list[Problem]) -> None:
     atomic_write_text(Path(path), "".join(json.dumps(p.to_json()) + "\n" for p in problems))
+
+
+def answer_form(problem: Problem) -> str:
+    """How a problem is answered, which decides its instruction: ``math`` (a boxed answer),
+    ``function`` (every test calls a function: call/expected or check) or ``stdin`` (a program
+    that reads standard input)."""
+    if problem.kind == "math":
+        return "math"
+    return "function" if all("input" not in t for t in problem.extra["tests"]) else "stdin"
