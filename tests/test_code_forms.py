@@ -30,7 +30,7 @@ def test_plain_values_are_the_same_only_with_the_same_types(a, b, same):
 
 
 def test_plain_data_round_trips_and_nothing_else_does():
-    value = [None, True, -3, 2.5, float("inf"), "é\n", b"\x00\xff", (1, [2]), {3, 4}, {"k": (5,)},
+    value = [None, True, -3, 2.5, float("inf"), "é\n\ud800😀\"", b"\x00\xff", (1, [2]), {3, 4}, {"k": (5,)},
              1 + 2j, [], ()]
     assert plain.decode(plain.encode(value)) == value
     assert type(plain.decode(plain.encode((1,)))) is tuple

@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -96,6 +96,14 @@ def test_a_double_forked_setsid_leftover_does_not_outlive_the_run():
     assert _processes_with(marker) == []
 
 
+def test_no_process_survives_a_fork_bomb():
+    marker = f"rac-bomb-{os.getpid()}-{time.time_ns()}"
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    program = f"import os, sys\nos.execv(sys.executable, [sys.executable, '-c', {bomb!r}, {marker!r}])\n"
+    assert run_python(program, "", LIMITS).status in {"timeout", "killed", "error"}
+    assert _processes_with(marker) == []
+
+
 @pytest.fixture
 def bystander():
     """An unrelated process of user nobody, the uid programs run as when rac is root."""
@@ -118,16 +126,21 @@ def test_a_program_cannot_kill_an_unrelated_process_of_its_uid(bystander, progra
     assert bystander.poll() is None
 
 
+FORKS = ("import os, time\npids = []\nfor _ in range(WANT):\n    try:\n        pid = os.fork()\n"
+         "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(1.5)\n"
+         "        os._exit(0)\n    pids.append(pid)\nprint(len(pids))\n"
+         "for p in pids:\n    os.waitpid(p, 0)\n")
+CONCURRENT_FORKS = (  # four programs at once asking for 10 children each, then one asking for 20
+    "from concurrent.futures import ThreadPoolExecutor\nfrom rac.tasks.sandbox import Limits, run_python\n"
+    f"program, limits = {FORKS!r}, Limits(wall_s=5, processes=12)\n"
+    "def forks(n):\n    return run_python(program.replace('WANT', str(n)), '', limits).stdout.strip()\n"
+    "with ThreadPoolExecutor(4) as pool:\n    print(*pool.map(forks, [10] * 4), forks(20))\n")
+
+
 def test_concurrent_programs_each_get_their_own_process_limit():
-    program = ("import os, time\npids = []\nfor _ in range(WANT):\n    try:\n        pid = os.fork()\n"
-               "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(1.5)\n"
-               "        os._exit(0)\n    pids.append(pid)\nprint(len(pids))\n"
-               "for p in pids:\n    os.waitpid(p, 0)\n")
-    with ThreadPoolExecutor(4) as pool:
-        got = list(pool.map(lambda _: run_python(program.replace("WANT", "10"), "", LIMITS).stdout, range(4)))
-    assert got == ["10\n"] * 4
-    # and the limit holds: the program itself and 11 children
-    assert run_python(program.replace("WANT", "20"), "", LIMITS).stdout == "11\n"
+    # the limit holds too: 12 processes are the program itself and 11 children
+    assert subprocess.run([sys.executable, "-c", CONCURRENT_FORKS], capture_output=True, text=True,
+                          timeout=60).stdout == "10 10 10 10 11\n"
 
 
 @pytest.mark.parametrize("where", ["/sandbox", "/tmp"])
@@ -171,6 +184,13 @@ def test_a_program_cannot_kill_a_non_root_grader(rac_copy):
               "    run_python(p, '', Limits(wall_s=5))\n    print('survived')\n")
     out = _grader("/usr/bin/python3", script, rac_copy / "src", user=True)
     assert (out.returncode, out.stdout) == (0, "survived\nsurvived\n"), out.stderr[-500:]
+
+
+def test_a_non_root_grader_gives_each_program_its_own_process_limit(rac_copy):
+    if os.geteuid() != 0 or not SETPRIV or not os.access("/usr/bin/python3", os.X_OK):
+        pytest.skip("needs root (to become nobody), setpriv and /usr/bin/python3")
+    out = _grader("/usr/bin/python3", CONCURRENT_FORKS, rac_copy / "src", user=True)
+    assert out.stdout == "10 10 10 10 11\n", out.stderr[-500:]
 
 
 def _venv(where: Path) -> str:

@@ -81,7 +81,7 @@ def _stdin_test(code: str, test: dict, limits: Limits) -> str:
 def _call_test(code: str, test: dict, limits: Limits) -> str:
     expected = _expected(test)
     r = Sandbox(["python", "/harness/harness.py", "call"], {PROGRAM: code, **_harness("harness.py")},
-                json.dumps({"call": test["call"]}), limits, report=True).wait()
+                test["call"], limits, report=True).wait()
     report = _report(r)
     if not r.ok:
         return r.status
@@ -101,10 +101,9 @@ def _check_test(code: str, test: dict, limits: Limits) -> str:
     """The check in one sandbox, the program in another, joined by two pipes of plain data."""
     calls_r, calls_w = os.pipe()
     replies_r, replies_w = os.pipe()
-    request = {"entry_point": test["entry_point"]}
     try:
-        program = Sandbox(["python", "/harness/harness.py", "serve"],
-                          {PROGRAM: code, **_harness("harness.py")}, json.dumps(request), limits,
+        program = Sandbox(["python", "/harness/harness.py", "serve", test["entry_point"]],
+                          {PROGRAM: code, **_harness("harness.py")}, "", limits,
                           fds={3: calls_r, 4: replies_w})
     except BaseException:
         os.close(calls_w)
@@ -112,7 +111,8 @@ def _check_test(code: str, test: dict, limits: Limits) -> str:
         raise
     try:
         checked = Sandbox(["python", "/harness/checker.py"], _harness("checker.py"),
-                          json.dumps({**request, "check": test["check"]}), limits,
+                          json.dumps({"check": test["check"], "entry_point": test["entry_point"]}),
+                          limits,
                           fds={4: calls_w, 5: replies_r}, report=True).wait()
     finally:
         served = program.wait()

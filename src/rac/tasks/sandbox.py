@@ -14,6 +14,7 @@ The program runs ``python -I -S`` (the interpreter rac's virtual environment is 
 stdin is a file, its stdout and stderr go to files under a size limit. The grader never hangs or
 crashes on what a program does: every outcome is a ``RunResult`` with a reason. When the sandbox
 itself cannot be built (a kernel without user namespaces, say), grading stops with one clear error.
+What runs where, and the hostile programs this is tested against: docs/code-sandbox.md.
 """
 
 from __future__ import annotations
@@ -135,8 +136,8 @@ def _refuse(what: str) -> RacError:
 
 
 class Sandbox:
-    """One program in its sandbox: ``start`` it, then ``wait`` for its ``RunResult`` (in the same
-    thread: the launcher dies with the thread that started it)."""
+    """One program in its sandbox: constructing it starts the program; ``wait`` for its
+    ``RunResult`` in the same thread (the launcher dies with the thread that started it)."""
 
     def __init__(self, argv: list[str], files: dict[str, str], stdin: str, limits: Limits,
                  fds: dict[int, int] | None = None, report: bool = False) -> None:
@@ -177,7 +178,7 @@ class Sandbox:
                   "masks": list(interp.masks),
                   "files": self._write_inputs(files, stdin), "uid": uid, "gid": gid,
                   "setgroups": root, "argv": argv, "env": env, "fds": self.fds,
-                  "limits": dict(self.limits.__dict__), "status_fd": status_w, "go_fd": go_r}
+                  "limits": self._rlimits(root), "status_fd": status_w, "go_fd": go_r}
         (self.base / "config").write_bytes(marshal.dumps(config))
         with open(self.base / "stdin", "rb") as inp, open(self.base / "stdout", "wb") as out, \
                 open(self.base / "stderr", "wb") as err:
@@ -194,6 +195,11 @@ class Sandbox:
         except OSError as e:
             raise _refuse(f"mapping the user namespace: {e.strerror}") from e
         os.write(self.go_w, b"g")
+
+    def _rlimits(self, root: bool) -> dict:
+        """The limits as the launcher applies them. The process count is kept per user namespace
+        and uid: unless rac is root, the launcher (same uid) is counted too."""
+        return {**self.limits.__dict__, "processes": self.limits.processes + (0 if root else 1)}
 
     def wait(self) -> RunResult:
         try:

@@ -1,12 +1,12 @@
 """Runs inside the program's sandbox, in the program's own interpreter: runs the program, then
 reports VALUES, never a verdict (it does not know the expected answer; nothing in the sandbox does).
 
-    harness.py call    stdin: {"call": "<expression>"}. Runs /sandbox/main.py as module
-                       ``solution``, evaluates the expression in its namespace and writes one line
-                       to fd 3: {"value": <plain>} | {"not_plain": "<type>"} | {"raised": "<type>"}
-    harness.py serve   stdin: {"entry_point": "<name>"}. Runs /sandbox/main.py, then answers each
-                       call read from fd 3 ({"args": <plain tuple>, "kwargs": <plain dict>}) with one
-                       line on fd 4, of the same three kinds (the check runs in another sandbox)
+    harness.py call          stdin: the expression. Runs /sandbox/main.py as module ``solution``,
+                             evaluates the expression in its namespace and writes one line to fd 3:
+                             {"value": <plain>} | {"not_plain": "<type>"} | {"raised": "<type>"}
+    harness.py serve NAME    Runs /sandbox/main.py, then answers each call of function NAME read
+                             from fd 3 (plain {"args": (...), "kwargs": {...}}) with one line on
+                             fd 4, of the same three kinds (the check runs in another sandbox)
 
 The program shares this interpreter, so it can do anything this file does (write to fd 3 itself,
 exit before the report): all it can achieve that way is to report a value of its choosing or none,
@@ -14,7 +14,6 @@ and a value is compared outside with an expected one the sandbox never saw.
 """
 
 import builtins
-import json
 import os
 import sys
 
@@ -38,26 +37,24 @@ def answer(thunk) -> str:
     try:
         value = thunk()
     except Exception as e:
-        return json.dumps({"raised": type(e).__name__})
+        return '{"raised":' + plain.encode(type(e).__name__) + "}"
     try:
         return '{"value":' + plain.encode(value) + "}"
     except plain.NotPlain:
-        return json.dumps({"not_plain": type(value).__name__})
+        return '{"not_plain":' + plain.encode(type(value).__name__) + "}"
 
 
-def call(request: dict) -> None:
-    namespace = {}
+def call() -> None:
+    expression = sys.stdin.read()  # before the program runs: its stdin is then at end of file
 
     def run():
-        namespace.update(load_program())
-        return eval(compile(request["call"], "<call>", "eval"), namespace)
+        return eval(compile(expression, "<call>", "eval"), load_program())
 
     plain.send(3, answer(run))
 
 
-def serve(request: dict) -> None:
-    namespace = load_program()
-    function = namespace.get(request["entry_point"])
+def serve(name: str) -> None:
+    function = load_program().get(name)
     with os.fdopen(3, "rb") as calls:
         for line in calls:
             args = plain.decode(line)
@@ -65,9 +62,10 @@ def serve(request: dict) -> None:
 
 
 def main() -> None:
-    mode = sys.argv[1]
-    request = json.loads(sys.stdin.read())
-    {"call": call, "serve": serve}[mode](request)
+    if sys.argv[1] == "call":
+        call()
+    else:
+        serve(sys.argv[2])
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     os._exit(0)  # the report is written: nothing the program left behind runs after it

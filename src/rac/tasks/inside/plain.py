@@ -11,13 +11,14 @@ Wire form: one JSON document. ``None``/``bool``/``int``/``float``/``str``/``list
 ``{"t": [...]}`` tuple, ``{"s": [...]}`` set, ``{"d": [[key, value], ...]}`` dict,
 ``{"b": "<hex>"}`` bytes, ``{"c": [real, imag]}`` complex. Decoding rebuilds only these types.
 
-Stdlib only: this file runs inside the sandbox (the harness) and outside it (the verdict).
+Stdlib only: this file runs inside the sandbox (the harness) and outside it (the verdict). Writing
+needs no ``json`` (slow to import, and a sandbox's start-up is on every test's path).
 """
 
 from __future__ import annotations
 
-import json
 import os
+from _json import encode_basestring_ascii as _quote  # json's own string quoting, without json
 
 MAX_DEPTH = 100
 SCALARS = (bool, int, float, str)
@@ -27,36 +28,54 @@ class NotPlain(TypeError):
     """The value (or a part of it) is not plain data."""
 
 
-def tree(x: object, sort: bool = False, depth: int = 0) -> object:
-    """The JSON-ready form of ``x``; ``sort``: sets and dicts in a canonical order, ``-0.0`` as
-    ``0.0`` (for comparing, not for sending)."""
+def _float(x: float) -> str:
+    if x != x:
+        return "NaN"
+    return float.__repr__(x) if abs(x) != float("inf") else ("Infinity" if x > 0 else "-Infinity")
+
+
+def _text(x: object, sort: bool, depth: int) -> str:
+    """Wire-form text of ``x``; ``sort``: sets and dicts in a canonical order, ``-0.0`` as ``0.0``."""
     t = type(x)
-    if x is None or t in SCALARS:
-        return x + 0.0 if sort and t is float else x
+    if x is None or t is bool:
+        return {None: "null", True: "true", False: "false"}[x]
+    if t is int:
+        return int.__repr__(x)  # ValueError past the interpreter's digit limit
+    if t is float:
+        return _float(x + 0.0 if sort else x)
+    if t is str:
+        return _quote(x)
     if depth >= MAX_DEPTH:
         raise NotPlain(f"nested deeper than {MAX_DEPTH}")
-    if t is list:
-        return [tree(v, sort, depth + 1) for v in x]
-    if t is tuple:
-        return {"t": [tree(v, sort, depth + 1) for v in x]}
-    if t is set:
-        items = [tree(v, sort, depth + 1) for v in x]
-        return {"s": sorted(items, key=json.dumps) if sort else items}
+    if t in (list, tuple, set):
+        items = [_text(v, sort, depth + 1) for v in x]
+        body = "[" + ",".join(sorted(items) if sort and t is set else items) + "]"
+        tag = "t" if t is tuple else "s"
+        return body if t is list else f'{{"{tag}":{body}}}'
     if t is dict:
-        pairs = [[tree(k, sort, depth + 1), tree(v, sort, depth + 1)] for k, v in x.items()]
-        return {"d": sorted(pairs, key=lambda kv: json.dumps(kv[0])) if sort else pairs}
+        pairs = [f"[{_text(k, sort, depth + 1)},{_text(v, sort, depth + 1)}]" for k, v in x.items()]
+        return '{"d":[' + ",".join(sorted(pairs) if sort else pairs) + "]}"
     if t is bytes:
-        return {"b": x.hex()}
+        return '{"b":"' + x.hex() + '"}'
     if t is complex:
-        return {"c": [x.real, x.imag]}
+        return '{"c":[' + _float(x.real) + "," + _float(x.imag) + "]}"
     raise NotPlain(f"a value of type {t.__name__} is not plain data")
 
 
 def encode(x: object) -> str:
     """``x`` as one line of wire form; ``NotPlain`` if it is not plain data."""
     try:
-        return json.dumps(tree(x), separators=(",", ":"))
+        return _text(x, False, 0)
     except (ValueError, RecursionError) as e:  # an int too long to write out, say
+        raise NotPlain(str(e)) from None
+
+
+def canonical(x: object) -> str:
+    """Two plain values are the same answer iff their canonical texts are equal: types included
+    (``True`` is not ``1``, ``1`` is not ``1.0``), order of sets and dict keys ignored."""
+    try:
+        return _text(x, True, 0)
+    except (ValueError, RecursionError) as e:
         raise NotPlain(str(e)) from None
 
 
@@ -65,12 +84,6 @@ def send(fd: int, line: str) -> None:
     data = line.encode() + b"\n"
     while data:
         data = data[os.write(fd, data):]
-
-
-def canonical(x: object) -> str:
-    """Two plain values are the same answer iff their canonical texts are equal: types included
-    (``True`` is not ``1``, ``1`` is not ``1.0``), order of sets and dict keys ignored."""
-    return json.dumps(tree(x, sort=True), separators=(",", ":"))
 
 
 def untree(node: object, depth: int = 0) -> object:
@@ -120,7 +133,10 @@ _TAGS = {"t": lambda b, d: tuple(_items(b, d)), "s": lambda b, d: set(_items(b, 
 
 
 def decode(text: str | bytes) -> object:
-    """The plain value in one wire-form document; ``ValueError`` if it is anything else."""
+    """The plain value in one wire-form document; ``ValueError`` if it is anything else. (json is
+    imported here, not above: a harness that only reports never pays for it.)"""
+    import json
+
     try:
         return untree(json.loads(text))
     except RecursionError:
@@ -135,8 +151,8 @@ def literal(text: str) -> object:
 
     try:
         value = ast.literal_eval(text)
-        tree(value)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        encode(value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # NotPlain too
         raise ValueError(f"{text[:60]!r} is not a Python literal of plain data (write the value's "
                          "repr: numbers, strings, bytes, None, True/False, lists, tuples, sets, "
                          "dicts of those)") from None
