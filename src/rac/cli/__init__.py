@@ -18,8 +18,8 @@ from rac.io import RacError
 
 EXIT_USER_ERROR = 2
 # in the order `rac --help` lists them
-VERBS = ("problems", "eval", "grade", "traces", "calib", "prune", "search", "sweep", "recon",
-         "demo", "toy")
+VERBS = ("problems", "eval", "grade", "traces", "calib", "prune", "quantize", "search", "sweep",
+         "recon", "demo", "toy")
 
 
 class Parser(argparse.ArgumentParser):

@@ -8,10 +8,16 @@ from dataclasses import dataclass, field
 
 from rac.calibset import check_segment_weights
 from rac.prune.masks import Target
+from rac.prune.quant_grid import Grid
 from rac.prune.sparsegpt import SparseGPTConfig
 from rac.prune.wanda import WandaConfig
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
+QUANTIZER = "gptq"  # rac quantize: SparseGPT's loop with nothing pruned (rac.prune.gptq)
+# weight-only schemes: the bits of the weights; activations stay in the model's dtype
+WEIGHT_ONLY = {"W4A16": 4, "W3A16": 3, "W8A16": 8}
+# schemes that also quantize activations (dynamic per-token int8): not simulated yet
+WITH_ACTIVATIONS = ("W8A8", "W4A8")
 ATTN = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
 MLP = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 # The order in which a Llama/Qwen2 block uses its linears: what true-sequential follows. The
@@ -74,11 +80,41 @@ class Scope:
 
 
 @dataclass(frozen=True)
+class QuantConfig:
+    """A weight quantization: the scheme, one grid per ``group_size`` inputs of a row (None: per
+    output channel), symmetric or with zero points, and GPTQ's activation order."""
+
+    scheme: str = "W4A16"
+    group_size: int | None = 128
+    sym: bool = True
+    actorder: bool = False
+
+    def __post_init__(self) -> None:
+        if self.scheme in WITH_ACTIVATIONS:
+            raise ValueError(f"{self.scheme} also quantizes activations at run time, which a saved "
+                             "model cannot carry into rac eval; use a weight-only scheme "
+                             f"({', '.join(WEIGHT_ONLY)})")
+        if self.scheme not in WEIGHT_ONLY:
+            raise ValueError(f"scheme {self.scheme!r} unknown; use {', '.join(WEIGHT_ONLY)}")
+        Grid(self.bits, self.group_size, self.sym)  # validates the group size
+
+    @property
+    def bits(self) -> int:
+        return WEIGHT_ONLY[self.scheme]
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(self.bits, self.group_size, self.sym)
+
+
+@dataclass(frozen=True)
 class PruneConfig:
     """One pruning run. ``true_sequential`` also propagates inside each block; ``staged`` runs it
     as one staged pass per block (Llama/Qwen2 blocks; others fall back to one pass per sublayer
     group, as does ``staged=False``). ``segment_weights`` reweights calibration tokens by segment
-    name, e.g. ``{"decode": 2.0}`` (an extension beyond the paper)."""
+    name, e.g. ``{"decode": 2.0}`` (an extension beyond the paper). ``quant`` quantizes what
+    SparseGPT keeps in the same pass (joint mode), or, with the method ``gptq`` and no sparsity,
+    quantizes without pruning."""
 
     method: str
     target: Target
@@ -101,12 +137,15 @@ class PruneConfig:
     # magnitude / Wanda: then up to this many prune-and-grow swaps per row that lower the layer's
     # reconstruction error (rac.prune.swaps; weights keep their dense values)
     mask_swaps: int = 0
+    quant: QuantConfig | None = None
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
+        if self.method not in (*METHODS, QUANTIZER):
             raise ValueError(f"method {self.method!r} unknown; use {', '.join(METHODS)}")
-        if self.dense_targets and (self.method != "sparsegpt" or self.true_sequential):
+        self._check_quantization()
+        if self.dense_targets and (self.method not in ("sparsegpt", QUANTIZER)
+                                   or self.true_sequential):
             raise ValueError("dense targets are implemented for SparseGPT without true-sequential")
         if self.refine_epochs < 0 or not self.refine_lr > 0:
             raise ValueError("refine epochs must be >= 0 and the refine learning rate > 0")
@@ -118,12 +157,37 @@ class PruneConfig:
                                 or not 0 < self.error_step <= self.error_span < 1):
             raise ValueError("error-driven allocation needs an unstructured target, no OWL, and "
                              "0 < step <= span < 1")
-        if self.mask_swaps and (self.method == "sparsegpt" or self.mask_swaps < 0):
-            raise ValueError("mask swaps refine magnitude or Wanda masks; SparseGPT also updates "
-                             "the weights it keeps")
+        if self.mask_swaps and (self.method in ("sparsegpt", QUANTIZER) or self.mask_swaps < 0):
+            raise ValueError("mask swaps refine magnitude or Wanda masks; SparseGPT and GPTQ also "
+                             "update the weights they keep")
         check_segment_weights(self.segment_weights)
         if self.balance_segments and self.segment_weights:
             raise ValueError("give segment weights or balance the segments, not both")
+
+    def _check_quantization(self) -> None:
+        """Quantization is refused wherever it would not be what is evaluated."""
+        if self.method == QUANTIZER:
+            if self.quant is None or self.target.fraction:
+                raise ValueError("gptq quantizes without pruning: give a quantization and no "
+                                 "sparsity (rac prune --quantize prunes and quantizes)")
+            if self.owl_lambda or self.error_span:
+                raise ValueError("OWL and error-driven allocation share out sparsity; gptq "
+                                 "prunes nothing")
+        if self.quant is None:
+            return
+        if self.method not in ("sparsegpt", QUANTIZER):
+            raise ValueError(f"--quantize needs --method sparsegpt (pruned and quantized in one "
+                             f"pass); {self.method} does not update the weights it keeps")
+        if self.refine_epochs:
+            raise ValueError("--refine-epochs (or --recipe best) would move the quantized weights "
+                             "off their grid: block refinement is not implemented with "
+                             "quantization")
+        if self.quant.actorder and self.target.structured:
+            raise ValueError("--actorder processes the columns out of order, which would split "
+                             "N:M groups; drop it, or prune unstructured")
+        if self.method == "sparsegpt" and str(self.scope) != "all@all":
+            raise ValueError(f"--quantize quantizes the linears it prunes: with --scope "
+                             f"{self.scope} the others would stay unquantized; use --scope all")
 
     @classmethod
     def with_recipe(cls, recipe: str, **options) -> PruneConfig:

@@ -28,13 +28,14 @@ from tqdm import tqdm
 from rac.prune.allocation import error_sparsities, outlier_ratio, owl_sparsities, sparsity_grid
 from rac.prune.asymmetric import dense_target_weight
 from rac.prune.batches import Batch
-from rac.prune.config import SEQUENTIAL_GROUPS, PruneConfig
+from rac.prune.config import QUANTIZER, SEQUENTIAL_GROUPS, PruneConfig
 from rac.prune.forward import block_output, capture_block_inputs, feed, inputs_of, to_device
 from rac.prune.magnitude import magnitude
 from rac.prune.masks import Target
+from rac.prune.quant_grid import GridParams
 from rac.prune.refine import refine_block
 from rac.prune.report import LayerReport
-from rac.prune.sparsegpt import CholeskyError, sparsegpt_group
+from rac.prune.sparsegpt import CholeskyError, compress_group
 from rac.prune.staged import prune_block_staged, staged_forward_matches
 from rac.prune.stats import CrossStats, LayerStats, relative_error
 from rac.prune.swaps import swap_refine
@@ -48,18 +49,26 @@ def _propagate(block: torch.nn.Module, hiddens: list[torch.Tensor],
         h.copy_(block_output(block(h.to(dev), **to_device(kwargs, dev))))
 
 
+# the grids of the quantized linears, by (block index, linear name)
+Grids = dict[tuple[int, str], GridParams]
+
+
 def prune_weights(Ws: list[torch.Tensor], stats: LayerStats | None, cfg: PruneConfig
-                  ) -> tuple[list[torch.Tensor], float | None]:
+                  ) -> tuple[list[torch.Tensor], float | None, list[GridParams] | None]:
     """Prune weights that read the same inputs (one group) with ``cfg.method``, then refine a
-    mask-only pruning by ``cfg.mask_swaps``; returns the pruned weights and SparseGPT's
-    dampening (None for the others)."""
+    mask-only pruning by ``cfg.mask_swaps``; with ``cfg.quant`` (SparseGPT, GPTQ) also quantize
+    them in the same pass. Returns the weights, SparseGPT's dampening (None for the others) and
+    their grids (None unquantized)."""
     def needed() -> LayerStats:
         if stats is None or stats.tokens == 0:
             raise ValueError(f"{cfg.method} needs calibration statistics; none reached this layer")
         return stats
 
-    if cfg.method == "sparsegpt":
-        return sparsegpt_group(Ws, needed().H, cfg.target, cfg.sparsegpt)
+    if cfg.method in ("sparsegpt", QUANTIZER):
+        q = cfg.quant
+        weights, grids, damp = compress_group(Ws, needed().H, cfg.target, cfg.sparsegpt,
+                                              q.grid if q else None, bool(q and q.actorder))
+        return weights, damp, grids
     if cfg.method == "magnitude":
         pruned = [magnitude(W, cfg.target) for W in Ws]
     else:
@@ -67,15 +76,16 @@ def prune_weights(Ws: list[torch.Tensor], stats: LayerStats | None, cfg: PruneCo
     if cfg.mask_swaps:
         group = cfg.target.m if cfg.target.structured else None
         pruned = [swap_refine(W, P, needed().H, cfg.mask_swaps, group) for W, P in zip(Ws, pruned)]
-    return pruned, None
+    return pruned, None, None
 
 
 def prune_group(i: int, group: list[str], lins: dict[str, torch.nn.Linear], stats: LayerStats,
-                stat_s: float, cfg: PruneConfig, cross: CrossStats | None = None
-                ) -> list[LayerReport]:
+                stat_s: float, cfg: PruneConfig, cross: CrossStats | None = None,
+                grids: Grids | None = None) -> list[LayerReport]:
     """Prune the linears of one group, which share the statistics ``stats`` (collected in
     ``stat_s`` seconds; the report shares all the group's time evenly between its linears).
-    With ``cross`` (dense targets) the weights pruned are the fit of the dense outputs."""
+    With ``cross`` (dense targets) the weights pruned are the fit of the dense outputs. The
+    grids of quantized linears go into ``grids``."""
     if not torch.isfinite(stats.H).all():
         raise ValueError(f"block {i} {group[0]}: calibration statistics hold NaN or Inf (the "
                          "activations overflowed); check the model's dtype")
@@ -84,10 +94,12 @@ def prune_group(i: int, group: list[str], lins: dict[str, torch.nn.Linear], stat
     targets = Ws if cross is None else [
         dense_target_weight(W, stats.H, cross.C, cfg.sparsegpt.percdamp) for W in Ws]
     try:
-        pruned, damp = prune_weights(targets, stats, cfg)
+        pruned, damp, params = prune_weights(targets, stats, cfg)
     except CholeskyError as e:
         raise ValueError(f"block {i} {', '.join(group)}: {e}; raise --percdamp or add calibration "
                          "tokens") from e
+    if params is not None and grids is not None:
+        grids.update({(i, n): p for n, p in zip(group, params)})
     errors = [relative_error(W, W_hat, stats.H) for W, W_hat in zip(Ws, pruned)]
     for W, W_hat in zip(Ws, pruned):
         W.copy_(W_hat)
@@ -108,6 +120,9 @@ def _targeted(blocks: torch.nn.ModuleList, cfg: PruneConfig) -> dict[int, dict[s
         if missing:
             raise ValueError(f"block {i} has no {sorted(missing)}: only Llama/Qwen2-style blocks "
                              "(self_attn.*_proj, mlp.*_proj) are supported")
+        if cfg.quant is not None:  # every layer must split into whole groups
+            for lin in lins.values():
+                cfg.quant.grid.groups(lin.in_features)
     return targeted
 
 
@@ -191,7 +206,7 @@ def error_targets(blocks: torch.nn.ModuleList, targeted: dict[int, dict[str, tor
             err = 0.0
             for g in groups:
                 Ws = [lins[n].weight.data for n in g]
-                pruned, _ = prune_weights(Ws, stats[g[0]], at)
+                pruned, _, _ = prune_weights(Ws, stats[g[0]], at)
                 err += sum(relative_error(W, P, stats[g[0]].H) for W, P in zip(Ws, pruned))
             curve.append(err)
         curves.append(curve)
@@ -205,7 +220,8 @@ def error_targets(blocks: torch.nn.ModuleList, targeted: dict[int, dict[str, tor
 def _prune_block_in_passes(i: int, block: torch.nn.Module, groups: list[list[str]],
                            lins: dict[str, torch.nn.Linear], states: list[tuple[torch.Tensor, dict]],
                            weights: list[torch.Tensor], cfg: PruneConfig,
-                           dense_states: list[torch.Tensor] | None = None) -> list[LayerReport]:
+                           dense_states: list[torch.Tensor] | None = None,
+                           grids: Grids | None = None) -> list[LayerReport]:
     """Collect statistics with hooked forward passes and prune: one pass for all groups (the
     reference semantics), or one pass per group with ``true_sequential``. With ``dense_states``
     (dense targets, refinement) the dense block also runs on the dense model's hidden states,
@@ -240,14 +256,16 @@ def _prune_block_in_passes(i: int, block: torch.nn.Module, groups: list[list[str
         per_linear = (time.perf_counter() - t0) / sum(map(len, pass_groups))
         for g in pass_groups:
             report += prune_group(i, g, lins, stats[g[0]], per_linear * len(g), cfg,
-                                  cross.get(g[0]))
+                                  cross.get(g[0]), grids)
     return report
 
 
 @torch.inference_mode()
 def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[Batch] | None,
-                cfg: PruneConfig, progress: bool = True) -> list[LayerReport]:
-    """Prune ``lm`` in place; returns one report row per pruned linear."""
+                cfg: PruneConfig, progress: bool = True, grids: Grids | None = None
+                ) -> list[LayerReport]:
+    """Prune (and with ``cfg.quant`` quantize) ``lm`` in place; returns one report row per
+    linear, and puts the grid of each quantized linear into ``grids`` if given."""
     targeted = _targeted(blocks, cfg)
     if batches is None:
         if cfg.needs_calibration:
@@ -265,8 +283,9 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
     per_block = allocate(blocks, targeted, states, weights, cfg) if allocate else {}
     report: list[LayerReport] = []
     base_cfg = cfg
-    for i in tqdm(range(len(blocks)), desc=f"prune {cfg.method} {cfg.target}", unit="block",
-                  disable=not progress):
+    desc = (f"quantize gptq {cfg.quant.scheme}" if cfg.method == QUANTIZER else
+            f"prune {cfg.method} {cfg.target}" + (f" {cfg.quant.scheme}" if cfg.quant else ""))
+    for i in tqdm(range(len(blocks)), desc=desc, unit="block", disable=not progress):
         cfg = replace(base_cfg, target=Target(per_block[i])) if i in per_block else base_cfg
         block = blocks[i].to(dev)
         lins = targeted.get(i, {})
@@ -276,7 +295,7 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
 
             def prune_leader(leader: str, stats: LayerStats, seconds: float, i=i,
                              by_leader=by_leader, lins=lins, cfg=cfg) -> list[LayerReport]:
-                return prune_group(i, by_leader[leader], lins, stats, seconds, cfg)
+                return prune_group(i, by_leader[leader], lins, stats, seconds, cfg, grids=grids)
 
             report += prune_block_staged(block, set(by_leader),
                                          {n: lins[n].in_features for n in by_leader}, states,
@@ -284,7 +303,7 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
         else:
             if groups:
                 rows = _prune_block_in_passes(i, block, groups, lins, states, weights, cfg,
-                                              dense_states)
+                                              dense_states, grids)
                 if cfg.refine_epochs:  # dense_states now hold the dense block's outputs
                     losses = refine_block(block, list(lins.values()), states, dense_states,
                                           weights, cfg.refine_epochs, cfg.refine_lr, dev)

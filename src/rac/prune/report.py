@@ -74,6 +74,9 @@ class PruneReport:
     device: str
     totals: PruneTotals
     layers: list[LayerReport]
+    # rac quantize / --quantize: the scheme, bits, group size (None: per channel), sym, actorder,
+    # and the compressed-tensors export's directory (None: not exported); None unquantized
+    quantization: dict | None = None
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -1,5 +1,7 @@
-"""``rac prune`` as a library call: load the model and a calibration set from disk, run the engine,
-optionally quantize to FP8, and write a model directory plus ``prune_report.json`` atomically.
+"""``rac prune`` and ``rac quantize`` as library calls: load the model and a calibration set from
+disk, run the engine, optionally quantize to FP8, and write a model directory plus
+``prune_report.json`` atomically (with an integer quantization also its compressed-tensors export
+if asked).
 
 The calibration set is read through ``rac.calibset``, its on-disk contract, so this stage does not
 depend on how the set was built.
@@ -9,51 +11,82 @@ from __future__ import annotations
 
 import resource
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from rac import calibset, models
 from rac.io import RacError, atomic_dir, check_output_dir, write_json
-from rac.prune.batches import make_batches
-from rac.prune.config import PruneConfig
-from rac.prune.engine import prune_model
-from rac.prune.quant import FP8_DIR, export_fp8, fp8_per_channel, require_llmcompressor
-from rac.prune.report import PruneReport, PruneTotals
+from rac.prune.batches import Batch, make_batches
+from rac.prune.config import QUANTIZER, PruneConfig, QuantConfig
+from rac.prune.engine import Grids, prune_model
+from rac.prune.masks import Target
+from rac.prune.quant import (
+    FP8_DIR,
+    check_int_export,
+    export_fp8,
+    export_int,
+    fp8_per_channel,
+    int_dir,
+    require_llmcompressor,
+)
+from rac.prune.quant_grid import GridParams
+from rac.prune.report import LayerReport, PruneReport, PruneTotals
 from rac.prune.sparsegpt import CholeskyError
 
 REPORT = "prune_report.json"
 
 
-def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, out: Path, *,
-                 fp8: bool = False, fp8_export: bool = False, batch_tokens: int = 8192,
-                 trust_remote_code: bool = False, overwrite: bool = False,
-                 progress: bool = True) -> PruneReport:
-    check_output_dir(out, overwrite)
+def _calibration(calib_dir: Path | None, tok, cfg: PruneConfig, batch_tokens: int
+                 ) -> tuple[list[Batch] | None, dict | None, PruneConfig]:
+    """The calibration batches and the set's info (None without a set), and ``cfg`` with balanced
+    segment weights made explicit."""
+    if calib_dir is None:
+        if cfg.needs_calibration:
+            given = cfg.needs_calibration
+            raise RacError(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} --calib DIR "
+                           "(only plain magnitude pruning works without)")
+        return None, None, cfg
+    cset = calibset.read(calib_dir)
+    if cset.tokenizer_fingerprint != models.tokenizer_fingerprint(tok):
+        raise RacError(f"{calib_dir} was tokenized for another model ({cset.info['tokenizer']});"
+                       " rebuild it with --tokenizer pointing at this model")
+    if cfg.balance_segments:
+        cfg = replace(cfg, segment_weights=calibset.balanced_weights(cset.rows),
+                      balance_segments=False)
+    return make_batches(cset.rows, tok.pad_token_id, cfg.segment_weights, batch_tokens), \
+        cset.info, cfg
+
+
+def _check_options(cfg: PruneConfig, fp8: bool, fp8_export: bool, export: bool) -> None:
+    if cfg.quant is not None and (fp8 or fp8_export):
+        raise RacError("give --fp8 or --quantize, not both: both would quantize the same weights")
+    if export and cfg.quant is None:
+        raise RacError("--export writes the --quantize scheme's compressed-tensors checkpoint; "
+                       "for FP8 use --fp8-export")
     if fp8_export:
         require_llmcompressor()
+    if export:
+        check_int_export(cfg.quant)
+
+
+def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, out: Path, *,
+                 fp8: bool = False, fp8_export: bool = False, export: bool = False,
+                 batch_tokens: int = 8192, trust_remote_code: bool = False,
+                 overwrite: bool = False, progress: bool = True) -> PruneReport:
+    """Prune (with ``cfg.quant`` also quantize) ``model`` into ``out``. ``export``: with
+    ``cfg.quant``, also write ``out/<scheme>-compressed-tensors``."""
+    check_output_dir(out, overwrite)
+    _check_options(cfg, fp8, fp8_export, export)
     t0 = time.perf_counter()
     tok = models.load_tokenizer(model, trust_remote_code)
-    batches, calib_info = None, None
-    if calib_dir is not None:
-        cset = calibset.read(calib_dir)
-        if cset.tokenizer_fingerprint != models.tokenizer_fingerprint(tok):
-            raise RacError(f"{calib_dir} was tokenized for another model ({cset.info['tokenizer']});"
-                           " rebuild it with --tokenizer pointing at this model")
-        calib_info = cset.info
-        if cfg.balance_segments:
-            cfg = replace(cfg, segment_weights=calibset.balanced_weights(cset.rows),
-                          balance_segments=False)
-        batches = make_batches(cset.rows, tok.pad_token_id, cfg.segment_weights, batch_tokens)
-    elif cfg.needs_calibration:
-        given = cfg.needs_calibration
-        raise RacError(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} --calib DIR "
-                       "(only plain magnitude pruning works without)")
+    batches, calib_info, cfg = _calibration(calib_dir, tok, cfg, batch_tokens)
     lm = models.load_model(model, "cpu", trust_remote_code=trust_remote_code)
     blocks = models.decoder_blocks(lm)
+    grids: Grids = {}
     try:
-        layers = prune_model(lm, blocks, batches, cfg, progress=progress)
+        layers = prune_model(lm, blocks, batches, cfg, progress=progress, grids=grids)
     except (ValueError, CholeskyError) as e:
         raise RacError(str(e)) from e
     if fp8 or fp8_export:
@@ -63,18 +96,8 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
             for lin in (m for m in blocks.modules() if isinstance(m, torch.nn.Linear)):
                 lin.weight.copy_(fp8_per_channel(lin.weight)[0])
     models.check_finite(lm, "the pruned model")
-    report = PruneReport(
-        model=models.model_name(model), calib=str(calib_dir) if calib_dir else None,
-        calib_info=calib_info, method=cfg.method, target=str(cfg.target), scope=str(cfg.scope),
-        true_sequential=cfg.true_sequential, fp8=fp8 or fp8_export,
-        blocksize=cfg.sparsegpt.block_for(cfg.target), percdamp=cfg.sparsegpt.percdamp,
-        segment_weights=dict(cfg.segment_weights), dense_targets=cfg.dense_targets,
-        refine_epochs=cfg.refine_epochs, refine_lr=cfg.refine_lr,
-        owl_lambda=cfg.owl_lambda, error_span=cfg.error_span,
-        error_step=cfg.error_step, mask_swaps=cfg.mask_swaps, device=cfg.device,
-        totals=PruneTotals.of(layers, time.perf_counter() - t0,
-                              resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        layers=layers)
+    report = _report(model, calib_dir, calib_info, cfg, fp8 or fp8_export, export, layers,
+                     time.perf_counter() - t0)
     rac_file = models.resolve(model) / models.RAC_MODEL_FILE
     with atomic_dir(out, overwrite=overwrite) as tmp:
         lm.save_pretrained(tmp)
@@ -84,7 +107,49 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
         write_json(tmp / REPORT, report.to_json())
         if fp8_export:
             export_fp8(lm, tok, tmp / FP8_DIR)
+        if export:
+            export_int(lm, tok, tmp / int_dir(cfg.quant), cfg.quant, _by_name(lm, blocks, grids))
     return report
+
+
+def _by_name(lm: torch.nn.Module, blocks: torch.nn.ModuleList, grids: Grids
+             ) -> dict[str, GridParams]:
+    """The grids keyed by each linear's name in ``lm`` (what the export's config matches)."""
+    names = {id(m): n for n, m in lm.named_modules()}
+    return {names[id(blocks[i].get_submodule(n))]: p for (i, n), p in grids.items()}
+
+
+def quantize_to_dir(model: str | Path, calib_dir: Path, quant: QuantConfig, out: Path, *,
+                    export: bool = False, batch_tokens: int = 8192,
+                    trust_remote_code: bool = False, overwrite: bool = False,
+                    progress: bool = True, **options) -> PruneReport:
+    """``rac quantize``: GPTQ on every linear in scope, nothing pruned. ``options`` are the
+    other ``PruneConfig`` fields (scope, true_sequential, sparsegpt, segment weights, ...)."""
+    cfg = PruneConfig(QUANTIZER, Target(), quant=quant, **options)
+    return prune_to_dir(model, calib_dir, cfg, out, export=export, batch_tokens=batch_tokens,
+                        trust_remote_code=trust_remote_code, overwrite=overwrite,
+                        progress=progress)
+
+
+def _report(model: str | Path, calib_dir: Path | None, calib_info: dict | None, cfg: PruneConfig,
+            fp8: bool, export: bool, layers: list[LayerReport], wall_s: float) -> PruneReport:
+    quant = cfg.quant
+    quantization = None if quant is None else {
+        **asdict(quant), "bits": quant.bits, "activations": "unquantized (the model's dtype)",
+        "export": int_dir(quant) if export else None}
+    return PruneReport(
+        model=models.model_name(model), calib=str(calib_dir) if calib_dir else None,
+        calib_info=calib_info, method=cfg.method, target=str(cfg.target), scope=str(cfg.scope),
+        true_sequential=cfg.true_sequential, fp8=fp8,
+        blocksize=cfg.sparsegpt.block_for(cfg.target, quant.group_size if quant else None),
+        percdamp=cfg.sparsegpt.percdamp,
+        segment_weights=dict(cfg.segment_weights), dense_targets=cfg.dense_targets,
+        refine_epochs=cfg.refine_epochs, refine_lr=cfg.refine_lr,
+        owl_lambda=cfg.owl_lambda, error_span=cfg.error_span,
+        error_step=cfg.error_step, mask_swaps=cfg.mask_swaps, device=cfg.device,
+        totals=PruneTotals.of(layers, wall_s,
+                              resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        layers=layers, quantization=quantization)
 
 
 def read_totals(pruned_dir: Path) -> PruneTotals:

@@ -1,0 +1,118 @@
+"""``rac quantize``: GPTQ, layer by layer, on the pruning engine's statistics; and the quantization
+arguments ``rac prune --quantize`` shares."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rac.cli.common import model_args, threads
+
+
+def group_size(text: str) -> int | None:
+    """``--group-size``: a positive number of input columns, or ``channel`` (one grid per row)."""
+    if text == "channel":
+        return None
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a group size: give N >= 1 input "
+                                         "columns, or 'channel' for one grid per output row")
+    return size
+
+
+def quant_args(p: argparse.ArgumentParser) -> None:
+    """How the weights are quantized (the scheme itself is each verb's own argument)."""
+    p.add_argument("--group-size", type=group_size, default=128,
+                   help="one scale (and zero point) per N consecutive inputs of a row, or "
+                   "'channel' for one per row (default 128)")
+    p.add_argument("--actorder", action="store_true",
+                   help="process columns by decreasing activation size (GPTQ's act-order); the "
+                   "groups stay the columns in place")
+    sym = p.add_mutually_exclusive_group()
+    sym.add_argument("--sym", dest="sym", action="store_true", default=True,
+                     help="symmetric grids, no zero point (default)")
+    sym.add_argument("--asym", dest="sym", action="store_false",
+                     help="asymmetric grids with an integer zero point")
+    p.add_argument("--export", action="store_true",
+                   help="also write OUT/<scheme>-compressed-tensors (packed int weights vLLM "
+                   "loads; 4- or 8-bit; needs the llmcompressor extra)")
+
+
+def quant_config(a: argparse.Namespace, scheme: str):
+    from rac.prune.config import QuantConfig
+
+    return QuantConfig(scheme, a.group_size, a.sym, a.actorder)
+
+
+def engine_args(p: argparse.ArgumentParser) -> None:
+    """What the engine does with the calibration statistics, for pruning and quantizing alike."""
+    p.add_argument("--scope", default="all", help="KIND[@LAYERS]: all|attn|mlp at all|"
+                   "first-third|first-last-third|0-3,7 (default: all)")
+    p.add_argument("--true-sequential", action="store_true",
+                   help="also propagate inside each block (q/k/v, o, gate/up, down)")
+    p.add_argument("--segment-weights", nargs="+", metavar="SEGMENT=W",
+                   help="reweight tokens by segment, e.g. decode=2 (extension beyond the paper)")
+    p.add_argument("--balance-segments", action="store_true",
+                   help="weigh segments so that prompt and decode tokens have equal shares of the "
+                   "statistics (the report gives the weights used)")
+    p.add_argument("--blocksize", type=int, default=128, help="SparseGPT/GPTQ column block")
+    p.add_argument("--percdamp", type=float, default=0.01, help="SparseGPT/GPTQ dampening")
+    p.add_argument("--dense-targets", action="store_true",
+                   help="fit each layer to the dense model's outputs on the compressed model's "
+                   "inputs (corrects error accumulated in earlier blocks; beyond the paper)")
+    p.add_argument("--batch-tokens", type=int, default=8192, help="tokens per forward batch")
+
+
+def engine_options(a: argparse.Namespace) -> dict:
+    """``engine_args`` as ``PruneConfig`` fields (None: not given)."""
+    from rac import models
+    from rac.calibset import parse_segment_weights
+    from rac.prune.config import Scope
+    from rac.prune.sparsegpt import SparseGPTConfig
+
+    return dict(scope=Scope.parse(a.scope), true_sequential=a.true_sequential,
+                sparsegpt=SparseGPTConfig(blocksize=a.blocksize, percdamp=a.percdamp),
+                segment_weights=parse_segment_weights(a.segment_weights or []),
+                balance_segments=a.balance_segments or None,
+                dense_targets=a.dense_targets or None, device=models.pick_device(a.device))
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    from rac.prune.config import WEIGHT_ONLY, WITH_ACTIVATIONS
+
+    p = sub.add_parser("quantize", help="quantize a model's weights layer by layer with GPTQ")
+    model_args(p)
+    p.add_argument("--calib", type=Path, required=True, help="calibration set from 'rac calib'")
+    p.add_argument("--scheme", required=True,
+                   help=f"weight-only: {', '.join(WEIGHT_ONLY)} (activations stay in the model's "
+                   f"dtype); {', '.join(WITH_ACTIVATIONS)} are refused for now: rac eval could "
+                   "not simulate their quantized activations")
+    quant_args(p)
+    engine_args(p)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(a: argparse.Namespace) -> None:
+    from rac.prune.run import quantize_to_dir
+
+    threads(a.threads)
+    quant = quant_config(a, a.scheme)
+    report = quantize_to_dir(a.model, a.calib, quant, a.out, export=a.export,
+                             batch_tokens=a.batch_tokens, trust_remote_code=a.trust_remote_code,
+                             overwrite=a.overwrite, **engine_options(a))
+    t = report.totals
+    print(f"quantized {t.linears} linears with GPTQ to {describe(quant)}, mean relative error "
+          f"{t.mean_relative_error:.4f}, {t.wall_s:.1f} s, peak RSS {t.peak_rss_mb:.0f} MB "
+          f"-> {a.out}")
+
+
+def describe(quant) -> str:
+    """E.g. 'W4A16 (groups of 128, symmetric, act-order)'."""
+    groups = "per channel" if quant.group_size is None else f"groups of {quant.group_size}"
+    return (f"{quant.scheme} ({groups}, {'symmetric' if quant.sym else 'asymmetric'}"
+            f"{', act-order' if quant.actorder else ''})")
