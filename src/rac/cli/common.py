@@ -62,6 +62,12 @@ def sampling_args(p: argparse.ArgumentParser) -> None:
     thinking_arg(p)
 
 
+def output_args(p: argparse.ArgumentParser, help: str | None = None) -> None:
+    """``--out DIR`` (required) and ``--overwrite``: outputs are never replaced unless asked."""
+    p.add_argument("--out", type=Path, required=True, help=help)
+    p.add_argument("--overwrite", action="store_true")
+
+
 def thinking_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--thinking", choices=list(THINKING), default="auto",
                    help="whether the model has a <think> phase (auto: detected from its "

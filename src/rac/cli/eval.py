@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rac.cli.common import backend_args, engine, eval_config, model_args, sampling_args, threads
+from rac.cli.common import backend_args, engine, eval_config, model_args, output_args, sampling_args, threads
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -16,8 +16,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=1, help="samples per problem (pass@1 over k)")
     p.add_argument("--limit", type=int, default=0, help="only the first N problems")
     backend_args(p)
-    p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--overwrite", action="store_true")
+    output_args(p, "output directory")
     p.set_defaults(func=run)
 
 

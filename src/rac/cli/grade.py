@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rac.cli.common import THINKING, thinking_arg
+from rac.cli.common import THINKING, output_args, thinking_arg
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -15,8 +15,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="JSONL of {id, completion} per sample, or a 'rac eval' eval.json")
     p.add_argument("--tokenizer", help="model directory for token counts (optional)")
     thinking_arg(p)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--overwrite", action="store_true")
+    output_args(p)
     p.set_defaults(func=run)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rac.cli.common import backend_args, engine, threads
+from rac.cli.common import backend_args, engine, output_args, threads
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +21,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="for the rollouts (transformers backend)")
     p.add_argument("--trust-remote-code", action="store_true")
     backend_args(p)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--overwrite", action="store_true")
+    output_args(p)
     p.set_defaults(func=run)
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rac.cli.common import THINKING, backend_args, engine, model_args, sampling, sampling_args, threads
+from rac.cli.common import (
+    THINKING,
+    backend_args,
+    engine,
+    model_args,
+    output_args,
+    sampling,
+    sampling_args,
+    threads,
+)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -18,8 +27,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="stop once kept traces hold this many prompt + generated tokens")
     p.add_argument("--only-correct", action="store_true", help="keep only correct traces")
     backend_args(p)
-    p.add_argument("--out", type=Path, required=True, help="trace store directory (resumable)")
-    p.add_argument("--overwrite", action="store_true")
+    output_args(p, "trace store directory (resumable)")
     p.set_defaults(func=run)
 
 
