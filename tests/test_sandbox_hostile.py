@@ -75,6 +75,16 @@ def test_a_program_that_does_not_solve_is_not_graded_correct(name):
     assert (g.correct, g.reason) == (False, reason)
 
 
+def test_a_report_nested_too_deep_for_json_is_a_bad_report_not_a_grader_crash():
+    """json.loads raises RecursionError (not ValueError) on 200,000 nested brackets: the grader
+    used to die with a traceback, ending the whole evaluation."""
+    program = ("import os\n"
+               "os.write(3, b'{\"value\":' + b'[' * 200000 + b']' * 200000 + b'}\\n')\n"
+               "os._exit(0)\n")
+    g = grade_code(f"</think>\n```python\n{program}```", ADD[:1], LIMITS)
+    assert (g.correct, g.reason) == (False, "bad_report")
+
+
 def _processes_with(marker: str) -> list[int]:
     found = []
     for d in Path("/proc").iterdir():

@@ -59,7 +59,7 @@ def _report(r: RunResult) -> dict | None:
     lines = r.report.splitlines()
     try:
         report = json.loads(lines[0]) if len(lines) == 1 else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json's C stack
         return None
     return report if isinstance(report, dict) and len(report) == 1 else None
 
