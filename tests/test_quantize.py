@@ -172,6 +172,8 @@ def test_per_channel_activation_order(qwen2_dir, calib_set, tmp_path, capsys):
     (["prune", "--method", "sparsegpt", "--sparsity", "0.5", "--quantize", "W4A16", "--fp8"],
      "not both"),
     (["prune", "--method", "sparsegpt", "--sparsity", "0.5", "--export"], "--fp8-export"),
+    (["prune", "--method", "sparsegpt", "--sparsity", "0.5", "--group-size", "16", "--asym"],
+     "--group-size, --sym/--asym only apply with --quantize"),
     (["prune", "--method", "sparsegpt", "--sparsity", "0.5", "--quantize", "W4A16",
       "--refine-epochs", "2"], "off their grid"),
     (["prune", "--method", "sparsegpt", "--sparsity", "0.5", "--quantize", "W4A16",

@@ -70,7 +70,7 @@ def run(a: argparse.Namespace) -> None:
     from rac.prune.wanda import WandaConfig
 
     threads(a.threads)
-    quant = quant_config(a, a.quantize) if a.quantize else None
+    quant = quant_config(a, a.quantize)
     cfg = PruneConfig.with_recipe(
         a.recipe, method=a.method, target=Target.parse(a.sparsity, a.pattern),
         wanda=WandaConfig(group=a.wanda_group), refine_epochs=a.refine_epochs,

@@ -8,11 +8,13 @@ from pathlib import Path
 
 from rac.cli.common import model_args, threads
 
+DEFAULT_GROUP = 128
 
-def group_size(text: str) -> int | None:
+
+def group_size(text: str) -> int | str:
     """``--group-size``: a positive number of input columns, or ``channel`` (one grid per row)."""
     if text == "channel":
-        return None
+        return text
     try:
         size = int(text)
     except ValueError:
@@ -25,26 +27,37 @@ def group_size(text: str) -> int | None:
 
 def quant_args(p: argparse.ArgumentParser) -> None:
     """How the weights are quantized (the scheme itself is each verb's own argument)."""
-    p.add_argument("--group-size", type=group_size, default=128,
+    p.add_argument("--group-size", type=group_size,
                    help="one scale (and zero point) per N consecutive inputs of a row, or "
-                   "'channel' for one per row (default 128)")
+                   f"'channel' for one per row (default {DEFAULT_GROUP})")
     p.add_argument("--actorder", action="store_true",
                    help="process columns by decreasing activation size (GPTQ's act-order); the "
                    "groups stay the columns in place")
     sym = p.add_mutually_exclusive_group()
-    sym.add_argument("--sym", dest="sym", action="store_true", default=True,
+    sym.add_argument("--sym", dest="sym", action="store_const", const=True,
                      help="symmetric grids, no zero point (default)")
-    sym.add_argument("--asym", dest="sym", action="store_false",
+    sym.add_argument("--asym", dest="sym", action="store_const", const=False,
                      help="asymmetric grids with an integer zero point")
     p.add_argument("--export", action="store_true",
                    help="also write OUT/<scheme>-compressed-tensors (packed int weights vLLM "
                    "loads; 4- or 8-bit; needs the llmcompressor extra)")
 
 
-def quant_config(a: argparse.Namespace, scheme: str):
+def quant_config(a: argparse.Namespace, scheme: str | None):
+    """The ``QuantConfig`` of ``quant_args`` and ``scheme``; None without a scheme, where any
+    quantization argument given is refused."""
+    from rac.io import RacError
     from rac.prune.config import QuantConfig
 
-    return QuantConfig(scheme, a.group_size, a.sym, a.actorder)
+    if scheme is None:
+        given = [flag for flag, on in (("--group-size", a.group_size is not None),
+                                       ("--actorder", a.actorder), ("--sym/--asym", a.sym is not None))
+                 if on]
+        if given:
+            raise RacError(f"{', '.join(given)} only apply with --quantize SCHEME")
+        return None
+    size = {None: DEFAULT_GROUP, "channel": None}.get(a.group_size, a.group_size)
+    return QuantConfig(scheme, size, a.sym is not False, a.actorder)
 
 
 def engine_args(p: argparse.ArgumentParser) -> None:

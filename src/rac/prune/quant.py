@@ -40,11 +40,11 @@ def fp8_per_channel(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (q.float() * scale).to(W.dtype), scale.squeeze(1)
 
 
-def require_llmcompressor(flag: str = "--fp8-export") -> None:
+def require_llmcompressor() -> None:
     try:
         import llmcompressor  # noqa: F401
     except ImportError as e:
-        raise RacError(f"{flag} writes the compressed-tensors format with llm-compressor: "
+        raise RacError("--fp8-export writes the compressed-tensors format with llm-compressor: "
                        "pip install 'rac[llmcompressor]'") from e
 
 
@@ -55,7 +55,11 @@ def int_dir(quant: QuantConfig) -> str:
 
 def check_int_export(quant: QuantConfig) -> None:
     """Refuse, before any work, an export vLLM could not load."""
-    require_llmcompressor("--export")
+    try:
+        import compressed_tensors  # noqa: F401
+    except ImportError as e:
+        raise RacError("--export writes the compressed-tensors format: pip install "
+                       "'rac[llmcompressor]'") from e
     if quant.bits not in (4, 8):
         raise RacError(f"--export: vLLM's integer kernels take 4- or 8-bit weights, not "
                        f"{quant.bits}; {quant.scheme} is saved dequantized only (drop --export)")
