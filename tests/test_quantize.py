@@ -141,13 +141,15 @@ def test_bf16_8_bit_per_channel_export_round_trip(qwen2_dir, calib_set, tmp_path
     assert group["weights"]["strategy"] == "channel" and group["weights"]["actorder"] == "weight"
 
 
-def test_per_channel_activation_order(qwen2_dir, calib_set, tmp_path, capsys):
+def test_per_channel_activation_order_with_dense_targets(qwen2_dir, calib_set, tmp_path, capsys):
     out = tmp_path / "ao"
     code, _, err = run(capsys, "quantize", qwen2_dir, "--calib", calib_set, "--scheme", "W3A16",
-                       "--group-size", "channel", "--actorder", "--scope", "mlp@0", "--out", out)
+                       "--group-size", "channel", "--actorder", "--scope", "mlp@0",
+                       "--dense-targets", "--out", out)
     assert code == 0, err
     report = json.loads((out / "prune_report.json").read_text())
     assert report["quantization"]["group_size"] is None and report["quantization"]["actorder"]
+    assert report["dense_targets"]
     assert [r["name"] for r in report["layers"]] == list(LINEARS[4:])
     saved = AutoModelForCausalLM.from_pretrained(out)
     dense = AutoModelForCausalLM.from_pretrained(qwen2_dir)
