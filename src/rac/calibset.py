@@ -5,7 +5,8 @@ A set is a directory::
 
     data/             a ``datasets.Dataset`` with ``input_ids``, ``attention_mask`` and a
                       per-token ``segment`` code (llm-compressor takes the first two as they are)
-    calib_info.json   what made it: source, tokenizer fingerprint, token counts per segment
+    calib_info.json   what made it: source, tokenizer fingerprint, token counts per segment,
+                      the digest of its rows
 
 Segments are spoken by name everywhere outside this module (``{"decode": 2.0}``); the integer
 codes exist only in the stored column.
@@ -13,6 +14,7 @@ codes exist only in the stored column.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -93,9 +95,18 @@ def segment_counts(rows: list[Row]) -> dict[str, int]:
     return {name: counts.get(code, 0) for name, code in CODES.items()}
 
 
+def content_sha256(rows: list[Row]) -> str:
+    """The digest of a set's rows: ids, masks and segments."""
+    blob = json.dumps([[r.ids, r.mask, r.segment] for r in rows], separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def write(rows: list[Row], info: dict, out: Path, overwrite: bool) -> bool:
-    """Write the set; returns False (and writes nothing) when ``out`` already holds this very set."""
+    """Write the set; returns False (and writes nothing) when ``out`` already holds this very set:
+    the same info and the same rows (an info alone does not tell a set built with another seed,
+    instruction or problem file of the same path and counts)."""
     out = Path(out)
+    info = {**info, "content_sha256": content_sha256(rows)}
     old = out / INFO_FILE
     if old.exists() and json.loads(old.read_text()) == info:
         return False
