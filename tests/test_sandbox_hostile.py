@@ -63,6 +63,11 @@ CHEATS = {
         "import os\nfor fd in range(64):\n    try:\n"
         "        os.write(fd, b'{\"passed\": true}\\n{\"value\": 5}\\n')\n    except OSError:\n"
         "        pass\ndef add(a, b):\n    return None\n", CHECK, "error"),
+    "check form: StopIteration ends the check's map early": (
+        "def add(a, b):\n    raise StopIteration\n",
+        [{"check": "def check(candidate):\n"
+                   "    assert all(map(lambda ab: candidate(*ab) == sum(ab), [(2, 3), (1, 1)]))\n",
+          "entry_point": "add"}], "error"),
     "check form: searches every file for the check's values": (
         SEARCH + "    return a + b if found else None\n", CHECK, "wrong_answer"),
 }

@@ -55,13 +55,16 @@ def stand_in(replies, name: str, trouble: list):
 
 
 def unpack(reply: dict, name: str):
-    """The reply as the call's outcome: its value, or the exception it raised."""
+    """The reply as the call's outcome: its value, or the exception it raised. StopIteration
+    comes back as RuntimeError (as from a generator, PEP 479): raised from the ``lambda`` of a
+    ``map`` it would end the check's own iteration, so ``all(map(...))`` would hold unasked."""
     if "value" in reply:
         return plain.untree(reply["value"])
     if "not_plain" in reply:
         raise TypeError(f"{name}() returned a {reply['not_plain']}, which is not plain data")
     raised = getattr(builtins, str(reply.get("raised")), None)
-    if isinstance(raised, type) and issubclass(raised, Exception):
+    if isinstance(raised, type) and issubclass(raised, Exception) and \
+            not issubclass(raised, (StopIteration, StopAsyncIteration)):
         raise raised(f"raised by {name}()")
     raise RuntimeError(f"{name}() raised {reply.get('raised')!r}")
 
