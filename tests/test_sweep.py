@@ -299,3 +299,30 @@ def test_a_stale_generated_problem_file_is_made_again(qwen2_dir, generic_text, t
     fresh = Sweep(cfg, tmp_path).problem_file("generate:arith:test:12")
     assert "Calculate" not in fresh.read_text()
     assert read_problems(fresh)[0].extra["split"] == "test"
+
+
+def test_stage_keys_follow_what_files_hold_not_where_they_are(qwen2_dir, generic_text, tmp_path):
+    """Prompt sets were keyed by the problem file's path and every stage by the model's path, so a
+    file or a model changed in place was answered from the cache."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from rac.experiments.sweep import Sweep
+    from rac.tasks.generators import generate
+    from rac.tasks.problems import write_problems
+
+    model, problems = tmp_path / "model", tmp_path / "calib.jsonl"
+    shutil.copytree(qwen2_dir, model)
+    write_problems(problems, generate("arith", 30, 0, "calib"))
+    cfg = config.from_dict(mini(model, generic_text, problems={"calib": str(problems)}))
+    first = Sweep(cfg, tmp_path / "out").calib_set("prompt", 0, 1.0)
+    write_problems(problems, generate("arith", 30, 1, "calib"))
+    second = Sweep(cfg, tmp_path / "out").calib_set("prompt", 0, 1.0)
+    assert second != first
+    weights = model / "model.safetensors"
+    tensors = load_file(weights)
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 1.0
+    save_file(tensors, weights, metadata={"format": "pt"})
+    assert Sweep(cfg, tmp_path / "out").calib_set("prompt", 0, 1.0) not in (first, second)

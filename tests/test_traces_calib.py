@@ -329,3 +329,26 @@ def test_builtin_generic_text_for_any_model(qwen2_dir, tmp_path, capsys):
     info = json.loads((tmp_path / "g" / "calib_info.json").read_text())
     assert info["tokens"] == 300 and info["segment_tokens"]["generic"] == 300
     assert info["inputs"]["text"].startswith("built-in corpus")
+
+
+def test_weights_fingerprint_tells_checkpoints_of_one_shape_apart(qwen2_dir, tmp_path):
+    """The fingerprint was config + file names and sizes: a fine-tuned checkpoint of the same shape
+    passed the on-policy check for another's traces."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from rac.models import weights_fingerprint
+
+    other = tmp_path / "other"
+    shutil.copytree(qwen2_dir, other)
+    tensors = load_file(other / "model.safetensors")
+    name = next(iter(tensors))
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] += 1e-3
+    save_file(tensors, other / "model.safetensors", metadata={"format": "pt"})
+    assert (other / "model.safetensors").stat().st_size == (qwen2_dir / "model.safetensors").stat().st_size
+    before = weights_fingerprint(other)
+    assert before != weights_fingerprint(qwen2_dir)
+    (other / "README.md").write_text("notes")  # not part of the weights
+    assert weights_fingerprint(other) == before

@@ -133,13 +133,39 @@ def tokenizer_fingerprint(tok: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(vocab.encode()).hexdigest()[:16]
 
 
-def weights_fingerprint(model_dir: Path) -> str:
-    """Cheap identity of a checkpoint (config + weight file names and sizes): hashing the bytes of
-    a 32B model would take minutes."""
-    h = hashlib.sha256((model_dir / "config.json").read_bytes())
-    for f in sorted(model_dir.glob("*.safetensors")):
-        h.update(f"{f.name}:{f.stat().st_size}".encode())
+_DIGESTS: dict[tuple, str] = {}  # a file's sha256 by (path, size, mtime, inode), this process
+
+
+def _file_digest(f: Path) -> str:
+    st = f.stat()
+    key = (str(f.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with f.open("rb") as data:
+            while chunk := data.read(1 << 24):
+                h.update(chunk)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def fingerprint(path: Path, patterns: tuple[str, ...] = ("**/*",)) -> str:
+    """The identity of a directory's contents: every matching file's relative name and the sha256
+    of all its bytes (a sampled hash misses an edit confined to one tensor). Whole files cost about
+    a second per GB; each is hashed once per process unless it changes."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RacError(f"{path} does not exist or is not a directory")
+    files = sorted({q for pattern in patterns for q in path.glob(pattern) if q.is_file()})
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.relative_to(path)}:{_file_digest(f)}\n".encode())
     return h.hexdigest()[:16]
+
+
+def weights_fingerprint(model_dir: Path) -> str:
+    """The identity of a checkpoint's weights: its config and every weight file, byte for byte
+    (two checkpoints of one shape with other values differ)."""
+    return fingerprint(model_dir, ("config.json", "*.safetensors", "*.safetensors.index.json"))
 
 
 def file_sha256(path: Path) -> str:

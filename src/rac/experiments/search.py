@@ -23,7 +23,6 @@ verdict at the observed drop and spread.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -42,9 +41,6 @@ from rac.prune.masks import Target
 from rac.prune.run import prune_to_dir
 from rac.tasks import overlap
 from rac.tasks.problems import read_problems
-
-WHOLE_FILE_BYTES = 256 << 20  # larger files are fingerprinted by their size and sampled windows
-WINDOWS, WINDOW_BYTES = 16, 64 << 10
 
 
 @dataclass(frozen=True)
@@ -154,28 +150,6 @@ def _sparsity(p: PruneConfig | None, n_blocks: int) -> float:
     return p.target.fraction
 
 
-def fingerprint(path: Path) -> str:
-    """The identity of a directory's contents: each file's relative name and bytes, except that a
-    file over ``WHOLE_FILE_BYTES`` counts by its size and ``WINDOWS`` windows spread over it
-    (hashing a 32B checkpoint whole would take minutes; a retrained or pruned one differs in
-    every window)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise RacError(f"{path} does not exist or is not a directory")
-    h = hashlib.sha256()
-    for f in sorted(q for q in path.rglob("*") if q.is_file()):
-        size = f.stat().st_size
-        h.update(f"{f.relative_to(path)}:{size}\n".encode())
-        with f.open("rb") as data:
-            if size <= WHOLE_FILE_BYTES:
-                h.update(data.read())
-                continue
-            for k in range(WINDOWS):
-                data.seek((size - WINDOW_BYTES) * k // (WINDOWS - 1))
-                h.update(data.read(WINDOW_BYTES))
-    return h.hexdigest()[:16]
-
-
 def check_disjoint(val: Path, test: Path) -> None:
     """Refuse a validation file that shares a problem with the test file."""
     pairs = overlap.shared(read_problems(val), read_problems(test))
@@ -233,8 +207,8 @@ def search(model: str | Path, calib: Path, val: Path, test: Path, cfg: SearchCon
     check_disjoint(val, test)
     n_blocks = json.loads((models.resolve(model) / "config.json").read_text())["num_hidden_layers"]
     levels = levels_for(cfg, n_blocks)
-    cache = _Cache(model, Path(calib), cfg, out, fingerprint(models.resolve(model)),
-                   fingerprint(Path(calib)))
+    cache = _Cache(model, Path(calib), cfg, out, models.fingerprint(models.resolve(model)),
+                   models.fingerprint(Path(calib)))
     say = show or (lambda _line: None)
 
     def accuracies(k: int) -> list[float]:

@@ -40,7 +40,14 @@ from rac.tasks.generators import generate
 from rac.tasks.overlap import describe, shared
 from rac.tasks.problems import read_problems, write_problems
 
-CODE_VERSION = 1  # bump to invalidate every cache entry when a stage's semantics change
+CODE_VERSION = 2  # bump to invalidate every cache entry when a stage's semantics change
+
+
+def content(model: str | Path) -> dict:
+    """What a stage key holds of a model: its directory's contents (weights, tokenizer, chat
+    template, generation and rac settings), so a model changed in place is never answered from the
+    cache."""
+    return {"model_fingerprint": models.fingerprint(models.resolve(model))}
 
 
 def key_of(inputs: dict) -> str:
@@ -183,7 +190,8 @@ class Sweep:
         t, budget = self.cfg.traces, self.cfg.calibration.budget_tokens
         calib = self.problem_file(self.cfg.problems.calib)
         sampling = spec_sampling(model, "trace", t, t.max_new_tokens)
-        inputs = {"model": models.model_name(model), "problems": models.file_sha256(calib),
+        inputs = {"model": models.model_name(model), **content(model),
+                  "problems": models.file_sha256(calib),
                   "seed": seed, "budget": budget, **spec_key(t, sampling),
                   **instruction_key(model, calib, None)}
         cfg = TracesConfig(sampling, seed=seed,
@@ -207,8 +215,12 @@ class Sweep:
             kwargs["text"] = [Path(t) for t in c.generic_text]
         elif models.model_name(self.cfg.model) != models.EMBEDDED:
             kwargs["builtin_text"] = True
-        inputs = {"source": source, "model": models.model_name(self.cfg.model), "budget": budget,
+        inputs = {"source": source, "model": models.model_name(self.cfg.model),
+                  **content(self.cfg.model), "budget": budget,
                   **{k: str(v) for k, v in kwargs.items()}}
+        files = [kwargs["problems"]] if "problems" in kwargs else list(kwargs.get("text", []))
+        if files:  # the key holds what the files say, not only where they are
+            inputs["files_sha256"] = [models.file_sha256(f) for f in files]
         if source in ("prompt", "reference", "offpolicy"):  # sets that render prompts themselves
             inputs.update(instruction_key(self.cfg.model, self.problem_file(self.cfg.problems.calib),
                                           None))
@@ -223,7 +235,8 @@ class Sweep:
                                       true_sequential=self.cfg.prune.true_sequential)
         calib = self.calib_set(run.source, run.seed, run.fraction) if cfg.needs_calibration \
             else None
-        inputs = {"model": models.model_name(self.cfg.model), "calib": str(calib), "fp8": run.fp8,
+        inputs = {"model": models.model_name(self.cfg.model), **content(self.cfg.model),
+                  "calib": str(calib), "fp8": run.fp8,
                   "method": run.method, "target": str(run.target), "scope": run.scope,
                   "true_sequential": self.cfg.prune.true_sequential,
                   **({"recipe": recipe} if recipe != "paper" else {})}
@@ -237,7 +250,8 @@ class Sweep:
         e = self.cfg.eval
         test = self.problem_file(self.cfg.problems.test)
         sampling = spec_sampling(self.cfg.model, "eval", e, max_new)  # the dense model's settings
-        inputs = {"model": str(model), "problems": models.file_sha256(test), "max_new": max_new,
+        inputs = {"model": str(model), **content(model), "problems": models.file_sha256(test),
+                  "max_new": max_new,
                   **{k: v for k, v in spec_key(e, sampling).items()
                      if k not in ("max_new_tokens", "budget_sparsities")}}
         cfg = EvalConfig(sampling, samples=e.samples, batch_size=e.batch_size)
