@@ -73,3 +73,15 @@ def test_validation_is_not_the_test_split_with_another_seed():
     for task in ("arith", "gsm"):
         val, test = generate(task, 300, 0, "val"), generate(task, 300, 0, "test")
         assert shared(val, test) == []
+
+
+def test_statements_equal_up_to_spacing_punctuation_and_invisible_characters():
+    base = _math("a", "Tom has 12 apples. He buys 34 more!", "buy")
+    variants = ["tom has 12 apples he buys 34 more", "Tom  has 12 apples; he buys 34 more.",
+                "Tom has 12 ap\u200bples. He buys 34 more!", "Tom has \uff11\uff12 apples. He buys 34 more!"]
+    others = [_math(f"v{i}", v) for i, v in enumerate(variants)]
+    assert [r for _, _, r in shared([base], others)] == ["statement"] * 4
+    # a symbol is not surface: these triangles of '*' and '#' are different statements
+    star, hash_ = (Problem(c, f"Print copies of the character '{c}'.", "",
+                           {"tests": [{"input": "1", "output": c}]}) for c in "*#")
+    assert shared([star], [hash_]) == []

@@ -5,8 +5,9 @@ calibration" (``rac sweep`` and ``rac search`` refuse sets that share any, and
 Two problems are shared when any of these holds (the reason says which):
 
 - ``id``: the same id;
-- ``statement``: the same statement up to case, spacing and people's names and pronouns (for
-  code, the statement before its ``Example``: the example input is drawn per problem);
+- ``statement``: the same statement up to case, spacing, sentence punctuation, Unicode forms,
+  invisible characters and people's names and pronouns (for code, the statement before its
+  ``Example``: the example input is drawn per problem);
 - ``numbers``: math problems of the same family whose statements hold the same numbers in the
   same order (the arithmetic skeleton, read off the text, whatever the split rule says);
 - ``skeleton``: the same ``skeleton`` field, where both problems carry one.
@@ -15,6 +16,7 @@ Two problems are shared when any of these holds (the reason says which):
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 
 from rac.tasks.arith import NAMES
@@ -22,11 +24,13 @@ from rac.tasks.problems import Problem
 
 PEOPLE = re.compile(r"\b(" + "|".join(NAMES) + r"|he|she|his|her|him)\b", re.IGNORECASE)
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
+SURFACE = re.compile(r"[\s.,;:!?]+")  # spacing and sentence punctuation; symbols ('*', '+') stay
 
 
 def statement(p: Problem) -> str:
     text = p.problem.split("\n\nExample")[0] if p.kind == "code" else p.problem
-    return " ".join(PEOPLE.sub("<person>", text).lower().split())
+    text = "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c) != "Cf")
+    return SURFACE.sub("", PEOPLE.sub("<person>", text).lower())
 
 
 def keys(p: Problem) -> Iterator[tuple[str, str]]:
