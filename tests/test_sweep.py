@@ -261,7 +261,8 @@ def test_report_pairs_table3_against_rac_and_shows_each_seed(tmp_path):
                 "pass1": [1.0] * 4, "summary": record("rac", 0, [1.0] * 4)["summary"]},
                record("rac", 0, [1.0, 1.0, 0.0, 0.0]), record("reference", 0, [0.0, 0.0, 0.0, 1.0]),
                record("rac", 1, [1.0, 1.0, 1.0, 0.0])]
-    write_report({"config": asdict(cfg), "records": records, "versions": {}}, tmp_path)
+    quarter = [{**r, "fraction": 0.25, "pass1": [0.0] * 4} for r in records[1:] if r["source"] == "rac"]
+    write_report({"config": asdict(cfg), "records": records + quarter, "versions": {}}, tmp_path)
     md = (tmp_path / "report.md").read_text()
     # RAC over its two seeds: per problem 1, 1, 0.5, 0 -> 0.625; reference 0.25; paired
     # differences -1, -1, -0.5, 1 -> -0.375, sd 0.946, SE 0.473
@@ -270,6 +271,9 @@ def test_report_pairs_table3_against_rac_and_shows_each_seed(tmp_path):
     budget = cfg.eval.max_new_tokens[0]
     assert (f"| RAC sparsegpt 0.5 all max {budget} | 0.500 ± 0.289 | 0.750 ± 0.250 | "
             "+0.250 ± 0.250 |") in md
+    # a set of a quarter of the budget is another row, named so (it read like a second full one)
+    assert (f"| RAC sparsegpt 0.5 all x0.25 budget max {budget} | 0.000 ± 0.000 | 0.000 ± 0.000 | "
+            "+0.000 ± 0.000 |") in md
 
 
 def test_sweep_refuses_calibration_that_shares_test_problems(qwen2_dir, generic_text, tmp_path):

@@ -142,7 +142,8 @@ def seed_table(agg: dict[Cell, Group]) -> list[str]:
                 for s in seeds]
         lo, hi = min(g.per_seed), max(g.per_seed)
         diff = "{:+.3f} ± {:.3f}".format(*paired_diff(g.per_seed[hi], g.per_seed[lo]))
-        md.append(f"| {LABELS[k.source]} {k.method} {k.target} {k.scope}"
+        budget = f" x{k.fraction:g} budget" if k.fraction != 1 else ""
+        md.append(f"| {LABELS[k.source]} {k.method} {k.target} {k.scope}{budget}"
                   f"{' fp8' if k.fp8 else ''} max {k.max_new_tokens} | " + " | ".join(accs)
                   + f" | {diff} |")
     return md + [""]
