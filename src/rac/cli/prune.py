@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 
 from rac.cli.common import model_args, recipe_arg, threads
-from rac.cli.quantize import describe, engine_args, engine_options, quant_args, quant_config
+from rac.cli.quantize import (
+    describe,
+    engine_args,
+    engine_options,
+    memory_config,
+    quant_args,
+    quant_config,
+)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -79,7 +86,8 @@ def run(a: argparse.Namespace) -> None:
         **engine_options(a))
     report = prune_to_dir(a.model, a.calib, cfg, a.out, fp8=a.fp8, fp8_export=a.fp8_export,
                           export=a.export, batch_tokens=a.batch_tokens,
-                          trust_remote_code=a.trust_remote_code, overwrite=a.overwrite)
+                          trust_remote_code=a.trust_remote_code, overwrite=a.overwrite,
+                          memory=memory_config(a))
     t = report.totals
     err = t.mean_relative_error
     print(f"pruned {t.linears} linears with {cfg.method} to {cfg.target}"

@@ -77,6 +77,25 @@ def engine_args(p: argparse.ArgumentParser) -> None:
                    help="fit each layer to the dense model's outputs on the compressed model's "
                    "inputs (corrects error accumulated in earlier blocks; beyond the paper)")
     p.add_argument("--batch-tokens", type=int, default=8192, help="tokens per forward batch")
+    p.add_argument("--stream", action="store_true",
+                   help="never hold the whole model: read each decoder block from the checkpoint "
+                   "when it is reached and write it out when done (peak memory one block plus "
+                   "the activations; the same output, bit for bit)")
+    p.add_argument("--activation-memory", type=float, metavar="MB",
+                   help="keep at most MB of calibration hidden states in memory, the rest in "
+                   "memory-mapped files (default: all in memory)")
+    p.add_argument("--spill-dir", type=Path,
+                   help="where those files go (default: beside --out; not a tmpfs)")
+
+
+def memory_config(a: argparse.Namespace):
+    """``engine_args``' data movement as a ``MemoryConfig``."""
+    from rac.io import RacError
+    from rac.prune.stream import MemoryConfig
+
+    if a.spill_dir is not None and a.activation_memory is None:
+        raise RacError("--spill-dir only applies with --activation-memory MB")
+    return MemoryConfig(a.stream, a.activation_memory, a.spill_dir)
 
 
 def engine_options(a: argparse.Namespace) -> dict:
@@ -117,7 +136,7 @@ def run(a: argparse.Namespace) -> None:
     quant = quant_config(a, a.scheme)
     report = quantize_to_dir(a.model, a.calib, quant, a.out, export=a.export,
                              batch_tokens=a.batch_tokens, trust_remote_code=a.trust_remote_code,
-                             overwrite=a.overwrite, **engine_options(a))
+                             overwrite=a.overwrite, memory=memory_config(a), **engine_options(a))
     t = report.totals
     print(f"quantized {t.linears} linears with GPTQ to {describe(quant)}, mean relative error "
           f"{t.mean_relative_error:.4f}, {t.wall_s:.1f} s, peak RSS {t.peak_rss_mb:.0f} MB "

@@ -13,7 +13,11 @@
 
 Only one block and its activations sit on the device; the rest of the model stays on the CPU and
 activations between blocks are kept on the CPU in the model's dtype, overwritten in place as each
-block's outputs replace its inputs (one copy, whatever the number of blocks).
+block's outputs replace its inputs (one copy, whatever the number of blocks). Where the blocks'
+weights live between uses (the loaded model, or streamed from the checkpoint to the output:
+``rac.prune.stream``) and where the activations do (memory, or memory-mapped files past a budget:
+``rac.prune.activations``) is the data movement's business; the driver asks for a block with
+``store.use`` and computes the same bits either way.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import replace
 import torch
 from tqdm import tqdm
 
+from rac.prune.activations import Activations
 from rac.prune.allocation import error_sparsities, outlier_ratio, owl_sparsities, sparsity_grid
 from rac.prune.asymmetric import dense_target_weight
 from rac.prune.batches import Batch
@@ -38,6 +43,7 @@ from rac.prune.report import LayerReport
 from rac.prune.sparsegpt import CholeskyError, compress_group
 from rac.prune.staged import prune_block_staged, staged_forward_matches
 from rac.prune.stats import CrossStats, LayerStats, relative_error
+from rac.prune.stream import Resident
 from rac.prune.swaps import swap_refine
 from rac.prune.wanda import wanda
 
@@ -108,7 +114,7 @@ def prune_group(i: int, group: list[str], lins: dict[str, torch.nn.Linear], stat
             for n, W, err in zip(group, Ws, errors)]
 
 
-def _targeted(blocks: torch.nn.ModuleList, cfg: PruneConfig) -> dict[int, dict[str, torch.nn.Linear]]:
+def _targeted(blocks: Resident, cfg: PruneConfig) -> dict[int, dict[str, torch.nn.Linear]]:
     """The linears to prune, per chosen block index."""
     names = cfg.scope.names()
     targeted = {i: {n: m for n, m in blocks[i].named_modules() if n in names}
@@ -126,16 +132,17 @@ def _targeted(blocks: torch.nn.ModuleList, cfg: PruneConfig) -> dict[int, dict[s
     return targeted
 
 
-def _prune_magnitude_only(targeted: dict[int, dict[str, torch.nn.Linear]], cfg: PruneConfig
-                          ) -> list[LayerReport]:
-    """Magnitude pruning without calibration data: no forward passes at all."""
+def _prune_magnitude_only(store: Resident, targeted: dict[int, dict[str, torch.nn.Linear]],
+                          cfg: PruneConfig) -> list[LayerReport]:
+    """Magnitude pruning without calibration data: no forward passes at all (on the CPU)."""
     report = []
-    for i in sorted(targeted):
-        for name, lin in targeted[i].items():
-            t0 = time.perf_counter()
-            lin.weight.copy_(magnitude(lin.weight, cfg.target))
-            report.append(LayerReport.of(i, name, lin.weight, None, None,
-                                         time.perf_counter() - t0, 0))
+    for i in range(len(store)):
+        with store.use(i, "cpu", done=True):
+            for name, lin in targeted.get(i, {}).items():
+                t0 = time.perf_counter()
+                lin.weight.copy_(magnitude(lin.weight, cfg.target))
+                report.append(LayerReport.of(i, name, lin.weight, None, None,
+                                             time.perf_counter() - t0, 0))
     return report
 
 
@@ -144,40 +151,38 @@ def _groups(lins: dict[str, torch.nn.Linear]) -> list[list[str]]:
     return [g for g in ([n for n in grp if n in lins] for grp in SEQUENTIAL_GROUPS) if g]
 
 
-def _dense_statistics(blocks: torch.nn.ModuleList, targeted: dict[int, dict[str, torch.nn.Linear]],
+def _dense_statistics(store: Resident, targeted: dict[int, dict[str, torch.nn.Linear]],
                       states: list[tuple[torch.Tensor, dict]], weights: list[torch.Tensor],
-                      dev: str, hessian: bool
+                      acts: Activations, dev: str, hessian: bool
                       ) -> Iterator[tuple[int, list[list[str]], dict[str, LayerStats]]]:
     """One pass through the dense blocks on a copy of the block inputs, before any pruning:
     for each targeted block, its groups and the statistics of each group's input (keyed by the
     group's first linear). The block is on ``dev`` while its statistics are used."""
-    hs = [h.clone() for h, _ in states]
-    for i, block in enumerate(blocks):
-        block.to(dev)
-        lins = targeted.get(i, {})
-        if lins:
-            groups = _groups(lins)
-            leaders = {g[0]: lins[g[0]] for g in groups}
-            stats = {n: LayerStats(lin.in_features, dev, hessian=hessian)
-                     for n, lin in leaders.items()}
-            for h, (_, kwargs), w in zip(hs, states, weights):
-                seen = inputs_of(leaders, lambda h=h, kw=kwargs, b=block: b(h.to(dev),
-                                                                         **to_device(kw, dev)),
-                                 stop_at=None)
-                for n, x in seen.items():
-                    feed(stats[n], x, w.to(dev))
-            yield i, groups, stats
-        _propagate(block, hs, states, dev)
-        block.to("cpu")
+    hs = [acts.hold(h) for h, _ in states]
+    for i in range(len(store)):
+        with store.use(i, dev) as block:
+            lins = targeted.get(i, {})
+            if lins:
+                groups = _groups(lins)
+                leaders = {g[0]: lins[g[0]] for g in groups}
+                stats = {n: LayerStats(lin.in_features, dev, hessian=hessian)
+                         for n, lin in leaders.items()}
+                for h, (_, kwargs), w in zip(hs, states, weights):
+                    seen = inputs_of(leaders, lambda h=h, kw=kwargs, b=block: b(
+                        h.to(dev), **to_device(kw, dev)), stop_at=None)
+                    for n, x in seen.items():
+                        feed(stats[n], x, w.to(dev))
+                yield i, groups, stats
+            _propagate(block, hs, states, dev)
 
 
 @torch.inference_mode()
-def owl_targets(blocks: torch.nn.ModuleList, targeted: dict[int, dict[str, torch.nn.Linear]],
+def owl_targets(store: Resident, targeted: dict[int, dict[str, torch.nn.Linear]],
                 states: list[tuple[torch.Tensor, dict]], weights: list[torch.Tensor],
-                cfg: PruneConfig) -> dict[int, float]:
+                cfg: PruneConfig, acts: Activations) -> dict[int, float]:
     """OWL's per-block sparsities from the dense model's calibration activations."""
     ratios, sizes, chosen = [], [], []
-    for i, groups, stats in _dense_statistics(blocks, targeted, states, weights, cfg.device,
+    for i, groups, stats in _dense_statistics(store, targeted, states, weights, acts, cfg.device,
                                               hessian=False):
         lins = targeted[i]
         names = [n for g in groups for n in g]
@@ -189,15 +194,15 @@ def owl_targets(blocks: torch.nn.ModuleList, targeted: dict[int, dict[str, torch
 
 
 @torch.inference_mode()
-def error_targets(blocks: torch.nn.ModuleList, targeted: dict[int, dict[str, torch.nn.Linear]],
+def error_targets(store: Resident, targeted: dict[int, dict[str, torch.nn.Linear]],
                   states: list[tuple[torch.Tensor, dict]], weights: list[torch.Tensor],
-                  cfg: PruneConfig) -> dict[int, float]:
+                  cfg: PruneConfig, acts: Activations) -> dict[int, float]:
     """Error-driven per-block sparsities: each block's summed relative reconstruction error
     (``cfg.method`` on the dense model's inputs, weights left as they are) at every sparsity of
     the grid, then ``error_sparsities``. Costs one dense pass and one solve per grid point."""
     grid = sparsity_grid(cfg.target.sparsity, cfg.error_span, cfg.error_step)
     curves, sizes, chosen = [], [], []
-    for i, groups, stats in _dense_statistics(blocks, targeted, states, weights, cfg.device,
+    for i, groups, stats in _dense_statistics(store, targeted, states, weights, acts, cfg.device,
                                               hessian=True):
         lins = targeted[i]
         curve = []
@@ -260,58 +265,74 @@ def _prune_block_in_passes(i: int, block: torch.nn.Module, groups: list[list[str
     return report
 
 
+def _prune_block(i: int, block: torch.nn.Module, lins: dict[str, torch.nn.Linear],
+                 states: list[tuple[torch.Tensor, dict]], weights: list[torch.Tensor],
+                 dense_states: list[torch.Tensor] | None, cfg: PruneConfig, staged: bool,
+                 last: bool, grids: Grids | None) -> list[LayerReport]:
+    """Prune block ``i`` (on the device) and leave its outputs in ``states`` (not after the
+    ``last`` block)."""
+    dev = cfg.device
+    groups = _groups(lins)
+    if lins and staged:
+        by_leader = {g[0]: g for g in groups}
+
+        def prune_leader(leader: str, stats: LayerStats, seconds: float) -> list[LayerReport]:
+            return prune_group(i, by_leader[leader], lins, stats, seconds, cfg, grids=grids)
+
+        return prune_block_staged(block, set(by_leader), {n: lins[n].in_features for n in by_leader},
+                                  states, weights, dev, prune_leader)
+    report: list[LayerReport] = []
+    if groups:
+        report = _prune_block_in_passes(i, block, groups, lins, states, weights, cfg,
+                                        dense_states, grids)
+        if cfg.refine_epochs:  # dense_states now hold the dense block's outputs
+            losses = refine_block(block, list(lins.values()), states, dense_states,
+                                  weights, cfg.refine_epochs, cfg.refine_lr, dev)
+            report = [replace(r, block_refine_loss=losses) for r in report]
+    elif dense_states is not None:
+        _propagate(block, dense_states, states, dev)
+    if not last:
+        _propagate(block, [h for h, _ in states], states, dev)
+    return report
+
+
+def _staged_matches(store: Resident, state: tuple[torch.Tensor, dict], dev: str) -> bool:
+    with store.use(0, dev) as block:
+        return staged_forward_matches(block, state, dev)
+
+
 @torch.inference_mode()
 def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[Batch] | None,
-                cfg: PruneConfig, progress: bool = True, grids: Grids | None = None
+                cfg: PruneConfig, progress: bool = True, grids: Grids | None = None,
+                store: Resident | None = None, activations: Activations | None = None
                 ) -> list[LayerReport]:
     """Prune (and with ``cfg.quant`` quantize) ``lm`` in place; returns one report row per
-    linear, and puts the grid of each quantized linear into ``grids`` if given."""
-    targeted = _targeted(blocks, cfg)
+    linear, and puts the grid of each quantized linear into ``grids`` if given. ``store``: where
+    the blocks' weights come from and go (default: ``blocks`` as loaded, in memory; or
+    ``rac.prune.stream.Streamed``); ``activations``: where the hidden states between blocks are
+    kept (default: all in memory)."""
+    store = Resident(blocks) if store is None else store
+    acts = Activations() if activations is None else activations
+    targeted = _targeted(store, cfg)
     if batches is None:
         if cfg.needs_calibration:
             raise ValueError(f"{', '.join(cfg.needs_calibration)}: only with a calibration set")
-        return _prune_magnitude_only(targeted, cfg)
+        return _prune_magnitude_only(store, targeted, cfg)
 
     dev = cfg.device
-    states = capture_block_inputs(lm, blocks, batches, dev)
+    states = capture_block_inputs(lm, blocks, batches, dev, acts.hold)
     weights = [b.weight.reshape(-1) for b in batches]
     # dense targets and refinement: the dense model's hidden states, through the dense blocks
-    dense_states = [h.clone() for h, _ in states] if cfg.needs_dense_states else None
-    staged = (cfg.true_sequential and cfg.staged
-              and staged_forward_matches(blocks[0], states[0], dev))
+    dense_states = [acts.hold(h) for h, _ in states] if cfg.needs_dense_states else None
+    staged = cfg.true_sequential and cfg.staged and _staged_matches(store, states[0], dev)
     allocate = owl_targets if cfg.owl_lambda else error_targets if cfg.error_span else None
-    per_block = allocate(blocks, targeted, states, weights, cfg) if allocate else {}
+    per_block = allocate(store, targeted, states, weights, cfg, acts) if allocate else {}
     report: list[LayerReport] = []
-    base_cfg = cfg
     desc = (f"quantize gptq {cfg.quant.scheme}" if cfg.method == QUANTIZER else
             f"prune {cfg.method} {cfg.target}" + (f" {cfg.quant.scheme}" if cfg.quant else ""))
-    for i in tqdm(range(len(blocks)), desc=desc, unit="block", disable=not progress):
-        cfg = replace(base_cfg, target=Target(per_block[i])) if i in per_block else base_cfg
-        block = blocks[i].to(dev)
-        lins = targeted.get(i, {})
-        groups = _groups(lins)
-        if lins and staged:
-            by_leader = {g[0]: g for g in groups}
-
-            def prune_leader(leader: str, stats: LayerStats, seconds: float, i=i,
-                             by_leader=by_leader, lins=lins, cfg=cfg) -> list[LayerReport]:
-                return prune_group(i, by_leader[leader], lins, stats, seconds, cfg, grids=grids)
-
-            report += prune_block_staged(block, set(by_leader),
-                                         {n: lins[n].in_features for n in by_leader}, states,
-                                         weights, dev, prune_leader)
-        else:
-            if groups:
-                rows = _prune_block_in_passes(i, block, groups, lins, states, weights, cfg,
-                                              dense_states, grids)
-                if cfg.refine_epochs:  # dense_states now hold the dense block's outputs
-                    losses = refine_block(block, list(lins.values()), states, dense_states,
-                                          weights, cfg.refine_epochs, cfg.refine_lr, dev)
-                    rows = [replace(r, block_refine_loss=losses) for r in rows]
-                report += rows
-            elif dense_states is not None:
-                _propagate(block, dense_states, states, dev)
-            if i + 1 < len(blocks):
-                _propagate(block, [h for h, _ in states], states, dev)
-        blocks[i].to("cpu")
+    for i in tqdm(range(len(store)), desc=desc, unit="block", disable=not progress):
+        at = replace(cfg, target=Target(per_block[i])) if i in per_block else cfg
+        with store.use(i, dev, done=True) as block:
+            report += _prune_block(i, block, targeted.get(i, {}), states, weights, dense_states,
+                                   at, staged, i + 1 == len(store), grids)
     return report

@@ -95,15 +95,18 @@ def block_output(out: torch.Tensor | tuple) -> torch.Tensor:
 
 @torch.inference_mode()
 def capture_block_inputs(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[Batch],
-                         device: str) -> list[tuple[torch.Tensor, dict]]:
+                         device: str, keep: Callable[[torch.Tensor], torch.Tensor] | None = None
+                         ) -> list[tuple[torch.Tensor, dict]]:
     """The hidden states entering block 0 and its forward kwargs (attention mask, position ids,
-    rotary embeddings), per batch, on the CPU, by stopping the model's forward at block 0."""
+    rotary embeddings), per batch, on the CPU, by stopping the model's forward at block 0.
+    ``keep`` makes the CPU copy of each batch's hidden states (``Activations.hold``). Block 0's
+    weights are never used (they may be on the meta device)."""
     captured: list[tuple[torch.Tensor, dict]] = []
 
     def grab(module, args, kwargs):
         hidden = args[0] if args else kwargs.pop("hidden_states")
         kwargs = {k: v for k, v in kwargs.items() if k not in ("cache", "past_key_values")}
-        captured.append((hidden.to("cpu"), to_device(kwargs, "cpu")))
+        captured.append((keep(hidden) if keep else hidden.to("cpu"), to_device(kwargs, "cpu")))
         raise Stop
 
     inner = lm.model

@@ -77,6 +77,8 @@ class PruneReport:
     # rac quantize / --quantize: the scheme, bits, group size (None: per channel), sym, actorder,
     # and the compressed-tensors export's directory (None: not exported); None unquantized
     quantization: dict | None = None
+    # where the data lived: streamed blocks, the activations kept in memory and spilled to disk
+    memory: dict | None = None
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -1,7 +1,9 @@
 """``rac prune`` and ``rac quantize`` as library calls: load the model and a calibration set from
 disk, run the engine, optionally quantize to FP8, and write a model directory plus
 ``prune_report.json`` atomically (with an integer quantization also its compressed-tensors export
-if asked).
+if asked). With ``MemoryConfig(stream=True)`` the model is never loaded whole: each block is read
+from the checkpoint when the engine reaches it and written into the output's shards when final
+(``rac.prune.stream``), with the same tensors as the in-memory path, bit for bit.
 
 The calibration set is read through ``rac.calibset``, its on-disk contract, so this stage does not
 depend on how the set was built.
@@ -18,6 +20,7 @@ import torch
 
 from rac import calibset, models
 from rac.io import RacError, atomic_dir, check_output_dir, write_json
+from rac.prune.activations import MB, Activations
 from rac.prune.batches import Batch, make_batches
 from rac.prune.config import QUANTIZER, PruneConfig, QuantConfig
 from rac.prune.engine import Grids, prune_model
@@ -34,6 +37,7 @@ from rac.prune.quant import (
 from rac.prune.quant_grid import GridParams
 from rac.prune.report import LayerReport, PruneReport, PruneTotals
 from rac.prune.sparsegpt import CholeskyError
+from rac.prune.stream import MemoryConfig, Resident, Streamed, streamed_model
 
 REPORT = "prune_report.json"
 
@@ -59,7 +63,14 @@ def _calibration(calib_dir: Path | None, tok, cfg: PruneConfig, batch_tokens: in
         cset.info, cfg
 
 
-def _check_options(cfg: PruneConfig, fp8: bool, fp8_export: bool, export: bool) -> None:
+def _check_options(cfg: PruneConfig, fp8: bool, fp8_export: bool, export: bool,
+                   memory: MemoryConfig, trust_remote_code: bool) -> None:
+    if memory.stream and (export or fp8_export):
+        raise RacError(f"{'--export' if export else '--fp8-export'} converts the whole model in "
+                       "memory, which --stream avoids; drop one of them")
+    if memory.stream and trust_remote_code:
+        raise RacError("--stream builds the model classes transformers ships (Llama/Qwen2-style); "
+                       "drop --trust-remote-code or --stream")
     if cfg.quant is not None and (fp8 or fp8_export):
         raise RacError("give --fp8 or --quantize, not both: both would quantize the same weights")
     if export and cfg.quant is None:
@@ -74,33 +85,44 @@ def _check_options(cfg: PruneConfig, fp8: bool, fp8_export: bool, export: bool) 
 def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, out: Path, *,
                  fp8: bool = False, fp8_export: bool = False, export: bool = False,
                  batch_tokens: int = 8192, trust_remote_code: bool = False,
-                 overwrite: bool = False, progress: bool = True) -> PruneReport:
+                 overwrite: bool = False, progress: bool = True,
+                 memory: MemoryConfig | None = None) -> PruneReport:
     """Prune (with ``cfg.quant`` also quantize) ``model`` into ``out``. ``export``: with
-    ``cfg.quant``, also write ``out/<scheme>-compressed-tensors``."""
+    ``cfg.quant``, also write ``out/<scheme>-compressed-tensors``. ``memory``: stream the blocks,
+    and how many MB of activations to keep in memory (default: neither)."""
+    memory = memory or MemoryConfig()
     check_output_dir(out, overwrite)
-    _check_options(cfg, fp8, fp8_export, export)
+    _check_options(cfg, fp8, fp8_export, export, memory, trust_remote_code)
     t0 = time.perf_counter()
     tok = models.load_tokenizer(model, trust_remote_code)
     batches, calib_info, cfg = _calibration(calib_dir, tok, cfg, batch_tokens)
-    lm = models.load_model(model, "cpu", trust_remote_code=trust_remote_code)
-    blocks = models.decoder_blocks(lm)
-    grids: Grids = {}
-    try:
-        layers = prune_model(lm, blocks, batches, cfg, progress=progress, grids=grids)
-    except (ValueError, CholeskyError) as e:
-        raise RacError(str(e)) from e
-    if fp8 or fp8_export:
-        # FP8 covers every linear of the decoder blocks (not only the pruned scope), as an FP8
-        # deployment would; embeddings and lm_head stay in the model's dtype.
-        with torch.no_grad():
-            for lin in (m for m in blocks.modules() if isinstance(m, torch.nn.Linear)):
-                lin.weight.copy_(fp8_per_channel(lin.weight)[0])
-    models.check_finite(lm, "the pruned model")
-    report = _report(model, calib_dir, calib_info, cfg, fp8 or fp8_export, export, layers,
-                     time.perf_counter() - t0)
+    # FP8 covers every linear of the decoder blocks (not only the pruned scope), as an FP8
+    # deployment would; embeddings and lm_head stay in the model's dtype.
+    finish = _fp8 if fp8 or fp8_export else None
     rac_file = models.resolve(model) / models.RAC_MODEL_FILE
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        lm.save_pretrained(tmp)
+        acts = Activations(memory.activation_mb, memory.spill_dir or tmp)
+        if memory.stream:
+            lm, store = streamed_model(model, tmp, finish=finish)
+        else:
+            lm = models.load_model(model, "cpu", trust_remote_code=trust_remote_code)
+            store = Resident(models.decoder_blocks(lm))
+        grids: Grids = {}
+        try:
+            layers = prune_model(lm, store.blocks, batches, cfg, progress=progress, grids=grids,
+                                 store=store, activations=acts)
+        except (ValueError, CholeskyError) as e:
+            raise RacError(str(e)) from e
+        if isinstance(store, Streamed):
+            store.close()
+        else:
+            if finish is not None:
+                finish(store.blocks)
+            models.check_finite(lm, "the pruned model")
+        report = _report(model, calib_dir, calib_info, cfg, fp8 or fp8_export, export, layers,
+                         time.perf_counter() - t0, _memory(memory, acts))
+        if not memory.stream:
+            lm.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         if rac_file.exists():
             (tmp / models.RAC_MODEL_FILE).write_text(rac_file.read_text())
@@ -108,8 +130,23 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
         if fp8_export:
             export_fp8(lm, tok, tmp / FP8_DIR)
         if export:
-            export_int(lm, tok, tmp / int_dir(cfg.quant), cfg.quant, _by_name(lm, blocks, grids))
+            export_int(lm, tok, tmp / int_dir(cfg.quant), cfg.quant,
+                       _by_name(lm, store.blocks, grids))
     return report
+
+
+def _fp8(blocks: torch.nn.Module) -> None:
+    """Every linear of ``blocks`` (decoder blocks, or one block) onto the FP8 grid."""
+    with torch.no_grad():
+        for lin in (m for m in blocks.modules() if isinstance(m, torch.nn.Linear)):
+            lin.weight.copy_(fp8_per_channel(lin.weight)[0])
+
+
+def _memory(memory: MemoryConfig, acts: Activations) -> dict:
+    """The report's account of where the data lived."""
+    return {"stream": memory.stream, "activation_mb": memory.activation_mb,
+            "activations_in_memory_mb": round(acts.in_memory / MB, 1),
+            "activations_spilled_mb": round(acts.spilled / MB, 1)}
 
 
 def _by_name(lm: torch.nn.Module, blocks: torch.nn.ModuleList, grids: Grids
@@ -122,17 +159,19 @@ def _by_name(lm: torch.nn.Module, blocks: torch.nn.ModuleList, grids: Grids
 def quantize_to_dir(model: str | Path, calib_dir: Path, quant: QuantConfig, out: Path, *,
                     export: bool = False, batch_tokens: int = 8192,
                     trust_remote_code: bool = False, overwrite: bool = False,
-                    progress: bool = True, **options) -> PruneReport:
+                    progress: bool = True, memory: MemoryConfig | None = None,
+                    **options) -> PruneReport:
     """``rac quantize``: GPTQ on every linear in scope, nothing pruned. ``options`` are the
     other ``PruneConfig`` fields (scope, true_sequential, sparsegpt, segment weights, ...)."""
     cfg = PruneConfig(QUANTIZER, Target(), quant=quant, **options)
     return prune_to_dir(model, calib_dir, cfg, out, export=export, batch_tokens=batch_tokens,
                         trust_remote_code=trust_remote_code, overwrite=overwrite,
-                        progress=progress)
+                        progress=progress, memory=memory)
 
 
 def _report(model: str | Path, calib_dir: Path | None, calib_info: dict | None, cfg: PruneConfig,
-            fp8: bool, export: bool, layers: list[LayerReport], wall_s: float) -> PruneReport:
+            fp8: bool, export: bool, layers: list[LayerReport], wall_s: float,
+            memory: dict | None = None) -> PruneReport:
     quant = cfg.quant
     quantization = None if quant is None else {
         **asdict(quant), "bits": quant.bits, "activations": "unquantized (the model's dtype)",
@@ -149,7 +188,7 @@ def _report(model: str | Path, calib_dir: Path | None, calib_info: dict | None, 
         error_step=cfg.error_step, mask_swaps=cfg.mask_swaps, device=cfg.device,
         totals=PruneTotals.of(layers, wall_s,
                               resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        layers=layers, quantization=quantization)
+        layers=layers, quantization=quantization, memory=memory)
 
 
 def read_totals(pruned_dir: Path) -> PruneTotals:
