@@ -78,6 +78,8 @@ def both(capsys, tmp_path, model, *argv, verb="prune"):
     ("prune", ["--method", "sparsegpt", "--sparsity", "0.5"]),
     ("prune", ["--method", "sparsegpt", "--pattern", "2:4", "--true-sequential"]),
     ("quantize", ["--scheme", "W4A16", "--group-size", "32"]),
+    ("prune", ["--method", "sparsegpt", "--pattern", "2:4", "--quantize", "W4A16",
+               "--group-size", "32"]),
 ])
 def test_streaming_writes_the_in_memory_output_bit_for_bit(arch_dir, verb, argv, request,
                                                             calib_set, tmp_path, capsys):
@@ -87,9 +89,10 @@ def test_streaming_writes_the_in_memory_output_bit_for_bit(arch_dir, verb, argv,
     dense_w = Checkpoint(model).read({name: torch.float32})[name]
     w = Checkpoint(out).read({name: torch.float32})[name]
     assert not torch.equal(w, dense_w)  # the streamed blocks are the compressed ones
-    if verb == "prune":
-        assert report["totals"]["sparsity_in_scope"] == pytest.approx(0.5)
-    else:  # each group of 32 inputs of a row on a grid of 16 levels
+    sparsity = report["totals"]["sparsity_in_scope"]
+    if verb == "prune":  # joint mode: a kept weight may also round to zero
+        assert sparsity == pytest.approx(0.5) if "W4A16" not in argv else 0.5 <= sparsity < 0.51
+    if "W4A16" in argv:  # each group of 32 inputs of a row on a grid of 16 levels
         assert max(len(set(g.tolist())) for g in w.reshape(-1, 32)) <= 16
 
 
