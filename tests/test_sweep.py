@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from rac.experiments import config
-from rac.experiments.sweep import Run, plan, sweep_and_report
+from rac.experiments.grid import Run, plan
+from rac.experiments.sweep import sweep_and_report
 from rac.io import RacError
 from rac.prune.masks import Target
 from rac.recon import Sequence, token_errors

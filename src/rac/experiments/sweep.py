@@ -19,16 +19,17 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from rac import models
-from rac.calibrate.calib import SEEDLESS, CalibConfig, make_calib
+from rac.calibrate.calib import CalibConfig, make_calib
 from rac.calibrate.traces import TracesConfig, make_traces
 from rac.evaluate import EvalConfig, evaluate_model, instruction_key
 from rac.experiments.config import SweepConfig, spec_key, spec_sampling
+from rac.experiments.grid import Run, plan
 from rac.experiments.report import Report, write_report
 from rac.io import RacError, write_json
 from rac.prune.config import PruneConfig, Scope
@@ -53,51 +54,6 @@ def content(model: str | Path) -> dict:
 def key_of(inputs: dict) -> str:
     blob = json.dumps({"v": CODE_VERSION, **inputs}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Run:
-    """One pruned model of the grid."""
-
-    seed: int
-    source: str
-    fraction: float  # of the calibration token budget
-    method: str
-    target: Target
-    scope: str
-    fp8: bool
-
-    def to_json(self) -> dict:
-        return {**asdict(self), "target": str(self.target), "sparsity": self.target.fraction}
-
-
-def plan(cfg: SweepConfig) -> list[Run]:
-    """Every pruned model the config asks for, without duplicates, in a stable order."""
-    c, p = cfg.calibration, cfg.prune
-    targets = [Target(s) for s in p.sparsities] + [Target.of(t) for t in p.patterns]
-    runs: list[Run] = []
-
-    def in_size_sweep(target: Target) -> bool:
-        return not target.structured and target.sparsity in c.fraction_sparsities
-
-    for seed in cfg.seeds:
-        for source in c.sources:
-            # a seedless source would give the very same set and model again
-            if seed != cfg.seeds[0] and (source in c.first_seed_only or source in SEEDLESS):
-                continue
-            for method in p.methods:
-                for frac in c.fractions:
-                    for target in targets:
-                        if frac < 1 and not in_size_sweep(target):
-                            continue
-                        for scope in p.scopes:
-                            for fp8 in p.fp8:
-                                runs.append(Run(seed, source, frac, method, target, scope, fp8))
-                for pattern in (Target.of(t) for t in p.patterns):
-                    for scope in p.table4_scopes:
-                        for fp8 in (False, True):
-                            runs.append(Run(seed, source, 1.0, method, pattern, scope, fp8))
-    return list(dict.fromkeys(runs))
 
 
 class Progress:
