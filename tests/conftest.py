@@ -16,6 +16,27 @@ torch.set_num_threads(1)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def run(capsys, *argv) -> tuple[int, str, str]:
+    """``rac ARGV`` in this process: (exit code, stdout, stderr)."""
+    from rac.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def reference_set(tokenizer_dir: Path, d: Path, problems: int, budget: int) -> Path:
+    """A packed reference-CoT calibration set (96-token windows, so the last one is padded) of
+    ``budget`` tokens from ``problems`` arith calib problems, built by the CLI under ``d``."""
+    from rac.cli import main
+
+    assert main(["problems", "--n", str(problems), "--split", "calib", "--out", str(d / "p.jsonl")]) == 0
+    assert main(["calib", "--source", "reference", "--tokenizer", str(tokenizer_dir), "--problems",
+                 str(d / "p.jsonl"), "--budget-tokens", str(budget), "--pack", "96", "--out",
+                 str(d / "set")]) == 0
+    return d / "set"
+
+
 @pytest.fixture(scope="session")
 def toy_tokenizer():
     return build_tokenizer()

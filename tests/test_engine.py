@@ -15,24 +15,13 @@ from rac.prune.config import PruneConfig, Scope
 from rac.prune.engine import prune_model
 from rac.prune.masks import Target
 from rac.prune.stats import LayerStats
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.conftest import reference_set, run
 
 
 @pytest.fixture(scope="module")
 def calib_set(qwen2_dir, tmp_path_factory):
     """A packed set with a padded last window, so padding is present and must be ignored."""
-    d = tmp_path_factory.mktemp("c")
-    problems = d / "p.jsonl"
-    assert main(["problems", "--n", "60", "--split", "calib", "--out", str(problems)]) == 0
-    assert main(["calib", "--source", "reference", "--tokenizer", str(qwen2_dir), "--problems",
-                 str(problems), "--budget-tokens", "1000", "--pack", "96", "--out",
-                 str(d / "set")]) == 0
-    return d / "set"
+    return reference_set(qwen2_dir, tmp_path_factory.mktemp("c"), 60, 1000)
 
 
 def rows_of(path):

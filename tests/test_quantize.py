@@ -10,30 +10,18 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from rac.cli import main
 from rac.prune.config import PruneConfig, QuantConfig
 from rac.prune.masks import Target
 from rac.prune.quant_grid import Grid, GridParams
+from tests.conftest import reference_set, run
 
 LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture(scope="module")
 def calib_set(qwen2_dir, tmp_path_factory):
-    d = tmp_path_factory.mktemp("c")
-    problems = d / "p.jsonl"
-    assert main(["problems", "--n", "40", "--split", "calib", "--out", str(problems)]) == 0
-    assert main(["calib", "--source", "reference", "--tokenizer", str(qwen2_dir), "--problems",
-                 str(problems), "--budget-tokens", "600", "--pack", "96", "--out",
-                 str(d / "set")]) == 0
-    return d / "set"
+    return reference_set(qwen2_dir, tmp_path_factory.mktemp("c"), 40, 600)
 
 
 def exported(path) -> dict[str, tuple[torch.Tensor, GridParams]]:

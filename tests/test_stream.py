@@ -19,27 +19,14 @@ from transformers import (
 
 from bench.stream_memory import differing, measure
 from rac.checkpoint import INDEX, Checkpoint
-from rac.cli import main
 from rac.prune.activations import Activations
-from tests.conftest import make_model
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.conftest import make_model, reference_set, run
 
 
 @pytest.fixture(scope="module")
 def calib_set(qwen2_dir, tmp_path_factory):
     """A reference set tokenized by the toy tokenizer, which every model here shares."""
-    d = tmp_path_factory.mktemp("c")
-    problems = d / "p.jsonl"
-    assert main(["problems", "--n", "40", "--split", "calib", "--out", str(problems)]) == 0
-    assert main(["calib", "--source", "reference", "--tokenizer", str(qwen2_dir), "--problems",
-                 str(problems), "--budget-tokens", "600", "--pack", "96", "--out",
-                 str(d / "set")]) == 0
-    return d / "set"
+    return reference_set(qwen2_dir, tmp_path_factory.mktemp("c"), 40, 600)
 
 
 def _without_timings(report: dict) -> dict:
