@@ -187,6 +187,15 @@ def test_rac_grade_code_and_math_files(tmp_path, capsys):
     assert main(["grade", "--problems", str(math), "--completions", str(mc), "--out",
                  str(tmp_path / "m")]) == 0
     assert json.loads((tmp_path / "m" / "grade.json").read_text())["summary"]["accuracy"] == 1.0
+    # completions of a model with no think phase, graded as if it had one, all scored 0 in silence
+    plain = write_jsonl(tmp_path / "plain.jsonl", [{"id": "a", "completion": "\\boxed{2}"}])
+    capsys.readouterr()
+    assert main(["grade", "--problems", str(math), "--completions", str(plain), "--out",
+                 str(tmp_path / "p")]) == 2
+    assert "closes a think phase" in capsys.readouterr().err and not (tmp_path / "p").exists()
+    assert main(["grade", "--problems", str(math), "--completions", str(plain), "--thinking", "off",
+                 "--out", str(tmp_path / "p")]) == 0
+    assert json.loads((tmp_path / "p" / "grade.json").read_text())["summary"]["accuracy"] == 1.0
     capsys.readouterr()
 
 

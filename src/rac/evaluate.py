@@ -277,11 +277,17 @@ def grade_completions(problems_file: Path, completions_file: Path, out: Path | N
         check_output_dir(out, overwrite)
     by_id = {p.id: i for i, p in enumerate(problems)}
     tok = models.load_tokenizer(tokenizer) if tokenizer else None
+    completions = read_completions(completions_file)
+    if thinking is None and tok is None and not any(THINK_CLOSE in c["completion"] for c in completions):
+        # every answer would be graded missing ('no_think_close'): a wrong number, not a grade
+        raise RacError(f"none of the completions in {completions_file} closes a think phase "
+                       f"({THINK_CLOSE}); pass --thinking off for a model without one, or "
+                       "--tokenizer MODEL to detect it")
     if thinking is None:
         thinking = models.thinking_for(tokenizer, tok, None) if tok else True
     think_id = think_close_id(tok, thinking) if tok else None
     rows = [{"id": p.id, "answer": p.answer, "samples": []} for p in problems]
-    for c in read_completions(completions_file):
+    for c in completions:
         if c["id"] not in by_id:
             raise RacError(f"completion for id {c['id']!r}, which {problems_file} does not hold")
         ids = tok(c["completion"], add_special_tokens=False)["input_ids"] if tok else None
