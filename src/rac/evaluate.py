@@ -278,6 +278,9 @@ def grade_completions(problems_file: Path, completions_file: Path, out: Path | N
     by_id = {p.id: i for i, p in enumerate(problems)}
     tok = models.load_tokenizer(tokenizer) if tokenizer else None
     completions = read_completions(completions_file)
+    unknown = [c["id"] for c in completions if c["id"] not in by_id]
+    if unknown:
+        raise RacError(f"completion for id {unknown[0]!r}, which {problems_file} does not hold")
     if thinking is None and tok is None and not any(THINK_CLOSE in c["completion"] for c in completions):
         # every answer would be graded missing ('no_think_close'): a wrong number, not a grade
         raise RacError(f"none of the completions in {completions_file} closes a think phase "
@@ -288,8 +291,6 @@ def grade_completions(problems_file: Path, completions_file: Path, out: Path | N
     think_id = think_close_id(tok, thinking) if tok else None
     rows = [{"id": p.id, "answer": p.answer, "samples": []} for p in problems]
     for c in completions:
-        if c["id"] not in by_id:
-            raise RacError(f"completion for id {c['id']!r}, which {problems_file} does not hold")
         ids = tok(c["completion"], add_special_tokens=False)["input_ids"] if tok else None
         i = by_id[c["id"]]
         rows[i]["samples"].append(grade_sample(c["completion"], problems[i], grade_problem, ids,
