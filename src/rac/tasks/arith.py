@@ -142,7 +142,7 @@ def sample_problem(rng: random.Random, families: tuple[str, ...] = FAMILIES) -> 
 def generate(n: int, seed: int, split: str, families: tuple[str, ...] = FAMILIES) -> list[Problem]:
     """``n`` distinct problems of one split, reproducible from ``seed``."""
     return draw(n, split, "arith", random.Random(f"{seed}-{split}"), families, MAKERS,
-                lambda p: p.skeleton, lambda p: p.skeleton)
+                lambda p: p.skeleton)
 
 
 def completion_text(p: Problem) -> str:

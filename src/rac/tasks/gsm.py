@@ -187,5 +187,4 @@ def generate(n: int, seed: int, split: str, families: tuple[str, ...] = FAMILIES
              ) -> list[WordProblem]:
     """``n`` distinct problems of one split, reproducible from ``seed``."""
     return draw(n, split, "gsm", random.Random(f"gsm-{seed}-{split}"), families,
-                {family: _maker(family) for family in MAKERS}, lambda p: p.skeleton,
-                lambda p: p.skeleton)
+                {family: _maker(family) for family in MAKERS}, lambda p: p.skeleton)

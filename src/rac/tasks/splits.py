@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import TypeVar
 
 SPLITS = ("train", "val", "calib", "test")
@@ -52,21 +52,22 @@ def check_families(families: tuple[str, ...], known: tuple[str, ...]) -> None:
 
 
 def draw(n: int, split: str, task: str, rng: random.Random, families: tuple[str, ...],
-         makers: dict[str, Callable[[random.Random], T]], skeleton: Callable[[T], str],
-         distinct: Callable[[T], Hashable]) -> list[T]:
-    """``n`` problems of ``split``, distinct by ``distinct``: a family drawn uniformly, then a
-    problem of it, kept when it is new and its skeleton hashes into the split."""
+         makers: dict[str, Callable[[random.Random], T]], skeleton: Callable[[T], str]) -> list[T]:
+    """``n`` problems of ``split`` with distinct skeletons (two problems that differ only in names
+    are one): a family drawn uniformly, then a problem of it, kept when its skeleton is new and
+    hashes into the split."""
     check_split(split)
     check_families(families, tuple(makers))
-    seen: set[Hashable] = set()
+    seen: set[str] = set()
     out: list[T] = []
     for _ in range(1000 * (n + 10)):
         if len(out) == n:
             return out
         p = makers[rng.choice(families)](rng)
-        if distinct(p) in seen or split_of(skeleton(p), task) != split:
+        key = skeleton(p)
+        if key in seen or split_of(key, task) != split:
             continue
-        seen.add(distinct(p))
+        seen.add(key)
         out.append(p)
     if len(out) == n:
         return out
