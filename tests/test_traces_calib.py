@@ -308,17 +308,6 @@ def test_generic_text_from_a_datasets_directory(qwen2_dir, tmp_path, capsys):
     assert calibset.read_dataset(tmp_path / "c")[1]["segment_tokens"]["generic"] == 200
 
 
-def test_vllm_backend_generates_the_same_format(qwen2_dir, calib_problems, tmp_path):
-    """The vLLM path runs only where vLLM and a GPU are installed (the optional extra)."""
-    pytest.importorskip("vllm", reason="vLLM is not installed (optional extra 'rac[vllm]', GPU)")
-    if not torch.cuda.is_available():
-        pytest.skip("vLLM needs a GPU")
-    assert main(["traces", str(qwen2_dir), "--problems", str(calib_problems), "--out",
-                 str(tmp_path / "v"), "--budget-tokens", "200", "--backend", "vllm"]) == 0
-    meta, traces = load_traces(tmp_path / "v")
-    assert meta["backend"] == "vllm" and traces and all(t.completion_ids for t in traces)
-
-
 def test_builtin_generic_text_for_any_model(qwen2_dir, tmp_path, capsys):
     code, _, err = run(capsys, "calib", "--source", "generic", "--tokenizer", qwen2_dir,
                        "--budget-tokens", 300, "--out", tmp_path / "x")

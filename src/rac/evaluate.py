@@ -10,13 +10,14 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
 from rac import models
-from rac.generate import Backend, Engine, generate_all, open_backend
+from rac.generate import Backend, Engine, generate_all, open_backend, request_seed
 from rac.io import RacError, atomic_dir, atomic_write_text, check_output_dir, write_json
 from rac.metrics import mean_se
 from rac.models import THINK_CLOSE, prompt_ids
@@ -139,7 +140,8 @@ def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Prob
     requests = [(pi, s) for pi in range(len(problems)) for s in range(cfg.samples)]
     t0 = time.perf_counter()
     completions = generate_all(backend, [prompts[pi] for pi, _ in requests], cfg.sampling,
-                               cfg.seed, cfg.batch_size, desc="eval", progress=progress)
+                               [request_seed(cfg.seed, problems[pi].id, s) for pi, s in requests],
+                               cfg.batch_size, desc="eval", progress=progress)
     gen_s = time.perf_counter() - t0
     rows: list[dict] = [{"id": p.id, "answer": p.answer, "prompt_tokens": len(prompts[i]),
                          "samples": []} for i, p in enumerate(problems)]
@@ -224,8 +226,9 @@ def evaluate_model(model: str | Path, problems_file: Path, out: Path | None, cfg
         check_output_dir(out, overwrite)
     tok = models.load_tokenizer(model, engine.trust_remote_code)
     cfg = replace(cfg, thinking=models.thinking_for(model, tok, cfg.thinking))
-    result = evaluate(open_backend(model, tok, engine), tok, problems, cfg, progress=progress,
-                      instructions=instructions_for(model, problems))
+    with closing(open_backend(model, tok, engine)) as backend:
+        result = evaluate(backend, tok, problems, cfg, progress=progress,
+                          instructions=instructions_for(model, problems))
     result["model"] = models.model_name(model)
     result["model_generation_config"] = shipped_generation_config(model)
     result["problems_file"] = str(problems_file)

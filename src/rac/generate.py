@@ -1,14 +1,16 @@
 """Generation backends behind one interface: prompt token ids in, completion token ids out.
 
-Token ids are what the model generated, never decoded and re-encoded. Each call is seeded, so the
-same batch with the same seed gives the same completions (what makes traces resumable).
+Token ids are what the model generated, never decoded and re-encoded. Every request (a problem and
+its sample number) carries its own seed, ``request_seed``, so a completion does not depend on the
+batch it ran in, on the order of the requests or on where an interrupted run resumed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Protocol
 
@@ -16,7 +18,6 @@ import torch
 from tqdm import tqdm
 
 from rac import models
-from rac.io import RacError
 from rac.sampling import Sampling, logits_processors, next_tokens
 
 BACKENDS = ("transformers", "vllm")
@@ -31,8 +32,21 @@ class Completion:
 class Backend(Protocol):
     name: str
 
-    def generate(self, prompts: list[list[int]], sampling: Sampling, seed: int) -> list[Completion]:
+    def generate(self, prompts: list[list[int]], sampling: Sampling,
+                 seeds: list[int]) -> list[Completion]:
+        """One completion per prompt; ``seeds[i]`` alone decides prompt ``i``'s random draws."""
         ...
+
+    def close(self) -> None:
+        """Free what the backend holds (vLLM: its engine processes and KV cache)."""
+        ...
+
+
+def request_seed(seed: int, key: str, sample: int) -> int:
+    """The seed of one request: a hash of the run's seed, the problem's id and the sample number
+    (63 bits, what ``torch.Generator`` and vLLM take)."""
+    digest = hashlib.sha256(f"{seed}\x1f{key}\x1f{sample}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 GQA_SDPA = "rac_sdpa_gqa"
@@ -154,8 +168,8 @@ class TransformersBackend:
     A lean loop rather than ``generate``: ``generate`` keeps computing every row until the longest
     one ends (chains of thought vary several-fold in length, so most of a batch's late steps
     would be padding) and spends more per step on its machinery than a small model spends on
-    arithmetic. Sampling draws one uniform per *original* row and step from a generator seeded
-    with ``seed``, so a row's tokens do not depend on when the other rows of its batch ended.
+    arithmetic. Sampling draws one uniform per row and step from that row's own generator (seeded
+    with its request's seed), so a row's tokens do not depend on the other rows of its batch.
     Memory grows with the tokens generated, not with ``max_new_tokens``: the KV cache and the
     generated ids start ``first_chunk`` tokens past the prompt and double when full."""
 
@@ -166,9 +180,13 @@ class TransformersBackend:
         self.lm, self.pad_id, self.eos_ids = lm, pad_id, eos_ids
         self.device = next(lm.parameters()).device
 
-    def generate(self, prompts: list[list[int]], sampling: Sampling, seed: int) -> list[Completion]:
+    def close(self) -> None:
+        pass  # the model goes with the backend object
+
+    def generate(self, prompts: list[list[int]], sampling: Sampling,
+                 seeds: list[int]) -> list[Completion]:
         with grouped_attention(self.lm):
-            return self._generate(prompts, sampling, seed)
+            return self._generate(prompts, sampling, seeds)
 
     def _left_padded(self, prompts: list[list[int]]) -> tuple[torch.Tensor, ...]:
         """(ids, attention mask, each row's ids with its padding replaced by its first token:
@@ -184,12 +202,14 @@ class TransformersBackend:
         return ids.to(self.device), mask.to(self.device), seen.to(self.device)
 
     @torch.inference_mode()
-    def _generate(self, prompts: list[list[int]], sampling: Sampling, seed: int) -> list[Completion]:
+    def _generate(self, prompts: list[list[int]], sampling: Sampling,
+                  seeds: list[int]) -> list[Completion]:
         dev, n, limit = self.device, len(prompts), sampling.max_new_tokens
         ids, mask, seq = self._left_padded(prompts)  # seq: gets the generated ids appended
         width = ids.shape[1]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        gen = torch.Generator(dev).manual_seed(seed)
+        # CPU generators, one per row: a few microseconds a step against a forward pass
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
         eos = torch.tensor(sorted(self.eos_ids), device=dev)
         processors = logits_processors(sampling)
         rows = torch.arange(n, device=dev)  # the original rows still being decoded
@@ -208,7 +228,7 @@ class TransformersBackend:
                     logits = process(history, logits)
             u = None
             if sampling.temperature > 0:
-                u = torch.rand(n, generator=gen, device=dev)[rows]
+                u = torch.cat([torch.rand(1, generator=gens[r]) for r in rows.tolist()]).to(dev)
             token = next_tokens(logits, sampling, u)
             seq = _with_room(seq, width + step, width + step + 1, width + limit, self.first_chunk,
                              dim=1)
@@ -227,38 +247,10 @@ class TransformersBackend:
         return [trim(row, self.eos_ids, limit) for row in seq[:, width:width + step + 1].tolist()]
 
 
-class VLLMBackend:
-    """vLLM's offline engine (optional extra ``rac[vllm]``), tensor parallel for big models."""
-
-    name = "vllm"
-
-    def __init__(self, model_dir: str, tensor_parallel: int = 1, trust_remote_code: bool = False):
-        try:
-            from vllm import LLM
-        except ImportError as e:
-            raise RacError("--backend vllm needs vLLM: pip install 'rac[vllm]' on a GPU machine") from e
-        self.llm = LLM(model=model_dir, tensor_parallel_size=tensor_parallel,
-                       trust_remote_code=trust_remote_code)
-
-    def generate(self, prompts: list[list[int]], sampling: Sampling, seed: int) -> list[Completion]:
-        from vllm import SamplingParams, TokensPrompt
-
-        # vLLM applies the penalty to greedy decoding too, as rac's loop; top-k -1 is off
-        params = [SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
-                                 top_k=sampling.top_k or -1,
-                                 repetition_penalty=sampling.repetition_penalty,
-                                 max_tokens=sampling.max_new_tokens, seed=seed + i)
-                  for i in range(len(prompts))]
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params,
-                                 use_tqdm=False)
-        return [Completion(list(o.outputs[0].token_ids),
-                           "length" if o.outputs[0].finish_reason == "length" else "stop")
-                for o in outs]
-
-
-def eos_ids_of(tok, lm: torch.nn.Module | None = None) -> set[int]:
+def eos_ids_of(tok, generation_config=None) -> set[int]:
+    """The ids that end a completion: the tokenizer's EOS and the generation config's."""
     ids = {tok.eos_token_id}
-    cfg_eos = getattr(getattr(lm, "generation_config", None), "eos_token_id", None)
+    cfg_eos = getattr(generation_config, "eos_token_id", None)
     if isinstance(cfg_eos, int):
         ids.add(cfg_eos)
     elif isinstance(cfg_eos, list):
@@ -268,42 +260,69 @@ def eos_ids_of(tok, lm: torch.nn.Module | None = None) -> set[int]:
 
 @dataclass(frozen=True)
 class Engine:
-    """How a stage runs a model: the backend, the device (transformers) or tensor parallelism
-    (vLLM), and whether code shipped in the model directory may run."""
+    """How a stage runs a model: the backend, the device (transformers), and whether code shipped
+    in the model directory may run; the rest are vLLM's engine settings (``vllm_backend``)."""
 
     backend: str = "transformers"
     device: str = "auto"
-    tensor_parallel: int = 1
     trust_remote_code: bool = False
+    tensor_parallel: int = 1
+    data_parallel: int = 1
+    dtype: str = "auto"  # vLLM's auto: the checkpoint's, bf16 for an fp32 checkpoint on a CPU
+    max_model_len: int | None = None  # None: the model's context length
+    kv_cache_gb: float | None = None  # None: 4 on a CPU; on a GPU, gpu_memory decides
+    gpu_memory: float = 0.9  # the fraction of GPU memory vLLM may take
+    threads: int = 0  # CPU cores vLLM computes on (0: all this process may use)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend {self.backend!r} unknown; use {', '.join(BACKENDS)}")
-        if self.tensor_parallel < 1:
-            raise ValueError(f"tensor parallel size must be >= 1, got {self.tensor_parallel}")
+        for name in ("tensor_parallel", "data_parallel"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', ' ')} size must be >= 1, "
+                                 f"got {getattr(self, name)}")
+        if self.backend == "vllm" and self.device != "auto":
+            raise ValueError("--device applies to the transformers backend; vLLM picks its own")
+        if self.backend != "vllm":
+            changed = [f.name for f in fields(self)[4:] if getattr(self, f.name) != f.default]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} apply to --backend vllm only")
+        if self.kv_cache_gb is not None and self.kv_cache_gb <= 0:
+            raise ValueError(f"KV cache size must be > 0 GiB, got {self.kv_cache_gb}")
+        if not 0 < self.gpu_memory <= 1:
+            raise ValueError(f"GPU memory fraction must be in (0, 1], got {self.gpu_memory}")
 
 
 def open_backend(model: str | Path, tok, engine: Engine | None = None) -> Backend:
     """Load ``model`` for generation with ``engine`` (default: transformers on the best device):
-    the one place every generating verb does it."""
+    the one place every generating verb does it. Use it as ``with closing(open_backend(...))``:
+    a vLLM engine holds processes and memory until it is closed."""
     engine = engine or Engine()
     if engine.backend == "vllm":
-        return VLLMBackend(str(models.resolve(model)), engine.tensor_parallel,
-                           engine.trust_remote_code)
+        from transformers import GenerationConfig
+
+        from rac.vllm_backend import VLLMBackend
+
+        path = models.resolve(model)
+        shipped = (GenerationConfig.from_pretrained(path)
+                   if (path / "generation_config.json").exists() else None)
+        return VLLMBackend(path, engine, eos_ids_of(tok, shipped))
     lm = models.load_model(model, models.pick_device(engine.device),
                            trust_remote_code=engine.trust_remote_code)
-    return TransformersBackend(lm, tok.pad_token_id, eos_ids_of(tok, lm))
+    return TransformersBackend(lm, tok.pad_token_id,
+                               eos_ids_of(tok, getattr(lm, "generation_config", None)))
 
 
-def generate_all(backend: Backend, prompts: list[list[int]], sampling: Sampling, seed: int,
+def generate_all(backend: Backend, prompts: list[list[int]], sampling: Sampling, seeds: list[int],
                  batch_size: int, desc: str = "generate", progress: bool = True) -> list[Completion]:
-    """Generate for every prompt, batched by similar length; batch ``b`` is seeded ``seed + b``."""
+    """Generate for every prompt (``seeds[i]``: prompt ``i``'s), batched by similar length."""
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
     out: list[Completion | None] = [None] * len(prompts)
     bar = tqdm(total=len(prompts), desc=desc, unit="seq", leave=False, disable=not progress)
-    for b, start in enumerate(range(0, len(order), batch_size)):
+    for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        for i, c in zip(idx, backend.generate([prompts[i] for i in idx], sampling, seed + b)):
+        for i, c in zip(idx, backend.generate([prompts[i] for i in idx], sampling,
+                                              [seeds[i] for i in idx])):
             out[i] = c
         bar.update(len(idx))
     bar.close()

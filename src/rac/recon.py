@@ -10,13 +10,14 @@ diverging colormap centred at 1: red where model A errs more).
 from __future__ import annotations
 
 import statistics
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from rac import models
-from rac.generate import Engine, Sampling, generate_all, open_backend
+from rac.generate import Engine, Sampling, generate_all, open_backend, request_seed
 from rac.io import atomic_dir, atomic_write_text, save_figure, write_json
 from rac.tasks.problems import answer_form, read_problems
 
@@ -49,9 +50,10 @@ def rollouts(dense_dir: str | Path, problems_file: Path, n: int, max_new_tokens:
     texts = models.instructions(models.defaults(dense_dir), problems, None)
     thinking = models.thinking_for(dense_dir, tok, None)
     prompts = [models.prompt_ids(tok, p.problem, texts[answer_form(p)], thinking) for p in problems]
-    comps = generate_all(open_backend(dense_dir, tok, engine), prompts,
-                         Sampling(0.0, 1.0, max_new_tokens), 0, batch_size, desc="rollouts",
-                         progress=progress)
+    with closing(open_backend(dense_dir, tok, engine)) as backend:
+        comps = generate_all(backend, prompts, Sampling(0.0, 1.0, max_new_tokens),
+                             [request_seed(0, p.id, 0) for p in problems], batch_size,
+                             desc="rollouts", progress=progress)
     return [Sequence(p.id, pr + c.ids, len(pr)) for p, pr, c in zip(problems, prompts, comps)]
 
 

@@ -8,8 +8,9 @@ Layout of a store directory::
     tokenizer/              a copy of the generating tokenizer (off-policy re-tokenization)
     done.json               written last: realized token counts
 
-Generation runs in a fixed order of batches, each seeded by its index, so an interrupted run
-resumed with the same command skips the shards it has and produces the very same store. The store
+Generation runs in a fixed order of batches, each request seeded by its problem and sample
+(``generate.request_seed``), so an interrupted run resumed with the same command skips the shards
+it has and produces the very same store. The store
 is readable with ``datasets.load_dataset("parquet", data_dir=DIR / "shards")``.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import closing
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from rac import models
-from rac.generate import Backend, Engine, open_backend
+from rac.generate import Backend, Engine, open_backend, request_seed
 from rac.io import RacError, check_output_dir, write_json
 from rac.models import prompt_ids
 from rac.sampling import Sampling
@@ -57,13 +59,18 @@ class TracesConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
 
 
+# how requests are seeded: a store made another way (one seed per batch, before) is not resumed
+SEEDING = "per-request"
+
+
 def store_identity(cfg: TracesConfig, *, model: str, weights_fingerprint: str,
                    tokenizer_fingerprint: str, problems_sha256: str, backend: str) -> dict:
     """A store's ``meta.json``: the request (instruction resolved) plus what it ran on. A rerun
     with the same identity resumes; another one is refused."""
     return {"format": FORMAT, "model": model, "weights_fingerprint": weights_fingerprint,
             "tokenizer_fingerprint": tokenizer_fingerprint, "problems_sha256": problems_sha256,
-            "backend": backend, **asdict(cfg), "sampling": cfg.sampling.identity()}
+            "backend": backend, **asdict(cfg), "sampling": cfg.sampling.identity(),
+            "seeding": SEEDING}
 
 
 def _shard_path(out: Path, index: int) -> Path:
@@ -115,8 +122,9 @@ def generate_traces(backend: Backend, tok: PreTrainedTokenizerBase, problems: li
             break
         shard = _shard_path(out, b)
         if not shard.exists():
-            completions = backend.generate([prompts[i] for _, i in batch], cfg.sampling,
-                                           cfg.seed * 1_000_003 + b)
+            completions = backend.generate(
+                [prompts[i] for _, i in batch], cfg.sampling,
+                [request_seed(cfg.seed, problems[i].id, s) for s, i in batch])
             rows = []
             for (s, i), c in zip(batch, completions):
                 text = tok.decode(c.ids, skip_special_tokens=True)
@@ -192,5 +200,6 @@ def make_traces(model: str | Path, problems_file: Path, out: Path, cfg: TracesCo
     if problems[0].kind == "code":
         identity["forms"] = {f: sum(answer_form(p) == f for p in problems) for f in texts}
         identity["instructions"] = texts
-    return generate_traces(open_backend(model, tok, engine), tok, problems, cfg, texts, identity,
-                           out, overwrite, progress)
+    with closing(open_backend(model, tok, engine)) as backend:
+        return generate_traces(backend, tok, problems, cfg, texts, identity, out, overwrite,
+                               progress)

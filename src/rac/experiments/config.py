@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from rac.calibrate.calib import SOURCES
+from rac.generate import Engine
 from rac.io import RacError
 from rac.prune.config import METHODS, RECIPES, Scope
 from rac.prune.masks import Target
@@ -113,6 +114,30 @@ class ReconSpec:
 
 
 @dataclass(frozen=True)
+class EngineSpec:
+    """[engine]: how traces, evals and rollouts generate (``rac.generate.Engine``; 0: default)."""
+
+    backend: str = "transformers"
+    dtype: str = "auto"
+    max_model_len: int = 0
+    kv_cache_gb: float = 0.0
+    gpu_memory: float = 0.9
+    tensor_parallel: int = 1
+    data_parallel: int = 1
+
+    def engine(self, threads: int) -> Engine:
+        if self.backend == "transformers":
+            return Engine() if self == EngineSpec() else Engine(**asdict(self))  # refuses
+        return Engine(**{**asdict(self), "max_model_len": self.max_model_len or None,
+                         "kv_cache_gb": self.kv_cache_gb or None}, threads=threads)
+
+    def key(self) -> dict:
+        """The engine in a cache key: nothing for the default (keys made before it still match),
+        else every setting (vLLM in bf16 does not give fp32 transformers' tokens)."""
+        return {} if self == EngineSpec() else {"engine": asdict(self)}
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     model: str = "embedded"
     seeds: list[int] = field(default_factory=lambda: [0])
@@ -123,6 +148,7 @@ class SweepConfig:
     prune: PruneSpec = PruneSpec()
     eval: EvalSpec = EvalSpec()
     recon: ReconSpec = ReconSpec()
+    engine: EngineSpec = EngineSpec()
 
 
 def _check_type(name: str, value: object, expected: object) -> None:
@@ -151,7 +177,7 @@ def _build(cls, data: dict, prefix: str):
     for key, value in data.items():
         f = known[key]
         if isinstance(f.default, (ProblemsSpec, CalibrationSpec, TracesSpec, PruneSpec, EvalSpec,
-                                  ReconSpec)):
+                                  ReconSpec, EngineSpec)):
             kwargs[key] = _build(type(f.default), value, f"{prefix}{key}.")
         else:
             _check_type(prefix + key, value, f.type)
@@ -166,6 +192,10 @@ def validate(cfg: SweepConfig) -> SweepConfig:
 
     c, p, e = cfg.calibration, cfg.prune, cfg.eval
     need(bool(cfg.seeds), "'seeds' must name at least one seed")
+    try:
+        cfg.engine.engine(cfg.threads)
+    except ValueError as err:
+        raise RacError(f"config 'engine': {err}") from err
     need(bool(c.sources), "'calibration.sources' is empty")
     for s in c.sources:
         need(s in SOURCES, f"'calibration.sources' has unknown source {s!r}; use {', '.join(SOURCES)}")

