@@ -27,7 +27,7 @@ from rac import models
 from rac.evaluate import EvalConfig, evaluate, instructions_for
 from rac.generate import Engine, eos_ids_of, generate_all, open_backend
 from rac.sampling import Sampling
-from rac.tasks import gsm
+from rac.tasks.generators import generate
 from rac.tasks.problems import Problem
 
 
@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="also write the results here (JSON)")
     a = ap.parse_args()
     tok = models.load_tokenizer(a.model)
-    test = gsm.generate(a.problems, 0, "test")
+    test = generate("gsm", a.problems, 0, "test")
     text = models.instructions(models.defaults(a.model), test, None)["math"]
     thinking = models.thinking_for(a.model, tok, None)
     prompts = [models.prompt_ids(tok, p.problem, text, thinking) for p in test]
@@ -76,6 +76,7 @@ def main() -> None:
                          "eval": whole_eval(backend, tok, test, a.model, a.max_new_tokens),
                          "rates": batch_rates(backend, prompts, sampling, a.batch_sizes, 10**9)}
         res[name]["eval"]["wall_s"] += res[name]["startup_s"]
+        print(name, json.dumps(res[name]), flush=True)  # a crash later keeps what was measured
     lm = models.load_model(a.model)
     gen = GenerateBackend(lm, tok.pad_token_id, eos_ids_of(tok, lm.generation_config))
     res["generate"] = {"rates": batch_rates(gen, prompts, sampling, a.batch_sizes,

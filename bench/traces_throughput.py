@@ -40,8 +40,9 @@ class GenerateBackend:
         ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts])
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
         torch.manual_seed(seeds[0])  # generate takes one seed for its whole batch
-        out = self.lm.generate(input_ids=ids, attention_mask=mask, do_sample=True,
-                               temperature=sampling.temperature, top_p=sampling.top_p, top_k=None,
+        sample = ({"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
+                  if sampling.temperature > 0 else {"do_sample": False})
+        out = self.lm.generate(input_ids=ids, attention_mask=mask, top_k=None, **sample,
                                max_new_tokens=sampling.max_new_tokens, pad_token_id=self.pad_id,
                                eos_token_id=sorted(self.eos_ids))
         return [trim(r, self.eos_ids, sampling.max_new_tokens) for r in out[:, width:].tolist()]

@@ -59,6 +59,12 @@ def test_config_errors_name_the_field(tmp_path):
         "[traces]\ntop_p = 0": "'traces' sampling",
         "this is not toml": "not valid TOML",
         "eval = 3": "'eval' must be a table",
+        "[prune]\nquantize = ['w4a8']": "also quantizes activations",
+        "[prune]\nquantize = ['2:4+w5a16']": "scheme 'W5A16' unknown",
+        "[prune]\nquantize = ['x+w4a16']": "target 'x' is malformed",
+        "[engine]\nkv_cache_gb = 2.0": "config 'engine': kv_cache_gb apply to --backend vllm only",
+        "[engine]\nbackend = 'tgi'": "backend 'tgi' unknown",
+        "[engine]\nbackend = 'vllm'\ntensor_parallel = 0": "tensor parallel size must be >= 1",
     }
     for text, needle in bad.items():
         f = tmp_path / "c.toml"
@@ -68,6 +74,18 @@ def test_config_errors_name_the_field(tmp_path):
         assert needle in str(err.value), (text, err.value)
     with pytest.raises(RacError, match="does not exist"):
         config.load(tmp_path / "none.toml")
+
+
+def test_the_engine_enters_generating_keys_only_when_it_is_not_the_default():
+    """Keys made before [engine] existed still match; a vLLM engine (bf16 by default: other
+    tokens than fp32 transformers) never answers from a transformers run's cache."""
+    default = config.from_dict({})
+    vllm = config.from_dict({"engine": {"backend": "vllm", "kv_cache_gb": 2.0}, "threads": 2})
+    assert default.engine.key() == {}
+    assert vllm.engine.key()["engine"]["backend"] == "vllm"
+    e = vllm.engine.engine(vllm.threads)
+    assert (e.backend, e.kv_cache_gb, e.max_model_len, e.threads) == ("vllm", 2.0, None, 2)
+    assert default.engine.engine(2).threads == 0  # --threads is torch's for transformers
 
 
 def test_documented_example_config_is_valid():
@@ -88,6 +106,37 @@ def test_plan_has_no_duplicates_and_limits_subgrids():
     assert Run(0, "prompt", 1.0, "sparsegpt", Target(n=2, m=4), "mlp", True) in runs
     # per source: 3 targets + 1 size point + table 4 (2 scopes x 2 fp8, one already counted)
     assert len(runs) == 2 * (3 + 1 + 3)
+
+
+def test_plan_has_a_run_per_quantization_target_and_source():
+    cfg = config.from_dict({"calibration": {"sources": ["prompt", "rac"]},
+                            "prune": {"sparsities": [0.5], "quantize": ["w4a16", "2:4+w3a16"]}})
+    quant = [r for r in plan(cfg) if r.quant]
+    assert quant == [Run(0, s, 1.0, m, t, "all", False, q) for s in ("prompt", "rac") for m, t, q in
+                     (("gptq", Target(), "W4A16"), ("sparsegpt", Target(n=2, m=4), "W3A16"))]
+
+
+@pytest.mark.slow
+def test_sweep_quantization_targets_give_their_table(qwen2_dir, generic_text, tmp_path):
+    """GPTQ and joint 2:4 + 4-bit in the grid: each quantized model is built with its scheme
+    (its prune report says so) and the report has a Table 1 form row per target."""
+    cfg = config.from_dict(mini(qwen2_dir, generic_text, calibration={"sources": ["prompt", "rac"]},
+                                prune={"sparsities": [0.5], "patterns": [],
+                                       "quantize": ["w4a16", "2:4+w4a16"],
+                                       "quant_group_size": 16},
+                                recon={"problems": 0}))
+    result, _ = sweep_and_report(cfg, tmp_path / "s")
+    quant = [r for r in result["records"] if r.get("quant")]
+    assert sorted((r["source"], r["method"], r["target"]) for r in quant) == [
+        ("prompt", "gptq", "0"), ("prompt", "sparsegpt", "2:4"),
+        ("rac", "gptq", "0"), ("rac", "sparsegpt", "2:4")]
+    reports = [json.loads(f.read_text()) for f in (tmp_path / "s" / "cache" / "pruned").rglob(
+        "prune_report.json")]
+    schemes = sorted((r.get("quantization") or {}).get("scheme", "-") for r in reports)
+    assert schemes == ["-", "-", "W4A16", "W4A16", "W4A16", "W4A16"]
+    md = (tmp_path / "s" / "report.md").read_text()
+    table = md[md.index("## Quantization"):]
+    assert "| W4A16 | " in table and "| 2:4 + W4A16 | " in table
 
 
 def test_plan_builds_seedless_and_first_seed_only_sources_once():

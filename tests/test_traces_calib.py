@@ -341,3 +341,42 @@ def test_weights_fingerprint_tells_checkpoints_of_one_shape_apart(qwen2_dir, tmp
     assert before != weights_fingerprint(qwen2_dir)
     (other / "README.md").write_text("notes")  # not part of the weights
     assert weights_fingerprint(other) == before
+
+
+def test_sharded_traces_merge_into_the_store_of_one_run(qwen2_dir, calib_problems, tmp_path, capsys):
+    """Two shards (sampled, T=1) merged give the unsharded store: its meta, its counts and the
+    same rows in every shard file, cut where the budget cut the single run."""
+    import pyarrow.parquet as pq
+
+    flags = ["--problems", calib_problems, "--temperature", 1.0, "--top-p", 0.95, "--batch-size",
+             8, "--budget-tokens", 1500, "--seed", 3]
+    assert run(capsys, "traces", qwen2_dir, *flags, "--out", tmp_path / "one")[0] == 0
+    for i in (0, 1):
+        code, out, err = run(capsys, "traces", qwen2_dir, *flags, "--shard", f"{i}/2", "--out",
+                             tmp_path / f"s{i}")
+        assert code == 0 and "shard" in out, err
+    code, out, err = run(capsys, "merge-traces", tmp_path / "s1", tmp_path / "s0", "--out",
+                         tmp_path / "merged")
+    assert code == 0, err
+    one, merged = tmp_path / "one", tmp_path / "merged"
+    assert json.loads((merged / "meta.json").read_text()) == json.loads((one / "meta.json").read_text())
+    assert json.loads((merged / "done.json").read_text()) == json.loads((one / "done.json").read_text())
+    names = sorted(f.name for f in (one / "shards").glob("*.parquet"))
+    assert 1 < len(names) < len(list((tmp_path / "s0" / "shards").glob("*.parquet"))) * 2
+    assert names == sorted(f.name for f in (merged / "shards").glob("*.parquet"))
+    for name in names:
+        assert (pq.read_table(one / "shards" / name).to_pylist()
+                == pq.read_table(merged / "shards" / name).to_pylist())
+    # refused: a shard missing, a shard of another run, a store that is not a shard
+    code, _, err = run(capsys, "merge-traces", tmp_path / "s0", "--out", tmp_path / "m2")
+    assert code == 2 and "give each of 0/2 .. 1/2 once" in err
+    assert run(capsys, "traces", qwen2_dir, *flags[:-1], 4, "--shard", "1/2", "--out",
+               tmp_path / "other")[0] == 0
+    code, _, err = run(capsys, "merge-traces", tmp_path / "s0", tmp_path / "other", "--out",
+                       tmp_path / "m3")
+    assert code == 2 and "shards of different runs (they differ in seed)" in err
+    code, _, err = run(capsys, "merge-traces", one, tmp_path / "s1", "--out", tmp_path / "m4")
+    assert code == 2 and "not a finished shard" in err
+    assert not any((tmp_path / m).exists() for m in ("m2", "m3", "m4"))
+    code, _, err = run(capsys, "traces", qwen2_dir, *flags, "--shard", "2/2", "--out", tmp_path / "x")
+    assert code == 2 and "need 0 <= I < N" in err

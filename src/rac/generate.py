@@ -267,7 +267,6 @@ class Engine:
     device: str = "auto"
     trust_remote_code: bool = False
     tensor_parallel: int = 1
-    data_parallel: int = 1
     dtype: str = "auto"  # vLLM's auto: the checkpoint's, bf16 for an fp32 checkpoint on a CPU
     max_model_len: int | None = None  # None: the model's context length
     kv_cache_gb: float | None = None  # None: 4 on a CPU; on a GPU, gpu_memory decides
@@ -277,14 +276,12 @@ class Engine:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend {self.backend!r} unknown; use {', '.join(BACKENDS)}")
-        for name in ("tensor_parallel", "data_parallel"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', ' ')} size must be >= 1, "
-                                 f"got {getattr(self, name)}")
+        if self.tensor_parallel < 1:
+            raise ValueError(f"tensor parallel size must be >= 1, got {self.tensor_parallel}")
         if self.backend == "vllm" and self.device != "auto":
             raise ValueError("--device applies to the transformers backend; vLLM picks its own")
         if self.backend != "vllm":
-            changed = [f.name for f in fields(self)[4:] if getattr(self, f.name) != f.default]
+            changed = [f.name for f in fields(self)[3:] if getattr(self, f.name) != f.default]
             if changed:
                 raise ValueError(f"{', '.join(changed)} apply to --backend vllm only")
         if self.kv_cache_gb is not None and self.kv_cache_gb <= 0:

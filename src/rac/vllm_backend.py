@@ -82,7 +82,6 @@ class VLLMBackend:
             memory["kv_cache_memory_bytes"] = int(gb * 2**30)
         self.llm = LLM(model=str(model_dir), dtype=engine.dtype, seed=0,
                        tensor_parallel_size=engine.tensor_parallel,
-                       data_parallel_size=engine.data_parallel,
                        trust_remote_code=engine.trust_remote_code,
                        max_model_len=self.max_model_len, enable_chunked_prefill=False,
                        max_num_batched_tokens=max(self.max_model_len, 8192),

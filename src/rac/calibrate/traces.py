@@ -94,14 +94,31 @@ def _open_store(out: Path, identity: dict, overwrite: bool) -> None:
     write_json(meta, identity)
 
 
+def _tally(rows: list[dict], only_correct: bool) -> tuple[int, int, int]:
+    """(traces, kept traces, kept tokens) of one shard's rows."""
+    kept = [r for r in rows if r["correct"] or not only_correct]
+    return len(rows), len(kept), sum(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in kept)
+
+
+def _done(out: Path, counts: tuple[int, int, int], budget: int, **extra) -> dict:
+    generated, kept, tokens = counts
+    done = {"traces": generated, "kept": kept, "tokens": tokens, "budget_tokens": budget,
+            "budget_reached": tokens >= budget,
+            "shards": len(list((out / "shards").glob("*.parquet"))), **extra}
+    write_json(out / "done.json", done)
+    return done
+
+
 def generate_traces(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Problem],
                     cfg: TracesConfig, instructions: dict[str, str], identity: dict, out: Path,
-                    overwrite: bool = False,
-                    progress: bool = True) -> dict:
+                    overwrite: bool = False, progress: bool = True,
+                    shard: tuple[int, int] | None = None) -> dict:
     """Generate until the kept traces hold ``budget_tokens`` (prompt + completion) or the problems
     run out; returns the realized counts (also written to ``done.json``). ``instructions``: the
     text after a problem of each answer form (``models.instructions``); ``identity`` is what
-    ``meta.json`` must hold (see ``store_identity``)."""
+    ``meta.json`` must hold (see ``store_identity``). ``shard`` (I, N): only the batches ``b``
+    with ``b % N == I``, every one of them (no budget stop: only all shards together know where
+    it falls; ``merge_traces`` cuts there)."""
     out = Path(out)
     _open_store(out, identity, overwrite)
     tok_dir = out / "tokenizer"
@@ -114,14 +131,16 @@ def generate_traces(backend: Backend, tok: PreTrainedTokenizerBase, problems: li
     # Sample-major order: every problem once before any gets a second sample.
     requests = [(s, i) for s in range(cfg.samples_per_prompt) for i in range(len(problems))]
     batches = [requests[k:k + cfg.batch_size] for k in range(0, len(requests), cfg.batch_size)]
-    kept_tokens = kept = generated = 0
+    counts = (0, 0, 0)
     bar = tqdm(total=cfg.budget_tokens, desc="traces", unit="tok", unit_scale=True,
                disable=not progress)
     for b, batch in enumerate(batches):
-        if kept_tokens >= cfg.budget_tokens:
+        if shard is None and counts[2] >= cfg.budget_tokens:
             break
-        shard = _shard_path(out, b)
-        if not shard.exists():
+        if shard is not None and b % shard[1] != shard[0]:
+            continue
+        path = _shard_path(out, b)
+        if not path.exists():
             completions = backend.generate(
                 [prompts[i] for _, i in batch], cfg.sampling,
                 [request_seed(cfg.seed, problems[i].id, s) for s, i in batch])
@@ -135,22 +154,56 @@ def generate_traces(backend: Backend, tok: PreTrainedTokenizerBase, problems: li
                     "finish_reason": c.finish_reason,
                     "correct": grade_problem(text, problems[i], thinking).correct,
                 })
-            tmp = shard.with_suffix(".tmp")
+            tmp = path.with_suffix(".tmp")
             pq.write_table(pa.Table.from_pylist(rows), tmp)
-            os.replace(tmp, shard)
-        for r in pq.read_table(shard).to_pylist():
-            generated += 1
-            if cfg.only_correct and not r["correct"]:
-                continue
-            kept += 1
-            n = len(r["prompt_ids"]) + len(r["completion_ids"])
-            kept_tokens += n
-            bar.update(n)
+            os.replace(tmp, path)
+        one = _tally(pq.read_table(path).to_pylist(), cfg.only_correct)
+        counts = tuple(a + b for a, b in zip(counts, one))
+        bar.update(one[2])
     bar.close()
-    done = {"traces": generated, "kept": kept, "tokens": kept_tokens,
-            "budget_tokens": cfg.budget_tokens, "budget_reached": kept_tokens >= cfg.budget_tokens,
-            "shards": len(list((out / "shards").glob("*.parquet")))}
-    write_json(out / "done.json", done)
+    return _done(out, counts, cfg.budget_tokens,
+                 **({"shard": list(shard), "batches": len(batches)} if shard else {}))
+
+
+def merge_traces(stores: list[Path], out: Path, overwrite: bool = False) -> dict:
+    """One store from the finished shards of one run (``rac traces --shard I/N`` for every I):
+    the batches in order until the budget, as the unsharded run would have stopped, so the
+    result is that run's store. Refuses shards of different runs, a shard twice or missing."""
+    metas, dones = [], []
+    for s in map(Path, stores):
+        if not (s / "done.json").exists() or "shard" not in json.loads((s / "done.json").read_text()):
+            raise RacError(f"{s} is not a finished shard of a trace store ('rac traces --shard I/N')")
+        metas.append(json.loads((s / "meta.json").read_text()))
+        dones.append(json.loads((s / "done.json").read_text()))
+    identity = {k: v for k, v in metas[0].items() if k != "shard"}
+    for s, m in zip(stores[1:], metas[1:]):
+        differ = sorted(k for k in set(m) | set(identity) if k != "shard" and m.get(k) != identity.get(k))
+        if differ:
+            raise RacError(f"{s} and {stores[0]} are shards of different runs (they differ in "
+                           f"{', '.join(differ)})")
+    n = metas[0]["shard"][1]
+    have = sorted(m["shard"][0] for m in metas)
+    if have != list(range(n)) or any(m["shard"][1] != n for m in metas):
+        raise RacError(f"the shards are {', '.join(f'{i}/{n}' for i in have)}: give each of "
+                       f"0/{n} .. {n - 1}/{n} once")
+    files = {int(f.stem): f for s in stores for f in (Path(s) / "shards").glob("*.parquet")}
+    check_output_dir(out, overwrite)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "shards").mkdir(parents=True)
+    counts = (0, 0, 0)
+    for b in range(dones[0]["batches"]):
+        if counts[2] >= identity["budget_tokens"]:
+            break
+        shutil.copyfile(files[b], _shard_path(tmp, b))
+        one = _tally(pq.read_table(files[b]).to_pylist(), identity["only_correct"])
+        counts = tuple(a + c for a, c in zip(counts, one))
+    write_json(tmp / "meta.json", identity)
+    shutil.copytree(Path(stores[0]) / "tokenizer", tmp / "tokenizer")
+    done = _done(tmp, counts, identity["budget_tokens"])
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
     return done
 
 
@@ -182,8 +235,10 @@ def load_traces(store: Path) -> tuple[dict, list[Trace]]:
 
 
 def make_traces(model: str | Path, problems_file: Path, out: Path, cfg: TracesConfig,
-                engine: Engine | None = None, *, overwrite: bool = False, progress: bool = True) -> dict:
-    """``rac traces``: load the model, check the inputs, generate (resuming) into ``out``."""
+                engine: Engine | None = None, *, overwrite: bool = False, progress: bool = True,
+                shard: tuple[int, int] | None = None) -> dict:
+    """``rac traces``: load the model, check the inputs, generate (resuming) into ``out``;
+    ``shard`` (I, N): this run's share of a run split over N processes or machines."""
     engine = engine or Engine()
     problems = read_problems(problems_file)
     tok = models.load_tokenizer(model, engine.trust_remote_code)
@@ -200,6 +255,10 @@ def make_traces(model: str | Path, problems_file: Path, out: Path, cfg: TracesCo
     if problems[0].kind == "code":
         identity["forms"] = {f: sum(answer_form(p) == f for p in problems) for f in texts}
         identity["instructions"] = texts
+    if shard is not None:
+        if not 0 <= shard[0] < shard[1]:
+            raise RacError(f"--shard {shard[0]}/{shard[1]}: need 0 <= I < N")
+        identity["shard"] = list(shard)
     with closing(open_backend(model, tok, engine)) as backend:
         return generate_traces(backend, tok, problems, cfg, texts, identity, out, overwrite,
-                               progress)
+                               progress, shard)

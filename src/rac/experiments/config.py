@@ -14,7 +14,7 @@ from pathlib import Path
 from rac.calibrate.calib import SOURCES
 from rac.generate import Engine
 from rac.io import RacError
-from rac.prune.config import METHODS, RECIPES, Scope
+from rac.prune.config import METHODS, RECIPES, QuantConfig, Scope
 from rac.prune.masks import Target
 from rac.sampling import Sampling, sampling_for
 
@@ -70,6 +70,18 @@ class PruneSpec:
     recipe: str = "paper"  # or "best" (rac.prune.config.RECIPES)
     # N:M patterns on the scopes below, with and without FP8 (the paper's Table 4)
     table4_scopes: list[str] = field(default_factory=list)
+    # quantization targets, each calibrated on every source: "w4a16" (GPTQ), "2:4+w4a16" or
+    # "0.5+w3a16" (SparseGPT pruning and quantizing in one pass); groups of quant_group_size
+    quantize: list[str] = field(default_factory=list)
+    quant_group_size: int = 128
+
+
+def quant_target(text: str) -> tuple[Target, str]:
+    """'w4a16' -> (no pruning, 'W4A16'); '2:4+w4a16' -> (2:4, 'W4A16'); the scheme is checked."""
+    target, _, scheme = text.rpartition("+")
+    scheme = scheme.upper()
+    QuantConfig(scheme)  # refuses an unknown scheme and those that quantize activations
+    return (Target.of(target) if target else Target()), scheme
 
 
 @dataclass(frozen=True)
@@ -123,13 +135,13 @@ class EngineSpec:
     kv_cache_gb: float = 0.0
     gpu_memory: float = 0.9
     tensor_parallel: int = 1
-    data_parallel: int = 1
 
     def engine(self, threads: int) -> Engine:
-        if self.backend == "transformers":
-            return Engine() if self == EngineSpec() else Engine(**asdict(self))  # refuses
+        """The ``Engine`` (refusing vLLM settings on the transformers backend); the sweep's
+        ``threads`` are vLLM's cores, or torch's threads (set by the sweep) for transformers."""
         return Engine(**{**asdict(self), "max_model_len": self.max_model_len or None,
-                         "kv_cache_gb": self.kv_cache_gb or None}, threads=threads)
+                         "kv_cache_gb": self.kv_cache_gb or None},
+                      threads=threads if self.backend == "vllm" else 0)
 
     def key(self) -> dict:
         """The engine in a cache key: nothing for the default (keys made before it still match),
@@ -217,6 +229,9 @@ def validate(cfg: SweepConfig) -> SweepConfig:
             Target.parse(None, pat)
         for scope in p.scopes + p.table4_scopes:
             Scope.parse(scope)
+        for q in p.quantize:
+            quant_target(q)
+        QuantConfig(group_size=p.quant_group_size)
     except ValueError as err:
         raise RacError(f"config 'prune': {err}") from err
     need(bool(e.max_new_tokens) and all(n >= 1 for n in e.max_new_tokens),

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from rac.calibrate.calib import SEEDLESS
-from rac.experiments.config import SweepConfig
+from rac.experiments.config import SweepConfig, quant_target
+from rac.prune.config import QUANTIZER
 from rac.prune.masks import Target
 
 
@@ -20,6 +21,7 @@ class Run:
     target: Target
     scope: str
     fp8: bool
+    quant: str = ""  # a weight quantization scheme (W4A16...), with the target pruned jointly
 
     def to_json(self) -> dict:
         return {**asdict(self), "target": str(self.target), "sparsity": self.target.fraction}
@@ -51,4 +53,8 @@ def plan(cfg: SweepConfig) -> list[Run]:
                     for scope in p.table4_scopes:
                         for fp8 in (False, True):
                             runs.append(Run(seed, source, 1.0, method, pattern, scope, fp8))
+            for target, scheme in map(quant_target, p.quantize):
+                # GPTQ alone, or SparseGPT pruning and quantizing in one pass, on every linear
+                method = "sparsegpt" if target.fraction else QUANTIZER
+                runs.append(Run(seed, source, 1.0, method, target, "all", False, scheme))
     return list(dict.fromkeys(runs))

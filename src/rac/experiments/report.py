@@ -8,7 +8,7 @@ problems. ``write_report`` assembles one section function per table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rac.calibrate.calib import SOURCES
@@ -34,33 +34,64 @@ class Report:
     comparisons: dict[str, list[Comparison]]  # per method
 
 
-def table1(agg: dict[Cell, Group], sources: list[str], method: str, scope: str, max_new: int,
-           dense: Group | None) -> tuple[list[str], list[Comparison]]:
-    """Accuracy ± SE (eval time) per target and source; best per row in bold; paired RAC vs
-    prompt-only difference; returns the lines and the paired comparisons."""
-    head = ["target"] + [LABELS[s] for s in sources]
-    compare = "rac" in sources and "prompt" in sources
-    if compare:
+def _row(label: str, gs: list[Group | None], sources: list[str]) -> tuple[str, Comparison | None]:
+    """A table row of one target over the sources: best in bold, then RAC minus prompt-only
+    paired on the same problems where the table has both."""
+    best = max((g.accuracy for g in gs if g), default=None)
+    cells = [f"**{cell(g)}**" if g and g.accuracy == best else cell(g) for g in gs]
+    comparison = None
+    if "rac" in sources and "prompt" in sources:
+        rac, prompt = gs[sources.index("rac")], gs[sources.index("prompt")]
+        if rac and prompt:
+            d, se = paired_diff(rac.per_problem, prompt.per_problem)
+            comparison = Comparison(label, d, se, abs(d) > 2 * se)
+            cells.append(f"{d:+.3f} ± {se:.3f}{' *' if comparison.beyond_2se else ''}")
+        else:
+            cells.append("-")
+    return f"| {label} | " + " | ".join(cells) + " |", comparison
+
+
+def _head(first: str, sources: list[str], dense: Group | None) -> list[str]:
+    head = [first] + [LABELS[s] for s in sources]
+    if "rac" in sources and "prompt" in sources:
         head.append("RAC - prompt (paired)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     if dense:
         lines.append(f"| dense | {cell(dense)} |" + " |" * (len(head) - 2))
-    comparisons = []
+    return lines
+
+
+def table1(agg: dict[Cell, Group], sources: list[str], method: str, scope: str, max_new: int,
+           dense: Group | None) -> tuple[list[str], list[Comparison]]:
+    """Accuracy ± SE (eval time) per target and source; best per row in bold; paired RAC vs
+    prompt-only difference; returns the lines and the paired comparisons."""
+    lines, comparisons = _head("target", sources, dense), []
     for t in targets(agg, method, scope, max_new):
-        gs = [agg.get(Cell(s, max_new, method, t, scope)) for s in sources]
-        best = max((g.accuracy for g in gs if g), default=None)
-        cells = [f"**{cell(g)}**" if g and g.accuracy == best else cell(g) for g in gs]
-        if compare:
-            rac, prompt = gs[sources.index("rac")], gs[sources.index("prompt")]
-            if rac and prompt:
-                d, se = paired_diff(rac.per_problem, prompt.per_problem)
-                sig = abs(d) > 2 * se
-                comparisons.append(Comparison(str(t), d, se, sig))
-                cells.append(f"{d:+.3f} ± {se:.3f}{' *' if sig else ''}")
-            else:
-                cells.append("-")
-        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+        line, comparison = _row(str(t), [agg.get(Cell(s, max_new, method, t, scope))
+                                         for s in sources], sources)
+        lines.append(line)
+        comparisons += [comparison] if comparison else []
     return lines, comparisons
+
+
+def quant_table(v: _View) -> list[str]:
+    """The quantization targets in Table 1 form (GPTQ, or SparseGPT pruning and quantizing in
+    one pass, on every linear), with their rambling: a row per target."""
+    keys = sorted({k for k in v.agg if k.quant and k.max_new_tokens == v.main_new},
+                  key=lambda k: (k.target.fraction, str(k.target), k.quant))
+    rows = list(dict.fromkeys(replace(k, source="") for k in keys))
+    if not rows:
+        return []
+    md = ["## Quantization: Table 1 form (scope all)", ""] + _head("target", v.sources, v.dense)
+    ramble = ["", "Rambling: mean CoT tokens / max-length hit rate", "",
+              "| target | " + " | ".join(LABELS[s] for s in v.sources) + " |",
+              "|---|" + "---|" * len(v.sources)]
+    for r in rows:
+        gs = [v.agg.get(replace(r, source=s)) for s in v.sources]
+        md.append(_row(r.compression, gs, v.sources)[0])
+        ramble.append(f"| {r.compression} | " + " | ".join(
+            f"{g.cot:.1f} / {g.max_hit:.3f}" if g else "-" for g in gs) + " |")
+    return md + ramble + [""]
 
 
 def figure1(agg: dict[Cell, Group], sources: list[str], method: str, scope: str, max_new: int,
@@ -305,7 +336,8 @@ def write_report(result: dict, out: Path, command: str = "") -> Report:
     extra = [s for s in ("rac", "offpolicy", "reference") if s in v.sources]
     if len(extra) > 1:
         md += table3(agg, extra, v.method, v.scope, main_new)
-    md += seed_table(agg) + _table4(v) + _table5(v) + _fraction_tables(v) + _rambling(v)
+    md += (seed_table(agg) + quant_table(v) + _table4(v) + _table5(v) + _fraction_tables(v)
+           + _rambling(v))
     if "recon" in result:
         md += _figure2(result["recon"])
     atomic_write_text(out / "report.md", "\n".join(md))

@@ -32,7 +32,7 @@ from rac.experiments.config import SweepConfig, spec_key, spec_sampling
 from rac.experiments.grid import Run, plan
 from rac.experiments.report import Report, write_report
 from rac.io import RacError, write_json
-from rac.prune.config import PruneConfig, Scope
+from rac.prune.config import PruneConfig, QuantConfig, Scope
 from rac.prune.masks import Target
 from rac.prune.report import PruneTotals
 from rac.prune.run import prune_to_dir, read_totals
@@ -190,19 +190,21 @@ class Sweep:
                           f"calib {source} x{fraction:g} seed {seed}")
 
     def pruned(self, run: Run) -> tuple[Path, PruneTotals]:
-        recipe = self.cfg.prune.recipe
-        cfg = PruneConfig.with_recipe(recipe, method=run.method, target=run.target,
+        p = self.cfg.prune
+        quant = QuantConfig(run.quant, p.quant_group_size) if run.quant else None
+        cfg = PruneConfig.with_recipe(p.recipe, method=run.method, target=run.target,
                                       scope=Scope.parse(run.scope),
-                                      true_sequential=self.cfg.prune.true_sequential)
+                                      true_sequential=p.true_sequential, quant=quant)
         calib = self.calib_set(run.source, run.seed, run.fraction) if cfg.needs_calibration \
             else None
         inputs = {"model": models.model_name(self.cfg.model), **content(self.cfg.model),
                   "calib": str(calib), "fp8": run.fp8,
                   "method": run.method, "target": str(run.target), "scope": run.scope,
-                  "true_sequential": self.cfg.prune.true_sequential,
-                  **({"recipe": recipe} if recipe != "paper" else {})}
-        label = (f"prune {run.method} {run.target} {run.scope}{' fp8' if run.fp8 else ''} "
-                 f"{run.source} x{run.fraction:g} s{run.seed}")
+                  "true_sequential": p.true_sequential,
+                  **({"recipe": p.recipe} if p.recipe != "paper" else {}),
+                  **({"quant": asdict(quant)} if quant else {})}
+        label = (f"prune {run.method} {run.target}{' ' + run.quant if run.quant else ''} "
+                 f"{run.scope}{' fp8' if run.fp8 else ''} {run.source} x{run.fraction:g} s{run.seed}")
         d = self.stage("pruned", inputs, lambda d: prune_to_dir(
             self.cfg.model, calib, cfg, d, fp8=run.fp8, progress=False), label)
         return d, read_totals(d)
@@ -226,7 +228,8 @@ class Sweep:
     # -- the grid ----------------------------------------------------------------------------------
     def budgets_for(self, run: Run | None) -> list[int]:
         e = self.cfg.eval
-        if run is None or (run.fraction == 1 and not run.fp8 and not run.target.structured
+        if run is None or (run.fraction == 1 and not run.fp8 and not run.quant
+                           and not run.target.structured
                            and run.scope == self.cfg.prune.scopes[0]
                            and run.target.sparsity in e.budget_sparsities):
             return e.max_new_tokens
