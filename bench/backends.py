@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64, 256])
     ap.add_argument("--generate-max-batch", type=int, default=64, help="generate's largest batch")
     ap.add_argument("--out", type=Path, help="also write the results here (JSON)")
+    ap.add_argument("--only-rac", action="store_true", help="rac's loop alone: run in .venv, it "
+                    "says what the vLLM environment's libraries cost the loop")
     a = ap.parse_args()
     tok = models.load_tokenizer(a.model)
     test = generate("gsm", a.problems, 0, "test")
@@ -69,7 +71,8 @@ def main() -> None:
     prompts = [models.prompt_ids(tok, p.problem, text, thinking) for p in test]
     sampling = Sampling(0.0, 1.0, a.max_new_tokens)
     res: dict = {"model": a.model, "problems": a.problems, "max_new_tokens": a.max_new_tokens}
-    for name, engine in (("rac", Engine()), ("vllm", Engine(backend="vllm"))):
+    engines = [("rac", Engine())] + ([] if a.only_rac else [("vllm", Engine(backend="vllm"))])
+    for name, engine in engines:
         t0 = time.perf_counter()
         with closing(open_backend(a.model, tok, engine)) as backend:
             res[name] = {"startup_s": time.perf_counter() - t0,
@@ -77,6 +80,8 @@ def main() -> None:
                          "rates": batch_rates(backend, prompts, sampling, a.batch_sizes, 10**9)}
         res[name]["eval"]["wall_s"] += res[name]["startup_s"]
         print(name, json.dumps(res[name]), flush=True)  # a crash later keeps what was measured
+    if a.only_rac:
+        return
     lm = models.load_model(a.model)
     gen = GenerateBackend(lm, tok.pad_token_id, eos_ids_of(tok, lm.generation_config))
     res["generate"] = {"rates": batch_rates(gen, prompts, sampling, a.batch_sizes,

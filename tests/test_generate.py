@@ -280,3 +280,43 @@ def test_vllm_settings_are_refused_for_the_transformers_backend(capsys, tmp_path
     code, _, err = run(capsys, "eval", "embedded", "--problems", tmp_path / "p.jsonl", "--out",
                        tmp_path / "e", "--backend", "vllm", "--device", "cpu")
     assert code == 2 and "--device applies to the transformers backend" in err
+
+
+def test_vllm_cpu_cores_are_split_over_tensor_parallel_ranks(monkeypatch):
+    from rac.io import RacError
+    from rac.vllm_backend import _cpu_cores
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {4, 5, 6, 7, 8})
+    assert _cpu_cores(0, 1) == "4,5,6,7,8"
+    assert _cpu_cores(4, 2) == "4,5|6,7"
+    assert _cpu_cores(2, 1) == "4,5"
+    with pytest.raises(RacError, match="each rank needs one"):
+        _cpu_cores(1, 2)
+    with pytest.raises(RacError, match="may use 5 cores"):
+        _cpu_cores(6, 1)
+
+
+def test_auto_backend_takes_vllm_only_where_it_is_installed_and_takes_the_model(monkeypatch):
+    import importlib.util
+
+    import rac.vllm_backend
+    from rac.generate import Engine
+
+    real = importlib.util.find_spec
+    installed = {"vllm": True}
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (object() if installed["vllm"] else None) if name == "vllm"
+                        else real(name, *a))
+    takes = {"embedded": True}
+    monkeypatch.setattr(rac.vllm_backend, "supported", lambda path, trc=False: takes["embedded"])
+    auto = Engine(backend="auto", threads=2)
+    assert auto.resolved("embedded") == Engine(backend="vllm", threads=2)
+    assert Engine(backend="auto", device="cpu").resolved("embedded").backend == "transformers"
+    takes["embedded"] = False
+    assert auto.resolved("embedded") == Engine(backend="transformers")  # threads went to torch
+    installed["vllm"] = False
+    takes["embedded"] = True
+    assert auto.resolved("embedded").backend == "transformers"
+    with pytest.raises(ValueError, match="kv_cache_gb apply to --backend vllm only"):
+        Engine(backend="auto", kv_cache_gb=2).resolved("embedded")
+    assert Engine(backend="transformers").resolved("embedded") == Engine()

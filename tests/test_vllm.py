@@ -115,7 +115,7 @@ def test_rac_eval_and_traces_with_vllm_match_transformers(vllm_model, tmp_path, 
     transformers backend gives (greedy: the same completions, graded the same)."""
     assert run(capsys, "problems", "--n", 8, "--split", "test", "--out", tmp_path / "p.jsonl")[0] == 0
     flags = ["--backend", "vllm", "--dtype", "float32", "--max-model-len", 512, "--kv-cache-gb", 1]
-    for backend, extra in (("hf", []), ("vllm", flags)):
+    for backend, extra in (("hf", ["--backend", "transformers"]), ("vllm", flags)):
         code, _, err = run(capsys, "eval", vllm_model, "--problems", tmp_path / "p.jsonl",
                            "--out", tmp_path / f"eval-{backend}", *extra)
         assert code == 0, err
@@ -143,3 +143,8 @@ def test_a_model_whose_head_size_vllm_cannot_take_is_refused_in_one_line(capsys,
                        tmp_path / "p.jsonl", "--out", tmp_path / "e")
     assert code == 2 and "head size 16, vLLM's CPU attention takes 32" in err
     assert not (tmp_path / "e").exists()
+
+
+def test_auto_picks_vllm_for_a_model_it_takes_and_transformers_for_the_embedded_one(vllm_model):
+    assert Engine(backend="auto").resolved(vllm_model).backend == "vllm"
+    assert Engine(backend="auto").resolved("embedded").backend == "transformers"

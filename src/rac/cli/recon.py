@@ -30,7 +30,7 @@ def run(a: argparse.Namespace) -> None:
 
     threads(a.threads)
     res = recon(a.dense, a.model_a, a.model_b, a.problems, a.out, n=a.n,
-                max_new_tokens=a.max_new_tokens, labels=tuple(a.labels), engine=engine(a),
+                max_new_tokens=a.max_new_tokens, labels=tuple(a.labels), engine=engine(a, a.dense),
                 overwrite=a.overwrite)
     for lab, v in res["per_model"].items():
         print(f"{lab}: mean error prompt {v['mean_error_prompt']:.4f}, "
