@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="also write the results here (JSON)")
     ap.add_argument("--only-rac", action="store_true", help="rac's loop alone: run in .venv, it "
                     "says what the vLLM environment's libraries cost the loop")
+    ap.add_argument("--eager", action="store_true", help="vLLM without graph compilation")
     a = ap.parse_args()
     tok = models.load_tokenizer(a.model)
     test = generate("gsm", a.problems, 0, "test")
@@ -71,7 +72,7 @@ def main() -> None:
     prompts = [models.prompt_ids(tok, p.problem, text, thinking) for p in test]
     sampling = Sampling(0.0, 1.0, a.max_new_tokens)
     res: dict = {"model": a.model, "problems": a.problems, "max_new_tokens": a.max_new_tokens}
-    engines = [("rac", Engine())] + ([] if a.only_rac else [("vllm", Engine(backend="vllm"))])
+    engines = [("rac", Engine())] + ([] if a.only_rac else [("vllm", Engine(backend="vllm", eager=a.eager))])
     for name, engine in engines:
         t0 = time.perf_counter()
         with closing(open_backend(a.model, tok, engine)) as backend:

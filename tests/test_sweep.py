@@ -49,6 +49,7 @@ def test_config_errors_name_the_field(tmp_path):
     bad = {
         "seeds = 'zero'": "'seeds' must be a list of int",
         "[prune]\nsparsities = [1.5]": "'prune.sparsities' must be in [0, 1)",
+        "[prune]\nsparsities = []": "'prune' needs 'sparsities', 'patterns' or 'quantize'",
         "[prune]\nmethod = ['wanda']": "'prune.method' is unknown",
         "[calibration]\nsources = ['web']": "unknown source 'web'",
         "[calibration]\nsources = ['offpolicy']": "needs 'calibration.offpolicy_model'",
@@ -114,6 +115,9 @@ def test_plan_has_a_run_per_quantization_target_and_source():
     quant = [r for r in plan(cfg) if r.quant]
     assert quant == [Run(0, s, 1.0, m, t, "all", False, q) for s in ("prompt", "rac") for m, t, q in
                      (("gptq", Target(), "W4A16"), ("sparsegpt", Target(n=2, m=4), "W3A16"))]
+    # a quantization-only grid: no pruned model beside the quantized ones
+    only = config.from_dict({"prune": {"sparsities": [], "quantize": ["w3a16"]}})
+    assert [r.quant for r in plan(only)] == ["W3A16"] * 3
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from tests.conftest import run
 pytest.importorskip("vllm", reason="vLLM not installed (make test runs these in .venv-vllm)")
 pytestmark = pytest.mark.vllm
 
-ENGINE = Engine(backend="vllm", dtype="float32", max_model_len=512, kv_cache_gb=1)
+ENGINE = Engine(backend="vllm", dtype="float32", max_model_len=512, kv_cache_gb=1, eager=True)
 
 
 @pytest.fixture(scope="module")

@@ -102,6 +102,7 @@ class VLLMBackend:
                        max_model_len=self.max_model_len, enable_chunked_prefill=False,
                        max_num_batched_tokens=max(self.max_model_len, 8192),
                        generation_config="vllm",  # rac resolved the sampling settings already
+                       enforce_eager=engine.eager,
                        **memory)
 
     def close(self) -> None:

@@ -52,6 +52,8 @@ def backend_args(p: argparse.ArgumentParser) -> None:
                    "CPU; on a GPU, --gpu-memory decides)")
     v.add_argument("--gpu-memory", type=float, default=0.9,
                    help="fraction of GPU memory vLLM may take")
+    v.add_argument("--eager", action="store_true", help="no graph compilation: a faster start, "
+                   "slower decoding (for short runs)")
 
 
 def sampling_args(p: argparse.ArgumentParser) -> None:
@@ -92,7 +94,7 @@ def engine(a: argparse.Namespace, model: str | None = None):
     return Engine(backend=a.backend, device=a.device, trust_remote_code=a.trust_remote_code,
                   tensor_parallel=a.tensor_parallel, dtype=a.dtype,
                   max_model_len=a.max_model_len, kv_cache_gb=a.kv_cache_gb,
-                  gpu_memory=a.gpu_memory,
+                  gpu_memory=a.gpu_memory, eager=a.eager,
                   threads=0 if a.backend == "transformers" else a.threads).resolved(model or a.model)
 
 

@@ -11,7 +11,7 @@ from rac.cli.common import report_paths, show
 
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run a grid from a TOML config, with caching and resume")
-    p.add_argument("config", type=Path, help="TOML config (see docs/sweep.md)")
+    p.add_argument("config", type=Path, help="TOML config (see docs/sweep-example.toml)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--cache", type=Path,
                    help="stage cache shared with other sweeps of the same model (default: OUT/cache)")

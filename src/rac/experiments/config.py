@@ -1,8 +1,8 @@
 """The sweep config: one TOML file names the whole grid. Every field is validated with its name
 in the message, so a typo fails before hours of work start.
 
-See ``docs/sweep.md`` for the documented example; ``rac.experiments.demo`` holds the configs of
-``rac demo`` and ``rac demo --full``.
+See ``docs/sweep-example.toml`` for the documented example; ``rac.experiments.demo`` holds the
+configs of ``rac demo`` and ``rac demo --full``.
 """
 
 from __future__ import annotations
@@ -135,6 +135,7 @@ class EngineSpec:
     kv_cache_gb: float = 0.0
     gpu_memory: float = 0.9
     tensor_parallel: int = 1
+    eager: bool = False
 
     def engine(self, threads: int) -> Engine:
         """The ``Engine`` (refusing vLLM settings on the transformers backend); the sweep's
@@ -221,7 +222,8 @@ def validate(cfg: SweepConfig) -> SweepConfig:
     need(c.pack >= 0, "'calibration.pack' must be >= 0")
     for m in p.methods:
         need(m in METHODS, f"'prune.methods' has unknown method {m!r}; use {', '.join(METHODS)}")
-    need(bool(p.sparsities or p.patterns), "'prune' needs 'sparsities' or 'patterns'")
+    need(bool(p.sparsities or p.patterns or p.quantize),
+         "'prune' needs 'sparsities', 'patterns' or 'quantize'")
     need(p.recipe in RECIPES, f"'prune.recipe' is unknown; use {', '.join(RECIPES)}")
     need(all(0 <= s < 1 for s in p.sparsities), "'prune.sparsities' must be in [0, 1)")
     try:
