@@ -72,7 +72,8 @@ def main() -> None:
     prompts = [models.prompt_ids(tok, p.problem, text, thinking) for p in test]
     sampling = Sampling(0.0, 1.0, a.max_new_tokens)
     res: dict = {"model": a.model, "problems": a.problems, "max_new_tokens": a.max_new_tokens}
-    engines = [("rac", Engine())] + ([] if a.only_rac else [("vllm", Engine(backend="vllm", eager=a.eager))])
+    vllm = [] if a.only_rac else [("vllm", Engine(backend="vllm", eager=a.eager))]
+    engines = [("rac", Engine())] + vllm
     for name, engine in engines:
         t0 = time.perf_counter()
         with closing(open_backend(a.model, tok, engine)) as backend:

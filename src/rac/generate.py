@@ -281,7 +281,7 @@ class Engine:
     kv_cache_gb: float | None = field(default=None, metadata=VLLM_ONLY)
     gpu_memory: float = field(default=0.9, metadata=VLLM_ONLY)  # fraction vLLM may take
     threads: int = field(default=0, metadata=VLLM_ONLY)  # CPU cores vLLM uses (0: all ours)
-    # no graph compilation: the 0.5B here starts in 62 s, not 161, and decodes 12% slower
+    # no graph compilation: a faster start for slower decoding (bench/README.md, eager mode)
     eager: bool = field(default=False, metadata=VLLM_ONLY)
 
     def resolved(self, model: str | Path) -> Engine:
