@@ -5,6 +5,7 @@ running, secret read) and is contained now."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -20,6 +21,9 @@ from rac.tasks.code import grade_code
 from rac.tasks.sandbox import Limits, run_python
 
 LIMITS = Limits(wall_s=5, cpu_s=3, memory_mb=256, file_mb=1, processes=12)
+# Walking every file takes 0.4-2 s alone and passed 5 s while the rest of the suite ran (graded
+# 'timeout', not the 'wrong_answer' asserted): the walks get time enough to finish their search.
+WALK_LIMITS = dataclasses.replace(LIMITS, wall_s=60, cpu_s=40)
 ADD = [{"call": "add(2, 3)", "expected": "5"}, {"call": "add(-4, 4)", "expected": "0"}]
 MARK = "zq7731"  # an expected value no program can compute from the call
 SECRET_CALL = [{"call": "add(1, 1)", "expected": repr(MARK)}]
@@ -76,7 +80,8 @@ CHEATS = {
 @pytest.mark.parametrize("name", CHEATS)
 def test_a_program_that_does_not_solve_is_not_graded_correct(name):
     program, tests, reason = CHEATS[name]
-    g = grade_code(f"</think>\n```python\n{program}```", tests, LIMITS)
+    limits = WALK_LIMITS if program.startswith(SEARCH) else LIMITS
+    g = grade_code(f"</think>\n```python\n{program}```", tests, limits)
     assert (g.correct, g.reason) == (False, reason)
 
 
