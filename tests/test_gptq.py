@@ -21,12 +21,24 @@ def hessian_with_factor(U: torch.Tensor) -> torch.Tensor:
     return torch.linalg.inv((U.T @ U).double()).float()
 
 
+def test_the_symmetric_grid_is_compressed_tensors():
+    """4 bits, codes -8 .. 7, scale max |w| / 7.5: -7.5 steps is code -8, and the largest
+    positive weight, at 7.5 steps, is clipped to code 7 (half a step)."""
+    grid = Grid(bits=4, group_size=None)
+    W = torch.tensor([[7.5, -7.5, 3.2, 0.0], [-1.875, 0.62, 0.25, 0.0]])
+    R, p = rtn(W, grid)
+    assert torch.allclose(p.scale, torch.tensor([[1.0], [0.25]]))
+    assert p.codes(grid, R).tolist() == [[7, -8, 3, 0], [-8, 2, 1, 0]]
+    assert torch.allclose(R, torch.tensor([[7.0, -8.0, 3.0, 0.0], [-2.0, 0.5, 0.25, 0.0]]))
+
+
 def test_rtn_and_gptq_on_a_2x4_hand_case():
-    """2-bit symmetric grids per row (codes -1, 0, 1 times max |w|). Hinv couples column 0 to 1
-    (0.5) and 2 to 3 (1.0): GPTQ carries row 1's rounding error of column 0 (-0.6 -> -1, error
-    0.4) into column 1 (-0.35 - 0.4 * 0.5 = -0.55 -> -1), and row 0's error of column 2 (0.3 -> 0)
-    into column 3 (-0.45 - 0.3 = -0.75 -> -1). Round-to-nearest rounds each weight alone."""
-    W = torch.tensor([[1.0, 0.4, 0.3, -0.45], [-0.6, -0.35, 0.2, 1.0]])
+    """2-bit symmetric grids per row: codes -2 .. 1, scale max |w| / 1.5 = 1 on both rows.
+    Hinv couples column 0 to 1 (0.5) and 2 to 3 (1.0): GPTQ carries row 1's rounding error of
+    column 0 (-0.6 -> -1, error 0.4) into column 1 (-0.35 - 0.4 * 0.5 = -0.55 -> -1), and row 0's
+    error of column 2 (0.3 -> 0) into column 3 (-0.45 - 0.3 = -0.75 -> -1). Round-to-nearest
+    rounds each weight alone."""
+    W = torch.tensor([[-1.5, 0.4, 0.3, -0.45], [-0.6, -0.35, 0.2, -1.5]])
     U = torch.tensor([[1.0, 0.5, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1.0], [0, 0, 0, 1]])
     H = hessian_with_factor(U)
     grid = Grid(bits=2, group_size=None)
@@ -34,26 +46,27 @@ def test_rtn_and_gptq_on_a_2x4_hand_case():
     Q, q, _ = gptq(W, H, grid, EXACT)
     assert torch.equal(r.scale, torch.tensor([[1.0], [1.0]])) and torch.equal(q.scale, r.scale)
     assert torch.equal(r.zero, torch.zeros(2, 1, dtype=torch.int8))
-    assert r.codes(grid, R).tolist() == [[1, 0, 0, 0], [-1, 0, 0, 1]]
-    assert q.codes(grid, Q).tolist() == [[1, 0, 0, -1], [-1, -1, 0, 1]]
-    assert torch.equal(Q, torch.tensor([[1.0, 0, 0, -1], [-1, -1, 0, 1]]))
+    assert r.codes(grid, R).tolist() == [[-2, 0, 0, 0], [-1, 0, 0, -2]]
+    assert q.codes(grid, Q).tolist() == [[-2, 0, 0, -1], [-1, -1, 0, -2]]
+    assert torch.equal(Q, torch.tensor([[-2.0, 0, 0, -1], [-1, -1, 0, -2]]))
     assert relative_error(W, Q, H) < relative_error(W, R, H)
 
 
 def test_a_groups_grid_is_fit_on_the_weights_its_first_column_sees():
-    """Groups of 2, 2-bit symmetric. Column 1's error (0.4 -> 0) moves column 2 from 0.5 to 0.1
-    (Hinv[1, 2] = 1) before group 1's grid is fit, so its scale is max(0.1, 0.25) = 0.25, not the
-    0.5 that round-to-nearest fits on the original weights."""
-    W = torch.tensor([[1.0, 0.4, 0.5, 0.25]])
+    """Groups of 2, 2-bit symmetric (scale max |w| / 1.5). Column 1's error (-0.2 -> 0) moves
+    column 2 from -0.5 to -0.3 (Hinv[1, 2] = 1) before group 1's grid is fit, so its scale is
+    max(0.3, 0.375) / 1.5 = 0.25, not the 0.5 / 1.5 that round-to-nearest fits on the original
+    weights."""
+    W = torch.tensor([[-1.5, -0.2, -0.5, -0.375]])
     U = torch.eye(4)
     U[1, 2] = 1.0
     grid = Grid(bits=2, group_size=2)
     Q, q, _ = gptq(W, hessian_with_factor(U), grid, EXACT)
     assert torch.allclose(q.scale, torch.tensor([[1.0, 0.25]]))
-    assert q.codes(grid, Q).tolist() == [[1, 0, 0, 1]]
-    assert torch.allclose(Q, torch.tensor([[1.0, 0, 0, 0.25]]))
+    assert q.codes(grid, Q).tolist() == [[-2, 0, -1, -2]]
+    assert torch.allclose(Q, torch.tensor([[-2.0, 0, -0.25, -0.5]]))
     _, r = rtn(W, grid)
-    assert torch.equal(r.scale, torch.tensor([[1.0, 0.5]]))
+    assert torch.allclose(r.scale, torch.tensor([[1.0, 0.5 / 1.5]]))
 
 
 def test_asymmetric_grid_on_a_hand_case():
@@ -162,3 +175,21 @@ def test_bf16_scales_are_stored_exactly_and_reproduce_the_weights():
     scale, zero = params.per_column(grid)
     assert torch.equal((codes - zero.bfloat16()) * scale.bfloat16(), Q)
 
+
+
+@pytest.mark.parametrize("bits", [3, 4, 8])
+@pytest.mark.parametrize("sym", [True, False])
+def test_grids_equal_compressed_tensors_qparams(bits, sym):
+    """The scales and zero points rac fits are the ones compressed-tensors computes from the same
+    groups' min and max, bit for bit: the export stores rac's grid, and vLLM reads it as fit."""
+    ct = pytest.importorskip("compressed_tensors.quantization",
+                             reason="the llmcompressor extra is not installed")
+    from compressed_tensors.quantization.utils import calculate_qparams
+
+    W = torch.randn(8, 256, generator=torch.Generator().manual_seed(bits))
+    scale, zero = fit_groups(W, Grid(bits, 128, sym), torch.float32)
+    args = ct.QuantizationArgs(num_bits=bits, type="int", symmetric=sym, strategy="group",
+                               group_size=128)
+    groups = W.reshape(8, 2, 128)
+    ct_scale, ct_zero = calculate_qparams(groups.amin(-1), groups.amax(-1), args)
+    assert torch.equal(scale, ct_scale) and torch.equal(zero, ct_zero.float())

@@ -1,0 +1,219 @@
+"""GPTQ parity: rac's GPTQ against llm-compressor's `oneshot` + `GPTQModifier`, in one run.
+
+Both tools quantize the same model (every decoder linear, lm_head left alone) on the same
+calibration tokens (rows with no padding), W4A16 by default: 4-bit, symmetric, groups of 128,
+block 128, dampening 0.01 of mean(diag H), without and with activation order (llm-compressor's
+"static": groups stay the columns in place, as rac's --actorder). Each tool runs in a child
+process of its own, so its wall time and peak RSS are its own. The error of every quantized
+linear is measured on the dense model's inputs, ||(W - W_hat) X||^2 / ||W X||^2 from one H per
+linear, so both tools are judged on the same statistics; the table gives their ratio. A third
+row, rac-no-clip, runs rac's GPTQ on the symmetric grid rac used before 2026-12-03,
+max |w| / q_max (15 of 16 codes at 4 bits, nothing clipped), where rac and compressed-tensors now
+fit max |w| / (q_max + 1/2): it measures what that grid cost.
+
+    python bench/gptq_parity.py                      # random Llama layers, the 0.5B's shapes
+    python bench/gptq_parity.py --model models/qwen2.5-coder-0.5b-instruct/hf \\
+        --calib runs/c-generic --samples 32 --seq 512   # a real checkpoint, generic text rows
+
+Prints a Markdown table of errors, seconds, peak memory and rac / llm-compressor ratios; a
+benchmark, never a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from rac.prune.batches import Batch
+from rac.prune.config import QUANTIZER, PruneConfig, QuantConfig
+from rac.prune.engine import prune_model
+from rac.prune.forward import input_stats
+from rac.prune.masks import Target
+from rac.prune.stats import relative_error
+
+BITS = {"W4A16": 4, "W8A16": 8}
+TOOLS = ("rac", "rac-no-clip", "llmcompressor")
+
+
+def batches_of(ids: torch.Tensor) -> list[Batch]:
+    return [Batch(ids[i:i + 4], torch.ones_like(ids[i:i + 4]), torch.ones(ids[i:i + 4].shape))
+            for i in range(0, len(ids), 4)]
+
+
+def run_rac(lm, ids: torch.Tensor, scheme: str, group: int, actorder: bool) -> None:
+    cfg = PruneConfig(QUANTIZER, Target(), quant=QuantConfig(scheme, group, True, actorder))
+    prune_model(lm, lm.model.layers, batches_of(ids), cfg, progress=False)
+
+
+def run_llmcompressor(lm, ids: torch.Tensor, model_dir: str, scheme: str, group: int,
+                      actorder: bool) -> None:
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+    from datasets import Dataset
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.quantization import GPTQModifier
+
+    weights = QuantizationArgs(num_bits=BITS[scheme], type="int", symmetric=True,
+                               strategy="group", group_size=group)
+    recipe = GPTQModifier(config_groups={"g": QuantizationScheme(targets=["Linear"], weights=weights)},
+                          ignore=["lm_head"], block_size=128, dampening_frac=0.01,
+                          actorder="static" if actorder else None)
+    ds = Dataset.from_dict({"input_ids": ids.tolist(),
+                            "attention_mask": [[1] * ids.shape[1]] * len(ids)})
+    oneshot(model=lm, dataset=ds, processor=model_dir, recipe=recipe, pipeline="sequential",
+            num_calibration_samples=len(ids), max_seq_length=ids.shape[1])
+
+
+def use_unclipped_grid() -> None:
+    """rac's former symmetric grid: scale max |w| / q_max, so codes -q_max .. q_max and code
+    q_min unused; nothing is clipped."""
+    from rac.prune import quant_grid
+
+    fit = quant_grid.Grid.fit
+
+    def fit_unclipped(self, W, dtype):
+        scale, zero = fit(self, W, dtype)
+        if self.sym:
+            scale = (scale * (self.q_max + 0.5) / self.q_max).to(dtype).float()
+        return scale, zero
+
+    quant_grid.Grid.fit = fit_unclipped
+
+
+def worker(tool: str, work: Path, scheme: str, group: int, actorder: bool) -> None:
+    """One tool on the dense model in ``work``: its quantized linears to ``work/TOOL.pt``, its
+    seconds and peak RSS printed as JSON."""
+    torch.set_num_threads(int((work / "threads").read_text()))
+    lm = AutoModelForCausalLM.from_pretrained(work / "dense", dtype=torch.float32).eval()
+    ids = torch.load(work / "ids.pt")
+    t0 = time.perf_counter()
+    if tool.startswith("rac"):
+        if tool == "rac-no-clip":
+            use_unclipped_grid()
+        run_rac(lm, ids, scheme, group, actorder)
+    else:
+        run_llmcompressor(lm, ids, str(work / "dense"), scheme, group, actorder)
+    seconds = time.perf_counter() - t0
+    torch.save({n: m.weight.detach().clone() for n, m in lm.model.layers.named_modules()
+                if isinstance(m, torch.nn.Linear)}, work / f"{tool}.pt")
+    print(json.dumps({"seconds": seconds,
+                      "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+
+
+def run_worker(tool: str, work: Path, a: argparse.Namespace, actorder: bool) -> dict:
+    argv = [sys.executable, __file__, "--worker", tool, "--work", str(work), "--scheme", a.scheme,
+            "--group-size", str(a.group_size)] + (["--actorder"] if actorder else [])
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{tool} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def grid_levels(W: torch.Tensor, group: int) -> int:
+    """The most distinct values any group of a row holds (<= 2^bits on a grid)."""
+    g = W.reshape(W.shape[0], -1, group)
+    return max(len(torch.unique(g[r, j])) for r in range(0, g.shape[0], 97) for j in range(g.shape[1]))
+
+
+def calibration_ids(a: argparse.Namespace, vocab: int) -> torch.Tensor:
+    if not a.calib:
+        return torch.randint(0, vocab, (a.samples, a.seq), generator=torch.Generator().manual_seed(0))
+    from rac import calibset
+
+    ds, _ = calibset.read_dataset(a.calib)
+    rows = [r[:a.seq] for r, m in zip(ds["input_ids"], ds["attention_mask"])
+            if len(r) >= a.seq and all(m[:a.seq])]
+    if len(rows) < a.samples:
+        sys.exit(f"{a.calib}: only {len(rows)} rows with {a.seq} unpadded tokens, {a.samples} "
+                 "asked; use a generic-text set or a smaller --seq / --samples")
+    return torch.tensor(rows[:a.samples])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", help="a checkpoint directory (default: random Llama layers)")
+    ap.add_argument("--calib", help="a rac calibration set whose unpadded rows to use "
+                    "(default: random tokens)")
+    ap.add_argument("--layers", type=int, default=4, help="random model only")
+    ap.add_argument("--samples", type=int, default=32)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--scheme", choices=sorted(BITS), default="W4A16")
+    ap.add_argument("--group-size", type=int, default=128)
+    ap.add_argument("--actorder", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=TOOLS, help=argparse.SUPPRESS)
+    ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        worker(a.worker, a.work, a.scheme, a.group_size, a.actorder)
+        return
+    torch.set_num_threads(a.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if a.model:
+            dense = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32).eval()
+            tokenizer_dir = a.model
+        else:
+            # the 0.5B's layer shapes (hidden 896 = 7 x 128, MLP 4864 = 38 x 128), Llama layers
+            cfg = LlamaConfig(vocab_size=32000, hidden_size=896, intermediate_size=4864,
+                              num_hidden_layers=a.layers, num_attention_heads=14,
+                              num_key_value_heads=2, max_position_embeddings=2048,
+                              tie_word_embeddings=True)
+            torch.manual_seed(0)
+            dense = LlamaForCausalLM(cfg).eval()
+            tokenizer_dir = None
+        dense.save_pretrained(work / "dense")
+        if tokenizer_dir:
+            from transformers import AutoTokenizer
+            AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(work / "dense")
+        else:
+            from rac.toy.tokenizer import build_tokenizer  # any processor: the ids are given
+            build_tokenizer().save_pretrained(work / "dense")
+        ids = calibration_ids(a, dense.config.vocab_size)
+        torch.save(ids, work / "ids.pt")
+        (work / "threads").write_text(str(a.threads))
+        linears = {n: m for n, m in dense.model.layers.named_modules()
+                   if isinstance(m, torch.nn.Linear)}
+        stats = input_stats(dense, {n: m for n, m in linears.items()}, batches_of(ids))
+        rows = []
+        for actorder in (False, True):
+            out = {}
+            for tool in TOOLS:
+                run = run_worker(tool, work, a, actorder)
+                W_hat = torch.load(work / f"{tool}.pt")
+                errs = [relative_error(m.weight.detach(), W_hat[n], stats[n].H)
+                        for n, m in linears.items()]
+                levels = max(grid_levels(W_hat[n], a.group_size) for n in list(linears)[:3])
+                out[tool] = (run, errs, levels)
+            rows.append((actorder, out))
+    print(f"\n{a.model or f'random Llama, {a.layers} layers'}, {a.scheme} symmetric, groups of "
+          f"{a.group_size}, {a.samples} x {a.seq} calibration tokens, {a.threads} threads")
+    print("| activation order | tool | mean layer error | rac / llm-compressor, geometric mean "
+          "[min, max] over layers | seconds | peak RSS GB | levels in a group |")
+    print("|---|---|---|---|---|---|---|")
+    for actorder, out in rows:
+        theirs = out["llmcompressor"][1]
+        for tool, (run, errs, levels) in out.items():
+            vs = "-"
+            if tool != "llmcompressor":
+                ratios = [o / t for o, t in zip(errs, theirs) if t > 0]
+                logs = [math.log(r) for r in ratios]
+                vs = f"{math.exp(sum(logs) / len(logs)):.3f} [{min(ratios):.3f}, {max(ratios):.3f}]"
+            print(f"| {'static' if actorder else 'none'} | {tool} | {sum(errs) / len(errs):.5f} | "
+                  f"{vs} | {run['seconds']:.1f} | {run['peak_rss_gb']:.2f} | {levels} |")
+        print(f"| {'static' if actorder else 'none'} | rac / llm-compressor | | | "
+              f"{out['rac'][0]['seconds'] / out['llmcompressor'][0]['seconds']:.2f} | "
+              f"{out['rac'][0]['peak_rss_gb'] / out['llmcompressor'][0]['peak_rss_gb']:.2f} | |")
+
+
+if __name__ == "__main__":
+    main()
