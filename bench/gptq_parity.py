@@ -149,6 +149,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--scheme", choices=sorted(BITS), default="W4A16")
     ap.add_argument("--group-size", type=int, default=128)
+    ap.add_argument("--orders", choices=("none", "static", "both"), default="both",
+                    help="activation orders to compare (each is a run of every tool)")
     ap.add_argument("--actorder", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", choices=TOOLS, help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -185,7 +187,8 @@ def main() -> None:
                    if isinstance(m, torch.nn.Linear)}
         stats = input_stats(dense, {n: m for n, m in linears.items()}, batches_of(ids))
         rows = []
-        for actorder in (False, True):
+        orders = {"none": (False,), "static": (True,), "both": (False, True)}[a.orders]
+        for actorder in orders:
             out = {}
             for tool in TOOLS:
                 run = run_worker(tool, work, a, actorder)

@@ -108,7 +108,7 @@ def export_int(lm: torch.nn.Module, tok, out: Path, quant: QuantConfig,
     config = QuantizationConfig(
         config_groups={"weights": QuantizationScheme(targets=["Linear"], weights=weights)},
         ignore=[n for n in linears if n not in grids])
-    apply_quantization_config(model, config, show_progress=False)
+    apply_quantization_config(model, config)
     grid = quant.grid
     with torch.no_grad():
         for name, params in grids.items():
@@ -119,7 +119,7 @@ def export_int(lm: torch.nn.Module, tok, out: Path, quant: QuantConfig,
             # which in bf16 misses some 8-bit codes by one; on the fp32 grid values it cannot.
             module.weight.data = grid.dequantize(params.codes(grid, module.weight),
                                                  *params.per_column(grid))
-    compressor = ModelCompressor.from_pretrained_model(model, "pack-quantized")
+    compressor = ModelCompressor.from_pretrained_model(model, quantization_format="pack-quantized")
     compressor.compress_model(model)
     model.save_pretrained(out)
     compressor.update_config(out)
