@@ -88,25 +88,32 @@ def test_rac_search_end_to_end_and_resume(qwen2_dir, tmp_path, capsys):
 
 class Fake:
     """A pruner and an evaluator that need no model: a pruned 'model' is a directory naming its
-    sparsity and method, and a problem is solved while the sparsity is below its ``breaks_at``.
-    Counts what it was asked to do."""
+    sparsity and weight bits, and a problem is solved while the sparsity is below its
+    ``breaks_at`` and the bits are at least its ``needs_bits`` (if any). Counts what it was asked
+    to do."""
 
     def __init__(self, monkeypatch):
         self.pruned: list[tuple[str, float]] = []
         self.evaluated: list[tuple[float, str]] = []
+        self.configs: list = []
         monkeypatch.setattr(search_module, "prune_to_dir", self.prune)
         monkeypatch.setattr(search_module, "evaluate_model", self.evaluate)
 
     def prune(self, model, calib, cfg, out, batch_tokens, progress):
         out.mkdir(parents=True)
         shutil.copy(Path(model) / "config.json", out / "config.json")
-        (out / "level.json").write_text(json.dumps({"sparsity": cfg.target.fraction}))
+        bits = cfg.quant.bits if cfg.quant else 16
+        (out / "level.json").write_text(json.dumps({"sparsity": cfg.target.fraction,
+                                                    "bits": bits}))
         self.pruned.append((cfg.method, cfg.target.fraction))
+        self.configs.append(cfg)
 
     def evaluate(self, model, problems, out, cfg, overwrite, progress):
         level = Path(model) / "level.json"
-        sparsity = json.loads(level.read_text())["sparsity"] if level.exists() else 0.0
-        pass1 = [float(sparsity < p.extra["breaks_at"]) for p in read_problems(problems)]
+        at = json.loads(level.read_text()) if level.exists() else {"sparsity": 0.0, "bits": 16}
+        sparsity = at["sparsity"]
+        pass1 = [float(sparsity < p.extra["breaks_at"] and at["bits"] >= p.extra.get("needs_bits", 0))
+                 for p in read_problems(problems)]
         mean = statistics.fmean(pass1)
         se = statistics.stdev(pass1) / math.sqrt(len(pass1))
         out.mkdir(parents=True, exist_ok=True)
@@ -216,3 +223,41 @@ def test_search_refuses_validation_problems_shared_with_the_test_file(fake_searc
         assert "share 1 problems" in err and f"({reason})" in err, err
         assert len(err.strip().splitlines()) == 1
         assert fake.counts() == (0, 0) and not (tmp / "s" / "levels").exists()
+
+
+def test_search_over_quantization_targets_stops_at_the_fewest_bits_within(fake_search, capsys):
+    """Validation problems: 16 of 40 need 4-bit weights or more, every one breaks at sparsity
+    0.46. Of dense, w8a16, w4a16, w3a16 and 2:4+w4a16, w4a16 is the last within tolerance; GPTQ
+    quantizes the first three, SparseGPT prunes and quantizes 2:4 in one pass, on the grids the
+    flags say."""
+    fake, argv, tmp = fake_search
+    val = _problems(tmp / "val.jsonl", "v", [0.46] * 40)
+    val_rows = read_problems(val)
+    write_problems(val, [Problem(p.id, p.problem, p.answer, {**p.extra, "needs_bits": 4 if i < 16
+                                                             else 0})
+                         for i, p in enumerate(val_rows)])
+    targets = ["w8a16", "w4a16", "w3a16", "2:4+w4a16"]
+    quant = argv + ["--quantize", ",".join(targets), "--group-size", "64", "--asym"]
+    result = _run(quant, tmp / "s")
+    assert result["chosen"]["level"] == "w4a16" and result["chosen"]["weight_bits"] == 4
+    tried = {p["level"]: p["verdict"]["within"] for p in result["points"]}
+    assert tried["w4a16"] and not tried["w3a16"]
+    assert all(c.method == "gptq" and c.quant.group_size == 64 and not c.quant.sym
+               for c in fake.configs if not c.target.fraction)
+    md = (tmp / "s" / "search.md").read_text()
+    assert "quantization targets w8a16, w4a16, w3a16, 2:4+w4a16" in md and "| w3a16 |" in md
+    # the last target prunes too: when every target is within, it is the one chosen
+    easy = _problems(tmp / "val.jsonl", "v", [0.9] * 40)
+    assert easy and _run(quant, tmp / "s")["chosen"]["level"] == "2-4+w4a16"
+    assert [c.method for c in fake.configs if c.target.fraction] == ["sparsegpt"]
+    # what does not apply is refused in one line, before any work
+    fake.counts()
+    for bad, says in ((argv + ["--quantize", "w4a8"], "also quantizes activations"),
+                      (argv + ["--quantize", "w4a16", "--pattern", "2:4"], "not both"),
+                      (argv + ["--group-size", "64"], "only apply with --quantize"),
+                      (quant + ["--recipe", "best"], "off their grid")):
+        capsys.readouterr()
+        assert main(bad) == 2, bad
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+    assert fake.counts() == (0, 0)

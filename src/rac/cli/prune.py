@@ -10,6 +10,7 @@ from rac.cli.quantize import (
     describe,
     engine_args,
     engine_options,
+    export_arg,
     memory_config,
     quant_args,
     quant_config,
@@ -33,6 +34,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                    "column pruned and rounded to its grid before its error is spread), e.g. "
                    "W4A16; see rac quantize for the schemes")
     quant_args(p)
+    export_arg(p)
     p.add_argument("--fp8", action="store_true",
                    help="then quantize the decoder's linear weights to FP8 E4M3 (per channel); "
                    "the saved weights are dequantized so a CPU can evaluate them")

@@ -38,6 +38,9 @@ def quant_args(p: argparse.ArgumentParser) -> None:
                      help="symmetric grids, no zero point (default)")
     sym.add_argument("--asym", dest="sym", action="store_const", const=False,
                      help="asymmetric grids with an integer zero point")
+
+
+def export_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export", action="store_true",
                    help="also write OUT/<scheme>-compressed-tensors (packed int weights vLLM "
                    "loads; 4- or 8-bit; needs the llmcompressor extra)")
@@ -123,6 +126,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                    f"dtype); {', '.join(WITH_ACTIVATIONS)} are refused for now: rac eval could "
                    "not simulate their quantized activations")
     quant_args(p)
+    export_arg(p)
     engine_args(p)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true")

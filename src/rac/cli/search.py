@@ -1,4 +1,4 @@
-"""``rac search``: the largest sparsity within a tolerance of dense accuracy."""
+"""``rac search``: the largest sparsity (or fewest bits) within a tolerance of dense accuracy."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import argparse
 from pathlib import Path
 
 from rac.cli.common import eval_config, model_args, recipe_arg, sampling_args, show, threads
+from rac.cli.quantize import quant_args, quant_config
 
 
 def add(sub: argparse._SubParsersAction) -> None:
     from rac.prune.config import METHODS
 
-    p = sub.add_parser("search", help="the largest sparsity within a tolerance of dense accuracy")
+    p = sub.add_parser("search", help="the largest sparsity (or fewest weight bits) within a "
+                       "tolerance of dense accuracy")
     model_args(p)
     sampling_args(p)
     p.add_argument("--calib", type=Path, required=True, help="calibration set from 'rac calib'")
@@ -26,6 +28,10 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pattern", default="unstructured",
                    help="unstructured (search the sparsity) or N:M (search how many leading "
                    "blocks get the pattern)")
+    p.add_argument("--quantize", metavar="TARGETS",
+                   help="search quantization targets instead, least compressed first, e.g. "
+                   "w8a16,w4a16,w3a16,2:4+w4a16 (GPTQ; N:M+scheme prunes and quantizes in one pass)")
+    quant_args(p)
     p.add_argument("--method", choices=METHODS, default="sparsegpt")
     recipe_arg(p)
     p.add_argument("--scope", default="all", help="kind of linears (all, attn, mlp)")
@@ -49,9 +55,11 @@ def run(a: argparse.Namespace) -> None:
                                       scope=Scope.parse(a.scope),
                                       device=models.pick_device(a.device)),
         tolerance=Tolerance(a.tolerance, a.keep, a.confidence), eval=eval_config(a),
-        pattern=pattern, step=a.step, max_sparsity=a.max_sparsity)
+        pattern=pattern, step=a.step, max_sparsity=a.max_sparsity,
+        quantize=tuple(t.strip() for t in a.quantize.split(",")) if a.quantize else (),
+        quant=quant_config(a, "W4A16" if a.quantize else None))
     result = search(a.model, a.calib, a.problems, a.test_problems, cfg, a.out, show=show)
-    print(f"largest level within tolerance: {result['chosen']['level']} (sparsity "
+    print(f"last level within tolerance: {result['chosen']['level']} (sparsity "
           f"{result['chosen']['sparsity']:.3f}); test accuracy {result['test_accuracy']:.3f} +- "
           f"{result['test_accuracy_se']:.3f} (dense {result['dense_test_accuracy']:.3f}) on "
           f"{result['test_problems']} problems")

@@ -14,7 +14,7 @@ from pathlib import Path
 from rac.calibrate.calib import SOURCES
 from rac.generate import Engine
 from rac.io import RacError
-from rac.prune.config import METHODS, RECIPES, QuantConfig, Scope
+from rac.prune.config import METHODS, QUANTIZER, RECIPES, QuantConfig, Scope
 from rac.prune.masks import Target
 from rac.sampling import Sampling, sampling_for
 
@@ -82,6 +82,12 @@ def quant_target(text: str) -> tuple[Target, str]:
     scheme = scheme.upper()
     QuantConfig(scheme)  # refuses an unknown scheme and those that quantize activations
     return (Target.of(target) if target else Target()), scheme
+
+
+def quant_method(target: Target) -> str:
+    """GPTQ alone for a quantization target that prunes nothing, else SparseGPT pruning and
+    quantizing in one pass."""
+    return "sparsegpt" if target.fraction else QUANTIZER
 
 
 @dataclass(frozen=True)

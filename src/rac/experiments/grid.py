@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from rac.calibrate.calib import SEEDLESS
-from rac.experiments.config import SweepConfig, quant_target
-from rac.prune.config import QUANTIZER
+from rac.experiments.config import SweepConfig, quant_method, quant_target
 from rac.prune.masks import Target
 
 
@@ -53,8 +52,7 @@ def plan(cfg: SweepConfig) -> list[Run]:
                     for scope in p.table4_scopes:
                         for fp8 in (False, True):
                             runs.append(Run(seed, source, 1.0, method, pattern, scope, fp8))
-            for target, scheme in map(quant_target, p.quantize):
-                # GPTQ alone, or SparseGPT pruning and quantizing in one pass, on every linear
-                method = "sparsegpt" if target.fraction else QUANTIZER
-                runs.append(Run(seed, source, 1.0, method, target, "all", False, scheme))
+            for target, scheme in map(quant_target, p.quantize):  # on every linear
+                runs.append(Run(seed, source, 1.0, quant_method(target), target, "all", False,
+                                scheme))
     return list(dict.fromkeys(runs))

@@ -1,10 +1,12 @@
-"""``rac search``: the largest sparsity whose accuracy on a validation split stays within a
-tolerance of the dense model's, by bisection, then one evaluation of the chosen model on a separate
-test split (the number to report).
+"""``rac search``: the largest sparsity (or the fewest weight bits) whose accuracy on a validation
+split stays within a tolerance of the dense model's, by bisection, then one evaluation of the
+chosen model on a separate test split (the number to report).
 
-The search is over a grid of pruning levels: unstructured sparsities ``0, step, 2 step, ...,
-max_sparsity``, or for an N:M pattern the number of leading decoder blocks pruned with it (0 to
-all). Level 0 is the dense model. Bisection assumes accuracy falls with the level; each level tried
+The search is over a list of compression levels: unstructured sparsities ``0, step, 2 step, ...,
+max_sparsity``; for an N:M pattern the number of leading decoder blocks pruned with it (0 to
+all); or quantization targets in the order given, least compressed first (``w8a16, w4a16,
+w3a16, 2:4+w4a16``: GPTQ, or SparseGPT pruning and quantizing in one pass). Level 0 is the dense
+model. Bisection assumes accuracy falls with the level; each level tried
 is pruned and evaluated once and cached under ``OUT/levels/``, so a killed search resumes where it
 stopped and a rerun with another tolerance reuses every evaluation. Each cached result is keyed by
 what determines it: a pruned model by the model's and the calibration set's contents, its pruning
@@ -33,10 +35,11 @@ from pathlib import Path
 
 from rac import models
 from rac.evaluate import EvalConfig, evaluate_model, instruction_key
+from rac.experiments.config import quant_method, quant_target
 from rac.experiments.sweep import key_of
 from rac.io import RacError, atomic_write_text, save_figure, write_json
 from rac.metrics import mean_se
-from rac.prune.config import PruneConfig, Scope
+from rac.prune.config import PruneConfig, QuantConfig, Scope
 from rac.prune.masks import Target
 from rac.prune.run import prune_to_dir
 from rac.tasks import overlap
@@ -109,7 +112,9 @@ def bisect(n_levels: int, within: Callable[[int], bool]) -> int:
 class SearchConfig:
     """``prune``: method, scope and settings of every pruned model (its target is replaced per
     level); ``pattern`` None searches unstructured sparsity on a grid of ``step`` up to
-    ``max_sparsity``, an N:M pattern the number of leading blocks pruned with it."""
+    ``max_sparsity``, an N:M pattern the number of leading blocks pruned with it; ``quantize``
+    (targets as in a sweep) searches those instead, each on ``quant``'s grids with its own
+    scheme."""
 
     prune: PruneConfig
     tolerance: Tolerance
@@ -118,16 +123,27 @@ class SearchConfig:
     step: float = 0.02
     max_sparsity: float = 0.9
     batch_tokens: int = 8192
+    quantize: tuple[str, ...] = ()
+    quant: QuantConfig | None = None
 
     def __post_init__(self) -> None:
         if self.pattern is not None and not self.pattern.structured:
             raise ValueError("pattern must be N:M (or None for unstructured)")
+        if self.quantize and self.pattern is not None:
+            raise ValueError("search either quantization targets or an N:M pattern, not both "
+                             "(a target such as 2:4+w4a16 prunes and quantizes)")
+        for text in self.quantize:
+            quant_target(text)  # an unknown scheme is refused before any work
         if not 0 < self.step <= self.max_sparsity < 1:
             raise ValueError("need 0 < step <= max sparsity < 1")
 
 
 def levels_for(cfg: SearchConfig, n_blocks: int) -> list[PruneConfig | None]:
     """The pruning config of each level (None: dense)."""
+    if cfg.quantize:
+        return [None] + [replace(cfg.prune, method=quant_method(target), target=target,
+                                 quant=replace(cfg.quant or QuantConfig(), scheme=scheme))
+                         for target, scheme in map(quant_target, cfg.quantize)]
     if cfg.pattern is None:
         n = int(round(cfg.max_sparsity / cfg.step))
         return [None] + [replace(cfg.prune, target=Target(round(k * cfg.step, 6)))
@@ -138,7 +154,16 @@ def levels_for(cfg: SearchConfig, n_blocks: int) -> list[PruneConfig | None]:
 
 
 def _label(p: PruneConfig | None) -> str:
-    return "dense" if p is None else f"{p.target}@{p.scope}".replace(":", "-").replace("@", "_")
+    if p is None:
+        return "dense"
+    if p.quant:
+        return (f"{p.target}+" if p.target.fraction else "").replace(":", "-") + p.quant.scheme.lower()
+    return f"{p.target}@{p.scope}".replace(":", "-").replace("@", "_")
+
+
+def _bits(p: PruneConfig | None) -> int | None:
+    """The bits of a level's kept weights (None: as the model stores them)."""
+    return p.quant.bits if p is not None and p.quant else None
 
 
 def _sparsity(p: PruneConfig | None, n_blocks: int) -> float:
@@ -232,8 +257,8 @@ def search(model: str | Path, calib: Path, val: Path, test: Path, cfg: SearchCon
         shutil.rmtree(model_out)
     shutil.copytree(cache.level(best)[1], model_out)
     test_eval, dense_test = cache.evaluation(best, test), cache.evaluation(None, test)
-    points = [{"level": _label(levels[k]), "sparsity": _sparsity(levels[k], n_blocks),
-               "accuracy": accuracy, "verdict": asdict(v)}
+    points = [{"index": k, "level": _label(levels[k]), "sparsity": _sparsity(levels[k], n_blocks),
+               "weight_bits": _bits(levels[k]), "accuracy": accuracy, "verdict": asdict(v)}
               for k, (accuracy, v) in sorted(tried.items())]
     result = {
         "model": models.model_name(model), "calib": str(calib), "validation": str(val),
@@ -241,9 +266,12 @@ def search(model: str | Path, calib: Path, val: Path, test: Path, cfg: SearchCon
         "calib_fingerprint": cache.calib_key, "validation_sha256": models.file_sha256(val),
         "test_sha256": models.file_sha256(test), "method": cfg.prune.method,
         "pattern": str(cfg.pattern) if cfg.pattern else "unstructured",
+        "quantize": list(cfg.quantize),
+        "quant": asdict(cfg.quant) if cfg.quantize and cfg.quant else None,
         "tolerance": asdict(cfg.tolerance), "step": cfg.step,
         "dense_validation_accuracy": statistics.fmean(dense), "points": points,
-        "chosen": {"level": _label(best), "sparsity": _sparsity(best, n_blocks)},
+        "chosen": {"level": _label(best), "sparsity": _sparsity(best, n_blocks),
+                   "weight_bits": _bits(best), "index": levels.index(best)},
         "test_accuracy": test_eval["summary"]["accuracy"],
         "test_accuracy_se": test_eval["summary"]["accuracy_se"],
         "dense_test_accuracy": dense_test["summary"]["accuracy"],
@@ -261,42 +289,55 @@ def _plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = sorted(result["points"], key=lambda p: p["sparsity"])
+    pts = sorted(result["points"], key=lambda p: p["index"])
+    # quantization targets are in the order given, on an axis of their own
+    x = "index" if result["quantize"] else "sparsity"
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.errorbar([p["sparsity"] for p in pts], [p["accuracy"] for p in pts],
+    ax.errorbar([p[x] for p in pts], [p["accuracy"] for p in pts],
                 yerr=[p["verdict"]["se"] for p in pts], fmt="o", capsize=3, label="levels tried")
     for p in pts:
-        ax.annotate("ok" if p["verdict"]["within"] else "x", (p["sparsity"], p["accuracy"]),
+        ax.annotate("ok" if p["verdict"]["within"] else "x", (p[x], p["accuracy"]),
                     textcoords="offset points", xytext=(4, 4), fontsize=8)
     dense = result["dense_validation_accuracy"]
     allowed = pts[0]["verdict"]["allowed"] if pts else 0.0
     ax.axhline(dense, color="gray", linestyle=":", label="dense (validation)")
     ax.axhline(dense - allowed, color="red", linestyle="--", label="dense - tolerance")
-    ax.axvline(result["chosen"]["sparsity"], color="green", label="chosen")
-    ax.plot([result["chosen"]["sparsity"]], [result["test_accuracy"]], "s", color="green",
+    ax.axvline(result["chosen"][x], color="green", label="chosen")
+    ax.plot([result["chosen"][x]], [result["test_accuracy"]], "s", color="green",
             label="chosen, test split")
-    ax.set_xlabel("sparsity of the searched linears")
+    if result["quantize"]:
+        ax.set_xticks(range(len(result["quantize"]) + 1), ["dense", *result["quantize"]])
+        ax.set_xlabel("quantization target")
+    else:
+        ax.set_xlabel("sparsity of the searched linears")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"rac search: {result['method']}, {result['pattern']}")
+    ax.set_title(f"rac search: {_searched(result)}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
 
 
+def _searched(result: dict) -> str:
+    if result["quantize"]:
+        return f"quantization targets {', '.join(result['quantize'])}"
+    return f"{result['method']}, {result['pattern']}"
+
+
 def _markdown(result: dict) -> str:
     tol = result["tolerance"]
     rule = (f"at most {tol['points']:.3f} points below dense" if tol["points"] is not None
             else f"at least {tol['keep']:.3f} of dense")
-    lines = [f"# rac search: {result['method']}, {result['pattern']}", "",
+    lines = [f"# rac search: {_searched(result)}", "",
              f"Largest level whose validation accuracy is {rule} at {tol['confidence']:.0%} "
              f"confidence (paired over problems); dense validation accuracy "
              f"{result['dense_validation_accuracy']:.3f}.", "",
-             "| level | sparsity | accuracy | drop +- SE | allowed | verdict | problems needed |",
-             "|---|---|---|---|---|---|---|"]
-    for p in sorted(result["points"], key=lambda p: p["sparsity"]):
+             "| level | sparsity | weight bits | accuracy | drop +- SE | allowed | verdict | "
+             "problems needed |", "|---|---|---|---|---|---|---|---|"]
+    for p in sorted(result["points"], key=lambda p: p["index"]):
         v = p["verdict"]
-        lines.append(f"| {p['level']} | {p['sparsity']:.3f} | {p['accuracy']:.3f} | "
+        lines.append(f"| {p['level']} | {p['sparsity']:.3f} | {p['weight_bits'] or '-'} | "
+                     f"{p['accuracy']:.3f} | "
                      f"{v['drop']:+.3f} +- {v['se']:.3f} | {v['allowed']:.3f} | "
                      f"{'within' if v['within'] else 'not within'} | "
                      f"{v['problems_needed'] if v['problems_needed'] else '-'} |")
