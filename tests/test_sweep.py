@@ -16,6 +16,7 @@ from rac.experiments import config
 from rac.experiments.grid import Run, plan
 from rac.experiments.sweep import sweep_and_report
 from rac.io import RacError
+from rac.metrics import paired_diff
 from rac.prune.masks import Target
 from rac.recon import Sequence, token_errors
 
@@ -141,6 +142,14 @@ def test_sweep_quantization_targets_give_their_table(qwen2_dir, generic_text, tm
     md = (tmp_path / "s" / "report.md").read_text()
     table = md[md.index("## Quantization"):]
     assert "| W4A16 | " in table and "| 2:4 + W4A16 | " in table
+    # each calibration paired against dense on the same problems, from the records' pass@1
+    assert "| target | prompt-only - dense | RAC - dense |" in table
+    dense = next(r for r in result["records"] if r["source"] == "dense")
+    rac_w4 = next(r for r in quant if r["source"] == "rac" and r["target"] == "0")
+    d, se = paired_diff(rac_w4["pass1"], dense["pass1"])
+    row = next(line for line in table.splitlines()[table.splitlines().index(
+        "| target | prompt-only - dense | RAC - dense |"):] if line.startswith("| W4A16 |"))
+    assert row.split(" | ")[2].startswith(f"{d:+.3f} ± {se:.3f}")
 
 
 def test_plan_builds_seedless_and_first_seed_only_sources_once():

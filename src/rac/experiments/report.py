@@ -92,11 +92,36 @@ def quant_table(v: _View) -> list[str]:
     ramble = ["", "Rambling: mean CoT tokens / max-length hit rate", "",
               "| target | " + " | ".join(LABELS[s] for s in v.sources) + " |",
               "|---|" + "---|" * len(v.sources)]
+    versus = _paired_head(v.sources) if v.dense else []
     for r in rows:
         gs = [v.agg.get(replace(r, source=s)) for s in v.sources]
         md.append(_row(r.compression, gs, v.sources)[0])
         ramble.append(_ramble_row(r.compression, gs))
-    return md + ramble + [""]
+        if v.dense:
+            versus.append(_paired_row(r.compression, gs, v.sources, v.dense))
+    return md + ramble + versus + [""]
+
+
+def _paired_head(sources: list[str]) -> list[str]:
+    head = ["target"] + [f"{LABELS[s]} - dense" for s in sources]
+    if "rac" in sources and "generic" in sources:
+        head.append("RAC - generic")
+    return ["", "Paired on the same problems: each calibration against dense, and RAC against "
+            "generic text (* beyond 2 SE)", "", "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head)]
+
+
+def _paired_row(label: str, gs: list[Group | None], sources: list[str], dense: Group) -> str:
+    def diff(a: Group | None, b: Group | None) -> str:
+        if not (a and b):
+            return "-"
+        d, se = paired_diff(a.per_problem, b.per_problem)
+        return f"{d:+.3f} ± {se:.3f}{' *' if abs(d) > 2 * se else ''}"
+
+    cells = [diff(g, dense) for g in gs]
+    if "rac" in sources and "generic" in sources:
+        cells.append(diff(gs[sources.index("rac")], gs[sources.index("generic")]))
+    return f"| {label} | " + " | ".join(cells) + " |"
 
 
 def figure1(agg: dict[Cell, Group], sources: list[str], method: str, scope: str, max_new: int,
