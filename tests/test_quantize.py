@@ -152,8 +152,11 @@ def test_per_channel_activation_order_with_dense_targets(qwen2_dir, calib_set, t
 
 @pytest.mark.parametrize("flags,needle", [
     (["quantize", "--scheme", "W5A16"], "scheme 'W5A16' unknown"),
-    (["quantize", "--scheme", "W8A8"], "also quantizes activations"),
-    (["quantize", "--scheme", "W4A8"], "also quantizes activations"),
+    (["quantize", "--scheme", "W4A8"], "W4A8 (int4 weights, int8 activations) is not supported"),
+    (["quantize", "--scheme", "W8A8", "--group-size", "16"], "one symmetric scale per output"),
+    (["quantize", "--scheme", "W8A8", "--asym"], "one symmetric scale per output"),
+    (["quantize", "--scheme", "W8A8", "--export"], "compressed-tensors checkpoint already"),
+    (["quantize", "--scheme", "W8A8", "--stream"], "drop --stream"),
     (["quantize", "--scheme", "W4A16", "--group-size", "0"], "not a group size"),
     (["quantize", "--scheme", "W4A16", "--group-size", "12"], "do not divide 32 inputs"),
     (["quantize", "--scheme", "W3A16", "--group-size", "16", "--export"], "4- or 8-bit"),
@@ -235,3 +238,51 @@ def test_later_blocks_are_calibrated_on_the_quantized_blocks(qwen2_dir, calib_se
     # hooks in order: block 0 q/k/v, o, then block 1 q/k/v
     assert torch.allclose(seen[2], H_quantized, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(seen[2], H_dense, rtol=1e-3, atol=1e-3)
+
+
+def test_w8a8_runs_with_int8_activations_per_token_as_saved(qwen2_dir, calib_set, tmp_path, capsys):
+    """W8A8: GPTQ to int8 weights per channel, saved as the compressed-tensors checkpoint whose
+    config quantizes every quantized linear's input to int8 per token as it runs. Loaded back with
+    plain transformers, the model's logits equal, exactly, those of its int8 weights dequantized
+    with every such input rounded by hand (scale max |x| / 127.5 per token); they differ from the
+    weights-only model, so the activations are quantized, and `rac eval` evaluates it so."""
+    pytest.importorskip("compressed_tensors", reason="the llmcompressor extra is not installed")
+    out = tmp_path / "w8a8"
+    code, stdout, err = run(capsys, "quantize", qwen2_dir, "--calib", calib_set, "--scheme", "W8A8",
+                            "--out", out)
+    assert code == 0, err
+    assert "W8A8 (per channel, symmetric, int8 activations per token)" in stdout
+    report = json.loads((out / "prune_report.json").read_text())
+    assert report["quantization"]["activations"].startswith("int8 per token, dynamic")
+    (group,) = json.loads((out / "config.json").read_text())["quantization_config"][
+        "config_groups"].values()
+    assert group["input_activations"]["strategy"] == "token" and group["input_activations"]["dynamic"]
+    assert group["weights"]["strategy"] == "channel" and group["format"] == "int-quantized"
+    ran = AutoModelForCausalLM.from_pretrained(out).eval()
+    weights = {n: m.weight for n, m in ran.named_modules() if hasattr(m, "weight_scale")}
+    assert len(weights) == 3 * len(LINEARS) and all(w.dtype == torch.int8 for w in weights.values())
+    plain = AutoModelForCausalLM.from_pretrained(qwen2_dir).eval()
+    with torch.no_grad():
+        for name, w in weights.items():
+            scale = ran.get_submodule(name).weight_scale
+            plain.get_submodule(name).weight.copy_(w.float() * scale.float())
+
+    def int8_per_token(module, inputs):
+        x = inputs[0]
+        s = (x.abs().amax(-1, keepdim=True) / 127.5).clamp(min=torch.finfo(x.dtype).tiny)
+        return (torch.round(x / s).clamp(-128, 127) * s,)
+
+    ids = torch.randint(3, 200, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got = ran(ids).logits
+        weights_only = plain(ids).logits
+        hooks = [plain.get_submodule(n).register_forward_pre_hook(int8_per_token) for n in weights]
+        want = plain(ids).logits
+        for h in hooks:
+            h.remove()
+    assert torch.allclose(got, want, atol=1e-5, rtol=0), (got - want).abs().max()
+    assert (got - weights_only).abs().max() > 1e-3
+    assert run(capsys, "problems", "--n", 2, "--out", tmp_path / "p.jsonl")[0] == 0
+    code, _, err = run(capsys, "eval", out, "--problems", tmp_path / "p.jsonl", "--out",
+                       tmp_path / "e")
+    assert code == 0, err

@@ -61,7 +61,7 @@ def test_config_errors_name_the_field(tmp_path):
         "[traces]\ntop_p = 0": "'traces' sampling",
         "this is not toml": "not valid TOML",
         "eval = 3": "'eval' must be a table",
-        "[prune]\nquantize = ['w4a8']": "also quantizes activations",
+        "[prune]\nquantize = ['w4a8']": "W4A8 (int4 weights, int8 activations) is not supported",
         "[prune]\nquantize = ['2:4+w5a16']": "scheme 'W5A16' unknown",
         "[prune]\nquantize = ['x+w4a16']": "target 'x' is malformed",
         "[engine]\nkv_cache_gb = 2.0": "config 'engine': kv_cache_gb apply to --backend vllm only",

@@ -59,7 +59,11 @@ def quant_config(a: argparse.Namespace, scheme: str | None):
         if given:
             raise RacError(f"{', '.join(given)} only apply with --quantize SCHEME")
         return None
-    size = {None: DEFAULT_GROUP, "channel": None}.get(a.group_size, a.group_size)
+    from rac.prune.config import WITH_ACTIVATIONS
+
+    # W8A8 is per channel by definition; weight-only schemes default to groups
+    default = None if scheme.upper() in WITH_ACTIVATIONS else DEFAULT_GROUP
+    size = {None: default, "channel": None}.get(a.group_size, a.group_size)
     return QuantConfig(scheme, size, a.sym is not False, a.actorder)
 
 
@@ -123,8 +127,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", type=Path, required=True, help="calibration set from 'rac calib'")
     p.add_argument("--scheme", required=True,
                    help=f"weight-only: {', '.join(WEIGHT_ONLY)} (activations stay in the model's "
-                   f"dtype); {', '.join(WITH_ACTIVATIONS)} are refused for now: rac eval could "
-                   "not simulate their quantized activations")
+                   f"dtype); {', '.join(WITH_ACTIVATIONS)}: int8 weights per channel and int8 "
+                   "activations per token at run time, saved as the compressed-tensors checkpoint "
+                   "rac eval and vLLM run")
     quant_args(p)
     export_arg(p)
     engine_args(p)
@@ -151,4 +156,5 @@ def describe(quant) -> str:
     """E.g. 'W4A16 (groups of 128, symmetric, act-order)'."""
     groups = "per channel" if quant.group_size is None else f"groups of {quant.group_size}"
     return (f"{quant.scheme} ({groups}, {'symmetric' if quant.sym else 'asymmetric'}"
-            f"{', act-order' if quant.actorder else ''})")
+            f"{', act-order' if quant.actorder else ''}"
+            f"{', int8 activations per token' if quant.activation_bits else ''})")

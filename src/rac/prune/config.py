@@ -16,8 +16,11 @@ METHODS = ("magnitude", "wanda", "sparsegpt")
 QUANTIZER = "gptq"  # rac quantize: SparseGPT's loop with nothing pruned (rac.prune.gptq)
 # weight-only schemes: the bits of the weights; activations stay in the model's dtype
 WEIGHT_ONLY = {"W4A16": 4, "W3A16": 3, "W8A16": 8}
-# schemes that also quantize activations (dynamic per-token int8): not simulated yet
-WITH_ACTIVATIONS = ("W8A8", "W4A8")
+# schemes that also quantize activations: the bits of the weights, which have one symmetric scale
+# per output channel, and int8 activations quantized per token at run time (dynamic, symmetric),
+# as compressed-tensors and vLLM define W8A8; the saved model is a compressed-tensors checkpoint,
+# whose activations transformers quantizes as it runs (compressed-tensors' forward)
+WITH_ACTIVATIONS = {"W8A8": 8}
 ATTN = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
 MLP = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 # The order in which a Llama/Qwen2 block uses its linears: what true-sequential follows. The
@@ -90,17 +93,25 @@ class QuantConfig:
     actorder: bool = False
 
     def __post_init__(self) -> None:
-        if self.scheme in WITH_ACTIVATIONS:
-            raise ValueError(f"{self.scheme} also quantizes activations at run time, which a saved "
-                             "model cannot carry into rac eval; use a weight-only scheme "
-                             f"({', '.join(WEIGHT_ONLY)})")
-        if self.scheme not in WEIGHT_ONLY:
-            raise ValueError(f"scheme {self.scheme!r} unknown; use {', '.join(WEIGHT_ONLY)}")
+        schemes = {**WEIGHT_ONLY, **WITH_ACTIVATIONS}
+        if self.scheme == "W4A8":
+            raise ValueError("W4A8 (int4 weights, int8 activations) is not supported: use W8A8, "
+                             "or W4A16 for 4-bit weights")
+        if self.scheme not in schemes:
+            raise ValueError(f"scheme {self.scheme!r} unknown; use {', '.join(schemes)}")
+        if self.activation_bits and (self.group_size is not None or not self.sym):
+            raise ValueError(f"{self.scheme} weights have one symmetric scale per output channel "
+                             "(what its int8 kernels take): use --group-size channel and --sym")
         Grid(self.bits, self.group_size, self.sym)  # validates the group size
 
     @property
     def bits(self) -> int:
-        return WEIGHT_ONLY[self.scheme]
+        return {**WEIGHT_ONLY, **WITH_ACTIVATIONS}[self.scheme]
+
+    @property
+    def activation_bits(self) -> int | None:
+        """8 for a scheme whose activations are quantized per token at run time, else None."""
+        return 8 if self.scheme in WITH_ACTIVATIONS else None
 
     @property
     def grid(self) -> Grid:

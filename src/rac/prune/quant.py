@@ -54,7 +54,8 @@ def int_dir(quant: QuantConfig) -> str:
 
 
 def check_int_export(quant: QuantConfig) -> None:
-    """Refuse, before any work, an export vLLM could not load."""
+    """Refuse, before any work, an export vLLM could not load (W8A8 is always saved in the
+    export's format: ``rac.prune.run``)."""
     try:
         import compressed_tensors  # noqa: F401
     except ImportError as e:
@@ -103,11 +104,14 @@ def export_int(lm: torch.nn.Module, tok, out: Path, quant: QuantConfig,
                                strategy="group" if quant.group_size else "channel",
                                group_size=quant.group_size, dynamic=False,
                                actorder="weight" if quant.actorder else None)
+    # W8A8: every input of a quantized linear rounded to int8 per token as it runs
+    acts = QuantizationArgs(num_bits=quant.activation_bits, type="int", symmetric=True,
+                            strategy="token", dynamic=True) if quant.activation_bits else None
     model = copy.deepcopy(lm)
     linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-    config = QuantizationConfig(
-        config_groups={"weights": QuantizationScheme(targets=["Linear"], weights=weights)},
-        ignore=[n for n in linears if n not in grids])
+    scheme = QuantizationScheme(targets=["Linear"], weights=weights, input_activations=acts)
+    config = QuantizationConfig(config_groups={"weights": scheme},
+                                ignore=[n for n in linears if n not in grids])
     apply_quantization_config(model, config)
     grid = quant.grid
     with torch.no_grad():
@@ -119,7 +123,9 @@ def export_int(lm: torch.nn.Module, tok, out: Path, quant: QuantConfig,
             # which in bf16 misses some 8-bit codes by one; on the fp32 grid values it cannot.
             module.weight.data = grid.dequantize(params.codes(grid, module.weight),
                                                  *params.per_column(grid))
-    compressor = ModelCompressor.from_pretrained_model(model, quantization_format="pack-quantized")
+    # int4 weights packed eight to an int32 (vLLM's wNa16 kernels); W8A8's int8 weights as they are
+    fmt = "int-quantized" if quant.activation_bits else "pack-quantized"
+    compressor = ModelCompressor.from_pretrained_model(model, quantization_format=fmt)
     compressor.compress_model(model)
     model.save_pretrained(out)
     compressor.update_config(out)

@@ -78,6 +78,14 @@ def _check_options(cfg: PruneConfig, fp8: bool, fp8_export: bool, export: bool,
                        "for FP8 use --fp8-export")
     if fp8_export:
         require_llmcompressor()
+    if cfg.quant is not None and cfg.quant.activation_bits:
+        if export:
+            raise RacError(f"--export: a {cfg.quant.scheme} model is saved as a compressed-tensors "
+                           "checkpoint already (rac eval and vLLM run it); drop --export")
+        if memory.stream:
+            raise RacError(f"--stream: a {cfg.quant.scheme} model is written as one "
+                           "compressed-tensors checkpoint at the end; drop --stream")
+        check_int_export(cfg.quant)
     if export:
         check_int_export(cfg.quant)
 
@@ -121,7 +129,10 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
             models.check_finite(lm, "the pruned model")
         report = _report(model, calib_dir, calib_info, cfg, fp8 or fp8_export, export, layers,
                          time.perf_counter() - t0, _memory(memory, acts))
-        if not memory.stream:
+        if cfg.quant is not None and cfg.quant.activation_bits:
+            # the model as it runs: int8 weights and the activation quantization in its config
+            export_int(lm, tok, tmp, cfg.quant, _by_name(lm, store.blocks, grids))
+        elif not memory.stream:
             lm.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         if rac_file.exists():
@@ -174,7 +185,10 @@ def _report(model: str | Path, calib_dir: Path | None, calib_info: dict | None, 
             memory: dict | None = None) -> PruneReport:
     quant = cfg.quant
     quantization = None if quant is None else {
-        **asdict(quant), "bits": quant.bits, "activations": "unquantized (the model's dtype)",
+        **asdict(quant), "bits": quant.bits,
+        "activations": ("int8 per token, dynamic, symmetric (compressed-tensors quantizes them "
+                        "as the saved model runs)" if quant.activation_bits
+                        else "unquantized (the model's dtype)"),
         "export": int_dir(quant) if export else None}
     return PruneReport(
         model=models.model_name(model), calib=str(calib_dir) if calib_dir else None,
