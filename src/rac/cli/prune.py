@@ -73,12 +73,15 @@ def _extension_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> None:
+    from rac import models
     from rac.prune.config import PruneConfig
+    from rac.prune.distributed import init_from_env, world
     from rac.prune.masks import Target
     from rac.prune.run import prune_to_dir
     from rac.prune.wanda import WandaConfig
 
     threads(a.threads)
+    init_from_env(models.pick_device(a.device))  # under torchrun: join its ranks
     quant = quant_config(a, a.quantize)
     cfg = PruneConfig.with_recipe(
         a.recipe, method=a.method, target=Target.parse(a.sparsity, a.pattern),
@@ -90,6 +93,8 @@ def run(a: argparse.Namespace) -> None:
                           export=a.export, batch_tokens=a.batch_tokens,
                           trust_remote_code=a.trust_remote_code, overwrite=a.overwrite,
                           memory=memory_config(a))
+    if world()[0]:
+        return  # rank 0 reports
     t = report.totals
     err = t.mean_relative_error
     print(f"pruned {t.linears} linears with {cfg.method} to {cfg.target}"

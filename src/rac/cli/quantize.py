@@ -139,13 +139,18 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(a: argparse.Namespace) -> None:
+    from rac import models
+    from rac.prune.distributed import init_from_env, world
     from rac.prune.run import quantize_to_dir
 
     threads(a.threads)
+    init_from_env(models.pick_device(a.device))  # under torchrun: join its ranks
     quant = quant_config(a, a.scheme)
     report = quantize_to_dir(a.model, a.calib, quant, a.out, export=a.export,
                              batch_tokens=a.batch_tokens, trust_remote_code=a.trust_remote_code,
                              overwrite=a.overwrite, memory=memory_config(a), **engine_options(a))
+    if world()[0]:
+        return  # rank 0 reports
     t = report.totals
     print(f"quantized {t.linears} linears with GPTQ to {describe(quant)}, mean relative error "
           f"{t.mean_relative_error:.4f}, {t.wall_s:.1f} s, peak RSS {t.peak_rss_mb:.0f} MB "

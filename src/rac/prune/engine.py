@@ -25,10 +25,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from functools import partial
 
 import torch
 from tqdm import tqdm
 
+from rac.prune import distributed
 from rac.prune.activations import Activations
 from rac.prune.allocation import error_sparsities, outlier_ratio, owl_sparsities, sparsity_grid
 from rac.prune.asymmetric import dense_target_weight
@@ -112,6 +114,14 @@ def prune_group(i: int, group: list[str], lins: dict[str, torch.nn.Linear], stat
     each = (time.perf_counter() - t0 + stat_s) / len(group)
     return [LayerReport.of(i, n, W, err, damp, each, stats.tokens)
             for n, W, err in zip(group, Ws, errors)]
+
+
+def _solved_group(i: int, group: list[str], lins: dict[str, torch.nn.Linear], stats: LayerStats,
+                  stat_s: float, cfg: PruneConfig, cross: CrossStats | None
+                  ) -> tuple[list[LayerReport], Grids]:
+    """``prune_group`` with the grids it fits returned, not put into a shared dict."""
+    grids: Grids = {}
+    return prune_group(i, group, lins, stats, stat_s, cfg, cross, grids), grids
 
 
 def _targeted(blocks: Resident, cfg: PruneConfig) -> dict[int, dict[str, torch.nn.Linear]]:
@@ -234,9 +244,11 @@ def _prune_block_in_passes(i: int, block: torch.nn.Module, groups: list[list[str
     the pruned input of every token."""
     dev = cfg.device
     report: list[LayerReport] = []
+    wide = torch.float64 if next(iter(lins.values())).weight.dtype == torch.float64 else torch.float32
     for pass_groups in ([g] for g in groups) if cfg.true_sequential else [groups]:
         leaders = {g[0]: lins[g[0]] for g in pass_groups}
-        stats = {name: LayerStats(lin.in_features, dev) for name, lin in leaders.items()}
+        stats = {name: LayerStats(lin.in_features, dev, dtype=wide)
+                 for name, lin in leaders.items()}
         cross = {name: CrossStats(lin.in_features, dev) for name, lin in leaders.items()} \
             if dense_states is not None and cfg.dense_targets else {}
         t0 = time.perf_counter()
@@ -258,10 +270,18 @@ def _prune_block_in_passes(i: int, block: torch.nn.Module, groups: list[list[str
                         flat = x.reshape(-1, x.shape[-1])[keep]
                         cross[name].add(flat, seen[name].reshape(-1, x.shape[-1])[keep], w[keep])
                 dense_states[k].copy_(out[0])
+        for s in stats.values():  # the rows of every rank (under torchrun)
+            distributed.reduce_stats(s)
         per_linear = (time.perf_counter() - t0) / sum(map(len, pass_groups))
-        for g in pass_groups:
-            report += prune_group(i, g, lins, stats[g[0]], per_linear * len(g), cfg,
-                                  cross.get(g[0]), grids)
+
+        # each group on a rank of its own, its weights then sent to every rank
+        jobs = [partial(_solved_group, i, g, lins, stats[g[0]], per_linear * len(g), cfg,
+                        cross.get(g[0])) for g in pass_groups]
+        for rows, solved in distributed.spread(jobs, [[lins[n].weight.data for n in g]
+                                                      for g in pass_groups]):
+            report += rows
+            if grids is not None:
+                grids.update(solved)
     return report
 
 
@@ -301,6 +321,19 @@ def _staged_matches(store: Resident, state: tuple[torch.Tensor, dict], dev: str)
         return staged_forward_matches(block, state, dev)
 
 
+def _check_distributed(cfg: PruneConfig) -> None:
+    """What does not split over ranks yet is refused under ``torchrun``, not run on one rank's
+    rows."""
+    unsplit = {"--true-sequential (staged)": cfg.true_sequential and cfg.staged,
+               "--dense-targets": cfg.dense_targets,
+               "--refine-epochs (or --recipe best)": cfg.refine_epochs > 0,
+               "--owl-lambda": cfg.owl_lambda > 0, "--error-span": cfg.error_span > 0}
+    given = [name for name, on in unsplit.items() if on]
+    if given:
+        raise ValueError(f"{', '.join(given)}: not split over torchrun ranks yet; run in one "
+                         "process")
+
+
 @torch.inference_mode()
 def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[Batch] | None,
                 cfg: PruneConfig, progress: bool = True, grids: Grids | None = None,
@@ -320,6 +353,9 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
         return _prune_magnitude_only(store, targeted, cfg)
 
     dev = cfg.device
+    if distributed.world()[1] > 1:
+        _check_distributed(cfg)
+        batches = distributed.shard(batches)  # this rank's rows
     states = capture_block_inputs(lm, blocks, batches, dev, acts.hold)
     weights = [b.weight.reshape(-1) for b in batches]
     # dense targets and refinement: the dense model's hidden states, through the dense blocks

@@ -12,7 +12,10 @@ depend on how the set was built.
 from __future__ import annotations
 
 import resource
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import torch
 
 from rac import calibset, models
 from rac.io import RacError, atomic_dir, check_output_dir, write_json
+from rac.prune import distributed
 from rac.prune.activations import MB, Activations
 from rac.prune.batches import Batch, make_batches
 from rac.prune.config import QUANTIZER, PruneConfig, QuantConfig
@@ -65,6 +69,9 @@ def _calibration(calib_dir: Path | None, tok, cfg: PruneConfig, batch_tokens: in
 
 def _check_options(cfg: PruneConfig, fp8: bool, fp8_export: bool, export: bool,
                    memory: MemoryConfig, trust_remote_code: bool) -> None:
+    if memory.stream and distributed.world()[1] > 1:
+        raise RacError("--stream under torchrun: every rank would stream the same blocks from and "
+                       "to the checkpoint; run it in one process")
     if memory.stream and (export or fp8_export):
         raise RacError(f"{'--export' if export else '--fp8-export'} converts the whole model in "
                        "memory, which --stream avoids; drop one of them")
@@ -101,6 +108,7 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
     memory = memory or MemoryConfig()
     check_output_dir(out, overwrite)
     _check_options(cfg, fp8, fp8_export, export, memory, trust_remote_code)
+    rank = distributed.world()[0]  # under torchrun every rank computes and rank 0 writes
     t0 = time.perf_counter()
     tok = models.load_tokenizer(model, trust_remote_code)
     batches, calib_info, cfg = _calibration(calib_dir, tok, cfg, batch_tokens)
@@ -108,7 +116,7 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
     # deployment would; embeddings and lm_head stay in the model's dtype.
     finish = _fp8 if fp8 or fp8_export else None
     rac_file = models.resolve(model) / models.RAC_MODEL_FILE
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite) if rank == 0 else _scratch() as tmp:
         acts = Activations(memory.activation_mb, memory.spill_dir or tmp)
         if memory.stream:
             lm, store = streamed_model(model, tmp, finish=finish)
@@ -117,8 +125,8 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
             store = Resident(models.decoder_blocks(lm))
         grids: Grids = {}
         try:
-            layers = prune_model(lm, store.blocks, batches, cfg, progress=progress, grids=grids,
-                                 store=store, activations=acts)
+            layers = prune_model(lm, store.blocks, batches, cfg, progress=progress and rank == 0,
+                                 grids=grids, store=store, activations=acts)
         except (ValueError, CholeskyError) as e:
             raise RacError(str(e)) from e
         if isinstance(store, Streamed):
@@ -129,6 +137,8 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
             models.check_finite(lm, "the pruned model")
         report = _report(model, calib_dir, calib_info, cfg, fp8 or fp8_export, export, layers,
                          time.perf_counter() - t0, _memory(memory, acts))
+        if rank:
+            return report
         if cfg.quant is not None and cfg.quant.activation_bits:
             # the model as it runs: int8 weights and the activation quantization in its config
             export_int(lm, tok, tmp, cfg.quant, _by_name(lm, store.blocks, grids))
@@ -146,6 +156,13 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
     return report
 
 
+@contextmanager
+def _scratch() -> Iterator[Path]:
+    """A rank other than 0's output directory: computed into, then dropped."""
+    with tempfile.TemporaryDirectory(prefix="rac-rank-") as d:
+        yield Path(d)
+
+
 def _fp8(blocks: torch.nn.Module) -> None:
     """Every linear of ``blocks`` (decoder blocks, or one block) onto the FP8 grid."""
     with torch.no_grad():
@@ -154,8 +171,10 @@ def _fp8(blocks: torch.nn.Module) -> None:
 
 
 def _memory(memory: MemoryConfig, acts: Activations) -> dict:
-    """The report's account of where the data lived."""
-    return {"stream": memory.stream, "activation_mb": memory.activation_mb,
+    """The report's account of where the data lived (``ranks``: the processes whose rows were
+    summed, torchrun's world size)."""
+    return {"stream": memory.stream, "ranks": distributed.world()[1],
+            "activation_mb": memory.activation_mb,
             "activations_in_memory_mb": round(acts.in_memory / MB, 1),
             "activations_spilled_mb": round(acts.spilled / MB, 1)}
 

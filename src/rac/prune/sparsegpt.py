@@ -126,8 +126,9 @@ def compress_group(Ws: list[torch.Tensor], H: torch.Tensor, target: Target,
     dtype), their grids (None without ``grid``) and the dampening used. ``H`` is not modified."""
     rows = [w.shape[0] for w in Ws]
     dtype = Ws[0].dtype
-    W = torch.cat([w.detach().float() for w in Ws])
-    H = H.detach().clone().float()
+    work = torch.float64 if dtype == torch.float64 else torch.float32  # float64 models: in float64
+    W = torch.cat([w.detach().to(work) for w in Ws])
+    H = H.detach().clone().to(work)
     columns = W.shape[1]
     if target.structured and columns % target.m:
         raise ValueError(f"{columns} input columns do not split into groups of {target.m}")

@@ -13,6 +13,8 @@ of thought counts for what it is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -27,18 +29,29 @@ class LayerStats:
         rows = max(cls.MIN_BLOCK_ROWS, -(-d // 8))
         return [(i, min(i + rows, d)) for i in range(0, d, rows)]
 
-    def __init__(self, d_in: int, device: torch.device | str, hessian: bool = True):
-        self._upper = torch.zeros(d_in, d_in, dtype=torch.float32, device=device) if hessian else None
-        self._col_sq = None if hessian else torch.zeros(d_in, dtype=torch.float32, device=device)
+    def __init__(self, d_in: int, device: torch.device | str, hessian: bool = True,
+                 dtype: torch.dtype = torch.float32):
+        """``dtype``: float32, or float64 for a float64 model (sums that split differently over
+        processes then agree to far below any mask decision)."""
+        self._upper = torch.zeros(d_in, d_in, dtype=dtype, device=device) if hessian else None
+        self._col_sq = None if hessian else torch.zeros(d_in, dtype=dtype, device=device)
         self._H: torch.Tensor | None = None  # the symmetric H, made from _upper when first read
         self.tokens = 0
+
+    def combine(self, reduce: Callable[[torch.Tensor], None]) -> None:
+        """Apply an in-place ``reduce`` (a sum over processes) to the accumulator and the count."""
+        acc = self._upper if self._upper is not None else self._col_sq
+        reduce(acc)
+        tokens = torch.tensor([self.tokens], dtype=torch.int64)
+        reduce(tokens)
+        self.tokens, self._H = int(tokens), None
 
     def add(self, x: torch.Tensor, w: torch.Tensor | None = None) -> None:
         """``x``: (tokens, d_in) inputs of kept tokens; ``w``: (tokens,) weights or None."""
         acc = self._upper if self._upper is not None else self._col_sq
-        x = x.to(acc.device, torch.float32)
+        x = x.to(acc.device, acc.dtype)
         if w is not None:
-            x = x * w.to(acc.device, torch.float32).sqrt().unsqueeze(1)
+            x = x * w.to(acc.device, acc.dtype).sqrt().unsqueeze(1)
         self.tokens += x.shape[0]
         if self._upper is None:
             self._col_sq += (x * x).sum(0)
