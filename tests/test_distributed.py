@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from rac.prune.config import PruneConfig
-from rac.prune.engine import _check_distributed
+from rac.prune.distributed import check
 from rac.prune.masks import Target
 from tests.conftest import reference_set, run
 
@@ -74,5 +74,5 @@ def test_what_does_not_split_over_ranks_is_named():
                           (dict(owl_lambda=0.08), "--owl-lambda"),
                           (dict(dense_targets=True), "--dense-targets")):
         with pytest.raises(ValueError, match=name):
-            _check_distributed(PruneConfig(**base, **options))
-    _check_distributed(PruneConfig(**base))  # the plain engine splits
+            check(PruneConfig(**base, **options))
+    check(PruneConfig(**base))  # the plain engine splits

@@ -21,6 +21,7 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
+from rac.prune.config import PruneConfig
 from rac.prune.stats import LayerStats
 
 R = TypeVar("R")
@@ -74,3 +75,16 @@ def spread(jobs: list[Callable[[], R]], outputs: list[list[torch.Tensor]]) -> li
         dist.broadcast_object_list(box, src=k % size)
         results.append(box[0])
     return results
+
+
+def check(cfg: PruneConfig) -> None:
+    """What does not split over ranks yet is refused under ``torchrun``, not run on one rank's
+    rows."""
+    unsplit = {"--true-sequential (staged)": cfg.true_sequential and cfg.staged,
+               "--dense-targets": cfg.dense_targets,
+               "--refine-epochs (or --recipe best)": cfg.refine_epochs > 0,
+               "--owl-lambda": cfg.owl_lambda > 0, "--error-span": cfg.error_span > 0}
+    given = [name for name, on in unsplit.items() if on]
+    if given:
+        raise ValueError(f"{', '.join(given)}: not split over torchrun ranks yet; run in one "
+                         "process")

@@ -23,7 +23,6 @@ weights live between uses (the loaded model, or streamed from the checkpoint to 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from functools import partial
 
@@ -32,59 +31,32 @@ from tqdm import tqdm
 
 from rac.prune import distributed
 from rac.prune.activations import Activations
-from rac.prune.allocation import error_sparsities, outlier_ratio, owl_sparsities, sparsity_grid
 from rac.prune.asymmetric import dense_target_weight
 from rac.prune.batches import Batch
-from rac.prune.config import QUANTIZER, SEQUENTIAL_GROUPS, PruneConfig
-from rac.prune.forward import block_output, capture_block_inputs, feed, inputs_of, to_device
+from rac.prune.block_targets import error_targets, owl_targets
+from rac.prune.config import QUANTIZER, PruneConfig
+from rac.prune.forward import (
+    block_output,
+    capture_block_inputs,
+    feed,
+    inputs_of,
+    propagate,
+    sublayer_groups,
+    to_device,
+)
 from rac.prune.magnitude import magnitude
 from rac.prune.masks import Target
 from rac.prune.quant_grid import GridParams
 from rac.prune.refine import refine_block
 from rac.prune.report import LayerReport
-from rac.prune.sparsegpt import CholeskyError, compress_group
+from rac.prune.solve import prune_weights
+from rac.prune.sparsegpt import CholeskyError
 from rac.prune.staged import prune_block_staged, staged_forward_matches
 from rac.prune.stats import CrossStats, LayerStats, relative_error
 from rac.prune.stream import Resident
-from rac.prune.swaps import swap_refine
-from rac.prune.wanda import wanda
-
-
-def _propagate(block: torch.nn.Module, hiddens: list[torch.Tensor],
-               states: list[tuple[torch.Tensor, dict]], dev: str) -> None:
-    """Replace each batch's hidden states by the block's outputs (kwargs from ``states``)."""
-    for h, (_, kwargs) in zip(hiddens, states):
-        h.copy_(block_output(block(h.to(dev), **to_device(kwargs, dev))))
-
 
 # the grids of the quantized linears, by (block index, linear name)
 Grids = dict[tuple[int, str], GridParams]
-
-
-def prune_weights(Ws: list[torch.Tensor], stats: LayerStats | None, cfg: PruneConfig
-                  ) -> tuple[list[torch.Tensor], float | None, list[GridParams] | None]:
-    """Prune weights that read the same inputs (one group) with ``cfg.method``, then refine a
-    mask-only pruning by ``cfg.mask_swaps``; with ``cfg.quant`` (SparseGPT, GPTQ) also quantize
-    them in the same pass. Returns the weights, SparseGPT's dampening (None for the others) and
-    their grids (None unquantized)."""
-    def needed() -> LayerStats:
-        if stats is None or stats.tokens == 0:
-            raise ValueError(f"{cfg.method} needs calibration statistics; none reached this layer")
-        return stats
-
-    if cfg.method in ("sparsegpt", QUANTIZER):
-        q = cfg.quant
-        weights, grids, damp = compress_group(Ws, needed().H, cfg.target, cfg.sparsegpt,
-                                              q.grid if q else None, bool(q and q.actorder))
-        return weights, damp, grids
-    if cfg.method == "magnitude":
-        pruned = [magnitude(W, cfg.target) for W in Ws]
-    else:
-        pruned = [wanda(W, needed().col_norm, cfg.target, cfg.wanda) for W in Ws]
-    if cfg.mask_swaps:
-        group = cfg.target.m if cfg.target.structured else None
-        pruned = [swap_refine(W, P, needed().H, cfg.mask_swaps, group) for W, P in zip(Ws, pruned)]
-    return pruned, None, None
 
 
 def prune_group(i: int, group: list[str], lins: dict[str, torch.nn.Linear], stats: LayerStats,
@@ -156,82 +128,6 @@ def _prune_magnitude_only(store: Resident, targeted: dict[int, dict[str, torch.n
     return report
 
 
-def _groups(lins: dict[str, torch.nn.Linear]) -> list[list[str]]:
-    """The targeted linears of a block in sublayer groups (those that read the same input)."""
-    return [g for g in ([n for n in grp if n in lins] for grp in SEQUENTIAL_GROUPS) if g]
-
-
-def _dense_statistics(store: Resident, targeted: dict[int, dict[str, torch.nn.Linear]],
-                      states: list[tuple[torch.Tensor, dict]], weights: list[torch.Tensor],
-                      acts: Activations, dev: str, hessian: bool
-                      ) -> Iterator[tuple[int, list[list[str]], dict[str, LayerStats]]]:
-    """One pass through the dense blocks on a copy of the block inputs, before any pruning:
-    for each targeted block, its groups and the statistics of each group's input (keyed by the
-    group's first linear). The block is on ``dev`` while its statistics are used."""
-    hs = [acts.hold(h) for h, _ in states]
-    for i in range(len(store)):
-        with store.use(i, dev) as block:
-            lins = targeted.get(i, {})
-            if lins:
-                groups = _groups(lins)
-                leaders = {g[0]: lins[g[0]] for g in groups}
-                stats = {n: LayerStats(lin.in_features, dev, hessian=hessian)
-                         for n, lin in leaders.items()}
-                for h, (_, kwargs), w in zip(hs, states, weights):
-                    seen = inputs_of(leaders, lambda h=h, kw=kwargs, b=block: b(
-                        h.to(dev), **to_device(kw, dev)), stop_at=None)
-                    for n, x in seen.items():
-                        feed(stats[n], x, w.to(dev))
-                yield i, groups, stats
-            _propagate(block, hs, states, dev)
-
-
-@torch.inference_mode()
-def owl_targets(store: Resident, targeted: dict[int, dict[str, torch.nn.Linear]],
-                states: list[tuple[torch.Tensor, dict]], weights: list[torch.Tensor],
-                cfg: PruneConfig, acts: Activations) -> dict[int, float]:
-    """OWL's per-block sparsities from the dense model's calibration activations."""
-    ratios, sizes, chosen = [], [], []
-    for i, groups, stats in _dense_statistics(store, targeted, states, weights, acts, cfg.device,
-                                              hessian=False):
-        lins = targeted[i]
-        names = [n for g in groups for n in g]
-        ratios.append(outlier_ratio([lins[n].weight for n in names],
-                                    [stats[g[0]].col_norm for g in groups for _ in g], cfg.owl_m))
-        sizes.append(sum(lins[n].weight.numel() for n in names))
-        chosen.append(i)
-    return dict(zip(chosen, owl_sparsities(ratios, sizes, cfg.target.sparsity, cfg.owl_lambda)))
-
-
-@torch.inference_mode()
-def error_targets(store: Resident, targeted: dict[int, dict[str, torch.nn.Linear]],
-                  states: list[tuple[torch.Tensor, dict]], weights: list[torch.Tensor],
-                  cfg: PruneConfig, acts: Activations) -> dict[int, float]:
-    """Error-driven per-block sparsities: each block's summed relative reconstruction error
-    (``cfg.method`` on the dense model's inputs, weights left as they are) at every sparsity of
-    the grid, then ``error_sparsities``. Costs one dense pass and one solve per grid point."""
-    grid = sparsity_grid(cfg.target.sparsity, cfg.error_span, cfg.error_step)
-    curves, sizes, chosen = [], [], []
-    for i, groups, stats in _dense_statistics(store, targeted, states, weights, acts, cfg.device,
-                                              hessian=True):
-        lins = targeted[i]
-        curve = []
-        for s in grid:
-            at = replace(cfg, target=Target(s))
-            err = 0.0
-            for g in groups:
-                Ws = [lins[n].weight.data for n in g]
-                pruned, _, _ = prune_weights(Ws, stats[g[0]], at)
-                err += sum(relative_error(W, P, stats[g[0]].H) for W, P in zip(Ws, pruned))
-            curve.append(err)
-        curves.append(curve)
-        sizes.append(sum(lin.weight.numel() for lin in lins.values()))
-        chosen.append(i)
-    if len(set(sizes)) > 1:
-        raise ValueError("error-driven allocation needs targeted blocks of equal size")
-    return dict(zip(chosen, error_sparsities(curves, grid, cfg.target.sparsity)))
-
-
 def _prune_block_in_passes(i: int, block: torch.nn.Module, groups: list[list[str]],
                            lins: dict[str, torch.nn.Linear], states: list[tuple[torch.Tensor, dict]],
                            weights: list[torch.Tensor], cfg: PruneConfig,
@@ -292,7 +188,7 @@ def _prune_block(i: int, block: torch.nn.Module, lins: dict[str, torch.nn.Linear
     """Prune block ``i`` (on the device) and leave its outputs in ``states`` (not after the
     ``last`` block)."""
     dev = cfg.device
-    groups = _groups(lins)
+    groups = sublayer_groups(lins)
     if lins and staged:
         by_leader = {g[0]: g for g in groups}
 
@@ -310,28 +206,15 @@ def _prune_block(i: int, block: torch.nn.Module, lins: dict[str, torch.nn.Linear
                                   weights, cfg.refine_epochs, cfg.refine_lr, dev)
             report = [replace(r, block_refine_loss=losses) for r in report]
     elif dense_states is not None:
-        _propagate(block, dense_states, states, dev)
+        propagate(block, dense_states, states, dev)
     if not last:
-        _propagate(block, [h for h, _ in states], states, dev)
+        propagate(block, [h for h, _ in states], states, dev)
     return report
 
 
 def _staged_matches(store: Resident, state: tuple[torch.Tensor, dict], dev: str) -> bool:
     with store.use(0, dev) as block:
         return staged_forward_matches(block, state, dev)
-
-
-def _check_distributed(cfg: PruneConfig) -> None:
-    """What does not split over ranks yet is refused under ``torchrun``, not run on one rank's
-    rows."""
-    unsplit = {"--true-sequential (staged)": cfg.true_sequential and cfg.staged,
-               "--dense-targets": cfg.dense_targets,
-               "--refine-epochs (or --recipe best)": cfg.refine_epochs > 0,
-               "--owl-lambda": cfg.owl_lambda > 0, "--error-span": cfg.error_span > 0}
-    given = [name for name, on in unsplit.items() if on]
-    if given:
-        raise ValueError(f"{', '.join(given)}: not split over torchrun ranks yet; run in one "
-                         "process")
 
 
 @torch.inference_mode()
@@ -354,7 +237,7 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
 
     dev = cfg.device
     if distributed.world()[1] > 1:
-        _check_distributed(cfg)
+        distributed.check(cfg)
         batches = distributed.shard(batches)  # this rank's rows
     states = capture_block_inputs(lm, blocks, batches, dev, acts.hold)
     weights = [b.weight.reshape(-1) for b in batches]

@@ -9,6 +9,7 @@ from contextlib import suppress
 import torch
 
 from rac.prune.batches import Batch
+from rac.prune.config import SEQUENTIAL_GROUPS
 from rac.prune.stats import LayerStats
 
 
@@ -124,3 +125,15 @@ def capture_block_inputs(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batch
         for m in movable:
             m.to("cpu")
     return captured
+
+
+def propagate(block: torch.nn.Module, hiddens: list[torch.Tensor],
+               states: list[tuple[torch.Tensor, dict]], dev: str) -> None:
+    """Replace each batch's hidden states by the block's outputs (kwargs from ``states``)."""
+    for h, (_, kwargs) in zip(hiddens, states):
+        h.copy_(block_output(block(h.to(dev), **to_device(kwargs, dev))))
+
+
+def sublayer_groups(lins: dict[str, torch.nn.Linear]) -> list[list[str]]:
+    """The targeted linears of a block in sublayer groups (those that read the same input)."""
+    return [g for g in ([n for n in grp if n in lins] for grp in SEQUENTIAL_GROUPS) if g]
