@@ -13,7 +13,8 @@ from pathlib import Path
 
 from rac.calibrate.calib import SOURCES
 from rac.experiments.cells import LABELS, Cell, Group, aggregate, cell, targets
-from rac.io import atomic_write_text, save_figure
+from rac.experiments.figures import figure1
+from rac.io import atomic_write_text
 from rac.metrics import mean_se, paired_diff
 from rac.prune.masks import Target
 
@@ -122,40 +123,6 @@ def _paired_row(label: str, gs: list[Group | None], sources: list[str], dense: G
     if "rac" in sources and "generic" in sources:
         cells.append(diff(gs[sources.index("rac")], gs[sources.index("generic")]))
     return f"| {label} | " + " | ".join(cells) + " |"
-
-
-def figure1(agg: dict[Cell, Group], sources: list[str], method: str, scope: str, max_new: int,
-            dense: Group | None, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    panels = [("accuracy", "accuracy (pass@1)"), ("wall_s", "total eval time (s)"),
-              ("cot", "mean CoT tokens")]
-    for s in sources:
-        pts = sorted(((g.sparsity, g) for k, g in agg.items()
-                      if k.source == s and k.fraction == 1.0 and k.method == method
-                      and k.scope == scope and not k.fp8 and k.max_new_tokens == max_new
-                      and not k.target.structured), key=lambda p: p[0])
-        if not pts:
-            continue
-        xs = [p[0] for p in pts]
-        for ax, (field, _) in zip(axes, panels):
-            ys = [getattr(p[1], field) for p in pts]
-            err = [p[1].se for p in pts] if field == "accuracy" else None
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=LABELS[s])
-    for ax, (field, title) in zip(axes, panels):
-        if dense:
-            ax.axhline(getattr(dense, field), color="gray", linestyle=":", label="dense")
-        ax.set_xlabel("sparsity")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.suptitle(f"{method}, scope {scope}, max {max_new} new tokens")
-    fig.tight_layout()
-    save_figure(fig, path)
 
 
 def stage_breakdown(stages: dict) -> str:

@@ -1,0 +1,43 @@
+"""The report's Figure 1 (accuracy, eval time and CoT length against sparsity, per calibration
+source), from the cells of a sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rac.experiments.cells import LABELS, Cell, Group
+from rac.io import save_figure
+
+
+def figure1(agg: dict[Cell, Group], sources: list[str], method: str, scope: str, max_new: int,
+            dense: Group | None, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    panels = [("accuracy", "accuracy (pass@1)"), ("wall_s", "total eval time (s)"),
+              ("cot", "mean CoT tokens")]
+    for s in sources:
+        pts = sorted(((g.sparsity, g) for k, g in agg.items()
+                      if k.source == s and k.fraction == 1.0 and k.method == method
+                      and k.scope == scope and not k.fp8 and k.max_new_tokens == max_new
+                      and not k.target.structured), key=lambda p: p[0])
+        if not pts:
+            continue
+        xs = [p[0] for p in pts]
+        for ax, (field, _) in zip(axes, panels):
+            ys = [getattr(p[1], field) for p in pts]
+            err = [p[1].se for p in pts] if field == "accuracy" else None
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=LABELS[s])
+    for ax, (field, title) in zip(axes, panels):
+        if dense:
+            ax.axhline(getattr(dense, field), color="gray", linestyle=":", label="dense")
+        ax.set_xlabel("sparsity")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"{method}, scope {scope}, max {max_new} new tokens")
+    fig.tight_layout()
+    save_figure(fig, path)
