@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,8 +44,7 @@ def prune(argv: list[str], ranks: int, threads: int, out: Path) -> float:
 def tensors(model_dir: Path) -> dict[str, torch.Tensor]:
     out = {}
     for f in sorted(model_dir.glob("*.safetensors")):
-        with safe_open(str(f), "pt") as st:
-            out.update({k: st.get_tensor(k) for k in st.keys() if ".layers." in k})
+        out.update({k: v for k, v in load_file(str(f)).items() if ".layers." in k})
     return out
 
 
