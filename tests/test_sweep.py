@@ -14,6 +14,7 @@ import torch
 
 from rac.experiments import config
 from rac.experiments.grid import Run, plan
+from rac.experiments.report import write_report
 from rac.experiments.sweep import sweep_and_report
 from rac.io import RacError
 from rac.metrics import paired_diff
@@ -150,6 +151,17 @@ def test_sweep_quantization_targets_give_their_table(qwen2_dir, generic_text, tm
     row = next(line for line in table.splitlines()[table.splitlines().index(
         "| target | prompt-only - dense | RAC - dense |"):] if line.startswith("| W4A16 |"))
     assert row.split(" | ")[2].startswith(f"{d:+.3f} ± {se:.3f}")
+    # the same records as a quantization-only grid: no empty sparsity table or figure, and the
+    # quantization table is what the sweep prints
+    prune = {**result["config"]["prune"], "sparsities": [], "patterns": []}
+    only = {**result, "config": {**result["config"], "prune": prune},
+            "records": [r for r in result["records"] if r.get("quant") or r["source"] == "dense"]}
+    (tmp_path / "only").mkdir()
+    rep = write_report(only, tmp_path / "only")
+    md = (tmp_path / "only" / "report.md").read_text()
+    assert "## Table 1 form" not in md and "## Rambling" not in md
+    assert not list((tmp_path / "only").glob("figure1_*.png"))
+    assert rep.table1.startswith("## Quantization") and "| W4A16 | " in rep.table1
 
 
 def test_plan_builds_seedless_and_first_seed_only_sources_once():

@@ -327,14 +327,17 @@ def write_report(result: dict, out: Path, command: str = "") -> Report:
     main_new = cfg["eval"]["max_new_tokens"][0]
     v = _View(cfg, agg, [s for s in SOURCES if s in cfg["calibration"]["sources"]], main_new,
               cfg["prune"]["scopes"][0], agg.get(Cell("dense", main_new)))
-    tables, table1_md, comparisons = _table1_sections(v, out)
+    # a quantization-only grid has no sparsity table: its quantization table is the headline
+    pruned = bool(cfg["prune"]["sparsities"] or cfg["prune"]["patterns"])
+    tables, table1_md, comparisons = _table1_sections(v, out) if pruned else ([], "", {})
     md = _header(v, result, command) + tables
     extra = [s for s in ("rac", "offpolicy", "reference") if s in v.sources]
     if len(extra) > 1:
         md += table3(agg, extra, v.method, v.scope, main_new)
-    md += (seed_table(agg) + quant_table(v) + _table4(v) + _table5(v) + _fraction_tables(v)
-           + _rambling(v))
+    quant = quant_table(v)
+    md += (seed_table(agg) + quant + _table4(v) + _table5(v) + _fraction_tables(v)
+           + (_rambling(v) if pruned else []))
     if "recon" in result:
         md += _figure2(result["recon"])
     atomic_write_text(out / "report.md", "\n".join(md))
-    return Report(table1_md, comparisons)
+    return Report(table1_md or "\n".join(quant), comparisons)
