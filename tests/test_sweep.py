@@ -405,3 +405,17 @@ def test_stage_keys_follow_what_files_hold_not_where_they_are(qwen2_dir, generic
     tensors[name] = tensors[name] + 1.0
     save_file(tensors, weights, metadata={"format": "pt"})
     assert Sweep(cfg, tmp_path / "out").calib_set("prompt", 0, 1.0) not in (first, second)
+
+
+def test_sweeps_sharing_a_cache_reuse_sets_of_the_same_files_elsewhere(qwen2_dir, generic_text,
+                                                                       tmp_path):
+    """Calibration sets were keyed by the problem file's path too: a second sweep sharing the
+    cache (--cache), whose generated problems live under its own OUT, built every set again."""
+    from rac.experiments.sweep import Sweep
+
+    cfg = config.from_dict(mini(qwen2_dir, generic_text))
+    cache = tmp_path / "cache"
+    first = Sweep(cfg, tmp_path / "a", cache=cache).calib_set("prompt", 0, 1.0)
+    second = Sweep(cfg, tmp_path / "b", cache=cache)
+    assert second.calib_set("prompt", 0, 1.0) == first
+    assert second.stage_seconds["calib"]["cached"] == 1

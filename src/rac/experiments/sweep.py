@@ -176,11 +176,13 @@ class Sweep:
             kwargs["text"] = [Path(t) for t in c.generic_text]
         elif models.model_name(self.cfg.model) != models.EMBEDDED:
             kwargs["builtin_text"] = True
+        # the key holds what the problem and text files say, not where they are: sweeps that
+        # share a cache (--cache) each generate their problems under their own OUT
         inputs = {"source": source, "model": models.model_name(self.cfg.model),
                   **content(self.cfg.model), "budget": budget,
-                  **{k: str(v) for k, v in kwargs.items()}}
+                  **{k: str(v) for k, v in kwargs.items() if k not in ("problems", "text")}}
         files = [kwargs["problems"]] if "problems" in kwargs else list(kwargs.get("text", []))
-        if files:  # the key holds what the files say, not only where they are
+        if files:
             inputs["files_sha256"] = [models.file_sha256(f) for f in files]
         if source in ("prompt", "reference", "offpolicy"):  # sets that render prompts themselves
             inputs.update(instruction_key(self.cfg.model, self.problem_file(self.cfg.problems.calib),
