@@ -185,7 +185,7 @@ def main() -> None:
         (work / "threads").write_text(str(a.threads))
         linears = {n: m for n, m in dense.model.layers.named_modules()
                    if isinstance(m, torch.nn.Linear)}
-        stats = input_stats(dense, {n: m for n, m in linears.items()}, batches_of(ids))
+        stats = input_stats(dense, linears, batches_of(ids))
         rows = []
         orders = {"none": (False,), "static": (True,), "both": (False, True)}[a.orders]
         for actorder in orders:

@@ -62,7 +62,7 @@ def quant_config(a: argparse.Namespace, scheme: str | None):
     from rac.prune.config import WITH_ACTIVATIONS
 
     # W8A8 is per channel by definition; weight-only schemes default to groups
-    default = None if scheme.upper() in WITH_ACTIVATIONS else DEFAULT_GROUP
+    default = None if scheme in WITH_ACTIVATIONS else DEFAULT_GROUP
     size = {None: default, "channel": None}.get(a.group_size, a.group_size)
     return QuantConfig(scheme, size, a.sym is not False, a.actorder)
 

@@ -46,7 +46,7 @@ def _row(label: str, gs: list[Group | None], sources: list[str]) -> tuple[str, C
         if rac and prompt:
             d, se = paired_diff(rac.per_problem, prompt.per_problem)
             comparison = Comparison(label, d, se, abs(d) > 2 * se)
-            cells.append(f"{d:+.3f} ± {se:.3f}{' *' if comparison.beyond_2se else ''}")
+            cells.append(_paired_text(d, se))
         else:
             cells.append("-")
     return f"| {label} | " + " | ".join(cells) + " |", comparison
@@ -112,16 +112,19 @@ def _paired_head(sources: list[str]) -> list[str]:
             "|" + "---|" * len(head)]
 
 
-def _paired_row(label: str, gs: list[Group | None], sources: list[str], dense: Group) -> str:
-    def diff(a: Group | None, b: Group | None) -> str:
-        if not (a and b):
-            return "-"
-        d, se = paired_diff(a.per_problem, b.per_problem)
-        return f"{d:+.3f} ± {se:.3f}{' *' if abs(d) > 2 * se else ''}"
+def _paired_text(d: float, se: float) -> str:
+    return f"{d:+.3f} ± {se:.3f}{' *' if abs(d) > 2 * se else ''}"
 
-    cells = [diff(g, dense) for g in gs]
+
+def _paired_cell(a: Group | None, b: Group | None) -> str:
+    """a minus b paired on the same problems, '*' beyond 2 SE; '-' where either is missing."""
+    return _paired_text(*paired_diff(a.per_problem, b.per_problem)) if a and b else "-"
+
+
+def _paired_row(label: str, gs: list[Group | None], sources: list[str], dense: Group) -> str:
+    cells = [_paired_cell(g, dense) for g in gs]
     if "rac" in sources and "generic" in sources:
-        cells.append(diff(gs[sources.index("rac")], gs[sources.index("generic")]))
+        cells.append(_paired_cell(gs[sources.index("rac")], gs[sources.index("generic")]))
     return f"| {label} | " + " | ".join(cells) + " |"
 
 

@@ -251,7 +251,8 @@ def search(model: str | Path, calib: Path, val: Path, test: Path, cfg: SearchCon
             + ("within" if v.within else "not within"))
         return v.within
 
-    best = levels[bisect(len(levels), within)]
+    chosen = bisect(len(levels), within)
+    best = levels[chosen]
     model_out = out / "model"
     if model_out.exists():
         shutil.rmtree(model_out)
@@ -271,7 +272,7 @@ def search(model: str | Path, calib: Path, val: Path, test: Path, cfg: SearchCon
         "tolerance": asdict(cfg.tolerance), "step": cfg.step,
         "dense_validation_accuracy": statistics.fmean(dense), "points": points,
         "chosen": {"level": _label(best), "sparsity": _sparsity(best, n_blocks),
-                   "weight_bits": _bits(best), "index": levels.index(best)},
+                   "weight_bits": _bits(best), "index": chosen},
         "test_accuracy": test_eval["summary"]["accuracy"],
         "test_accuracy_se": test_eval["summary"]["accuracy_se"],
         "dense_test_accuracy": dense_test["summary"]["accuracy"],

@@ -21,6 +21,7 @@ WEIGHT_ONLY = {"W4A16": 4, "W3A16": 3, "W8A16": 8}
 # as compressed-tensors and vLLM define W8A8; the saved model is a compressed-tensors checkpoint,
 # whose activations transformers quantizes as it runs (compressed-tensors' forward)
 WITH_ACTIVATIONS = {"W8A8": 8}
+SCHEMES = {**WEIGHT_ONLY, **WITH_ACTIVATIONS}
 ATTN = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
 MLP = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 # The order in which a Llama/Qwen2 block uses its linears: what true-sequential follows. The
@@ -93,12 +94,11 @@ class QuantConfig:
     actorder: bool = False
 
     def __post_init__(self) -> None:
-        schemes = {**WEIGHT_ONLY, **WITH_ACTIVATIONS}
         if self.scheme == "W4A8":
             raise ValueError("W4A8 (int4 weights, int8 activations) is not supported: use W8A8, "
                              "or W4A16 for 4-bit weights")
-        if self.scheme not in schemes:
-            raise ValueError(f"scheme {self.scheme!r} unknown; use {', '.join(schemes)}")
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"scheme {self.scheme!r} unknown; use {', '.join(SCHEMES)}")
         if self.activation_bits and (self.group_size is not None or not self.sym):
             raise ValueError(f"{self.scheme} weights have one symmetric scale per output channel "
                              "(what its int8 kernels take): use --group-size channel and --sym")
@@ -106,7 +106,7 @@ class QuantConfig:
 
     @property
     def bits(self) -> int:
-        return {**WEIGHT_ONLY, **WITH_ACTIVATIONS}[self.scheme]
+        return SCHEMES[self.scheme]
 
     @property
     def activation_bits(self) -> int | None:

@@ -92,8 +92,7 @@ def _check_options(cfg: PruneConfig, fp8: bool, fp8_export: bool, export: bool,
         if memory.stream:
             raise RacError(f"--stream: a {cfg.quant.scheme} model is written as one "
                            "compressed-tensors checkpoint at the end; drop --stream")
-        check_int_export(cfg.quant)
-    if export:
+    if export or (cfg.quant is not None and cfg.quant.activation_bits):
         check_int_export(cfg.quant)
 
 
