@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from transformers.generation.logits_process import TopPLogitsWarper
 
 from rac import models
-from rac.generate import TransformersBackend, _with_room
+from rac.generate import Engine, TransformersBackend, _with_room
 from rac.sampling import Sampling, next_tokens, sampling_for
 
 
@@ -284,16 +285,41 @@ def test_vllm_settings_are_refused_for_the_transformers_backend(capsys, tmp_path
 
 def test_vllm_cpu_cores_are_split_over_tensor_parallel_ranks(monkeypatch):
     from rac.io import RacError
-    from rac.vllm_backend import _cpu_cores
+    from rac.vllm_backend import _bind, _core_sets
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {4, 5, 6, 7, 8})
-    assert _cpu_cores(0, 1) == "4,5,6,7,8"
-    assert _cpu_cores(4, 2) == "4,5|6,7"
-    assert _cpu_cores(2, 1) == "4,5"
+    assert _bind(_core_sets(0, 1)) == "4,5,6,7,8"
+    assert _bind(_core_sets(4, 2)) == "4,5|6,7"
+    assert _bind(_core_sets(2, 1)) == "4,5"
     with pytest.raises(RacError, match="each rank needs one"):
-        _cpu_cores(1, 2)
+        _core_sets(1, 2)
     with pytest.raises(RacError, match="may use 5 cores"):
-        _cpu_cores(6, 1)
+        _core_sets(6, 1)
+
+
+def test_data_parallel_replicas_get_disjoint_shares_of_the_cores_or_gpus(monkeypatch):
+    from rac.io import RacError
+    from rac.vllm_backend import _replica_env
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 4})
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    engine = Engine(backend="vllm", data_parallel=2, tensor_parallel=2)
+    assert _replica_env(engine, on_cpu=True) == [{"VLLM_CPU_OMP_THREADS_BIND": "0|1"},
+                                                 {"VLLM_CPU_OMP_THREADS_BIND": "2|3"}]
+    assert _replica_env(replace(engine, tensor_parallel=1, threads=4), on_cpu=True) == [
+        {"VLLM_CPU_OMP_THREADS_BIND": "0,1"}, {"VLLM_CPU_OMP_THREADS_BIND": "2,3"}]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,6,7,9")
+    assert _replica_env(engine, on_cpu=False) == [{"CUDA_VISIBLE_DEVICES": "3,5"},
+                                                  {"CUDA_VISIBLE_DEVICES": "6,7"}]
+    with pytest.raises(RacError, match="needs 6 GPUs; 5 are visible"):
+        _replica_env(replace(engine, data_parallel=3), on_cpu=False)
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0")  # a user's binding would be overridden
+    with pytest.raises(RacError, match="VLLM_CPU_OMP_THREADS_BIND is set"):
+        _replica_env(engine, on_cpu=True)
+    with pytest.raises(ValueError, match="data parallel sizes must be >= 1"):
+        Engine(backend="vllm", data_parallel=0)
+    with pytest.raises(ValueError, match="data_parallel apply to --backend vllm only"):
+        Engine(data_parallel=2)
 
 
 def test_auto_backend_takes_vllm_only_where_it_is_installed_and_takes_the_model(monkeypatch):

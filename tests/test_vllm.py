@@ -7,6 +7,8 @@ skipped elsewhere. One engine serves the whole module: starting one takes tens o
 from __future__ import annotations
 
 import json
+from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,24 @@ def test_seeded_sampling_on_a_batch_bigger_than_a_step_does_not_depend_on_batchi
     part = generate_all(vllm, long[::-1][:10], sampling, seeds[::-1][:10], 3, progress=False)
     assert part == whole[::-1][:10]
     assert len({tuple(c.ids) for c in whole}) > 1  # sampled, not one answer for all
+
+
+def test_data_parallel_replicas_give_the_one_engine_completions(engines, vllm_model):
+    """Two replicas, one core each, sampling a batch bigger than a step: each request's
+    completion is the one engine's, whichever replica made it."""
+    from rac.vllm_backend import Replicas
+
+    tok, _, vllm = engines
+    long = [models.prompt_ids(tok, " ".join(["Compute 12+34."] * 40) + f" {i}", "")
+            for i in range(40)]
+    sampling = Sampling(1.0, 0.95, 8, top_k=20)
+    seeds = [request_seed(0, f"p{i}", 0) for i in range(40)]
+    with closing(open_backend(vllm_model, tok, replace(ENGINE, data_parallel=2, threads=2))) as dp:
+        assert isinstance(dp, Replicas) and len(dp.procs) == 2
+        got = generate_all(dp, long, sampling, seeds, 40, progress=False)
+        assert dp.generate(long[:1], sampling, seeds[:1]) == got[:1]  # one replica idle
+    assert got == generate_all(vllm, long, sampling, seeds, 40, progress=False)
+    assert len({tuple(c.ids) for c in got}) > 1
 
 
 def test_top_k_one_is_greedy(engines):

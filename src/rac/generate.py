@@ -274,6 +274,8 @@ class Engine:
     device: str = "auto"
     trust_remote_code: bool = False
     tensor_parallel: int = field(default=1, metadata=VLLM_ONLY)
+    # engine replicas, each on its own share of the cores or GPUs (rac.vllm_backend.Replicas)
+    data_parallel: int = field(default=1, metadata=VLLM_ONLY)
     # vLLM's auto: the checkpoint's, bf16 for an fp32 checkpoint on a CPU
     dtype: str = field(default="auto", metadata=VLLM_ONLY)
     max_model_len: int | None = field(default=None, metadata=VLLM_ONLY)  # None: the model's
@@ -299,8 +301,9 @@ class Engine:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend {self.backend!r} unknown; use {', '.join(BACKENDS)}")
-        if self.tensor_parallel < 1:
-            raise ValueError(f"tensor parallel size must be >= 1, got {self.tensor_parallel}")
+        if min(self.tensor_parallel, self.data_parallel) < 1:
+            raise ValueError(f"tensor and data parallel sizes must be >= 1, got "
+                             f"{self.tensor_parallel} and {self.data_parallel}")
         if self.backend == "vllm" and self.device != "auto":
             raise ValueError("--device applies to the transformers backend; vLLM picks its own")
         if self.backend == "transformers":
@@ -322,12 +325,13 @@ def open_backend(model: str | Path, tok, engine: Engine | None = None) -> Backen
     if engine.backend == "vllm":
         from transformers import GenerationConfig
 
-        from rac.vllm_backend import VLLMBackend
+        from rac.vllm_backend import Replicas, VLLMBackend
 
         path = models.resolve(model)
         shipped = (GenerationConfig.from_pretrained(path)
                    if (path / "generation_config.json").exists() else None)
-        return VLLMBackend(path, engine, eos_ids_of(tok, shipped))
+        return (Replicas if engine.data_parallel > 1 else VLLMBackend)(
+            path, engine, eos_ids_of(tok, shipped))
     lm = models.load_model(model, models.pick_device(engine.device),
                            trust_remote_code=engine.trust_remote_code)
     return TransformersBackend(lm, tok.pad_token_id,

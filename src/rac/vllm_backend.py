@@ -16,6 +16,7 @@ What the engine needs on a CPU, and why rac sets it:
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from rac.generate import Completion, Engine
@@ -25,16 +26,37 @@ from rac.sampling import Sampling
 CPU_KV_CACHE_GB = 4.0
 
 
-def _cpu_cores(threads: int, ranks: int) -> str:
-    """``VLLM_CPU_OMP_THREADS_BIND`` for the first ``threads`` cores this process may use (0:
-    all), split evenly over the tensor-parallel ``ranks`` ('0,1|2,3')."""
+def _core_sets(threads: int, ranks: int) -> list[list[int]]:
+    """The first ``threads`` cores this process may use (0: all), split evenly over ``ranks``
+    engine ranks (tensor parallel, times data parallel for replicas)."""
     cores = sorted(os.sched_getaffinity(0))
     use = cores[:threads or len(cores)]
     if threads > len(cores) or len(use) < ranks:
-        raise RacError(f"--threads {threads or len(cores)} for {ranks} tensor-parallel ranks: "
-                       f"this process may use {len(cores)} cores, and each rank needs one")
+        raise RacError(f"--threads {threads or len(cores)} for {ranks} engine ranks (tensor x "
+                       f"data parallel): this process may use {len(cores)} cores, and each rank "
+                       "needs one")
     per = len(use) // ranks
-    return "|".join(",".join(map(str, use[r * per:(r + 1) * per])) for r in range(ranks))
+    return [use[r * per:(r + 1) * per] for r in range(ranks)]
+
+
+def _bind(sets: list[list[int]]) -> str:
+    """``VLLM_CPU_OMP_THREADS_BIND`` for one engine whose tensor-parallel ranks get ``sets``
+    ('0,1|2,3')."""
+    return "|".join(",".join(map(str, s)) for s in sets)
+
+
+@contextmanager
+def _unless_set(env: dict[str, str]):
+    """``env`` in the environment while the engine starts (its processes read it then), except
+    where the user set a variable: theirs wins. Restored after, so that the next engine in this
+    process (another thread count, replicas) is not bound by this one's setting."""
+    added = {k: v for k, v in env.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def _config(model_dir: str | Path, trust_remote_code: bool):
@@ -85,25 +107,25 @@ class VLLMBackend:
         on_cpu = current_platform.is_cpu()
         self.max_model_len = engine.max_model_len or int(cfg.max_position_embeddings)
         memory: dict = {}
+        env: dict[str, str] = {}
         if on_cpu:
-            # the engine process reads these when it starts; a user's own setting wins
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND",
-                                  _cpu_cores(engine.threads, engine.tensor_parallel))
-            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+            env = {"VLLM_CPU_OMP_THREADS_BIND": _bind(_core_sets(engine.threads,
+                                                                engine.tensor_parallel)),
+                   "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
             gb = engine.kv_cache_gb or CPU_KV_CACHE_GB
         else:
             gb = engine.kv_cache_gb
             memory["gpu_memory_utilization"] = engine.gpu_memory
         if gb:
             memory["kv_cache_memory_bytes"] = int(gb * 2**30)
-        self.llm = LLM(model=str(model_dir), dtype=engine.dtype, seed=0,
-                       tensor_parallel_size=engine.tensor_parallel,
-                       trust_remote_code=engine.trust_remote_code,
-                       max_model_len=self.max_model_len, enable_chunked_prefill=False,
-                       max_num_batched_tokens=max(self.max_model_len, 8192),
-                       generation_config="vllm",  # rac resolved the sampling settings already
-                       enforce_eager=engine.eager,
-                       **memory)
+        with _unless_set(env):
+            self.llm = LLM(model=str(model_dir), dtype=engine.dtype, seed=0,
+                           tensor_parallel_size=engine.tensor_parallel,
+                           trust_remote_code=engine.trust_remote_code,
+                           max_model_len=self.max_model_len, enable_chunked_prefill=False,
+                           max_num_batched_tokens=max(self.max_model_len, 8192),
+                           generation_config="vllm",  # rac resolved the sampling already
+                           enforce_eager=engine.eager, **memory)
 
     def close(self) -> None:
         self.llm.llm_engine.engine_core.shutdown()
@@ -129,3 +151,123 @@ class VLLMBackend:
         return [Completion(list(o.outputs[0].token_ids),
                            "length" if o.outputs[0].finish_reason == "length" else "stop")
                 for o in outs]
+
+
+def _replica_env(engine: Engine, on_cpu: bool) -> list[dict[str, str]]:
+    """Each replica's share of the machine: its cores on a CPU (``threads`` split over data x
+    tensor parallel ranks), its ``tensor_parallel`` GPUs of those visible on a GPU."""
+    dp, tp = engine.data_parallel, engine.tensor_parallel
+    if on_cpu:
+        if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+            raise RacError("VLLM_CPU_OMP_THREADS_BIND is set: with --data-parallel rac binds each "
+                           "replica to its share of the --threads cores; unset it")
+        sets = _core_sets(engine.threads, dp * tp)
+        return [{"VLLM_CPU_OMP_THREADS_BIND": _bind(sets[r * tp:(r + 1) * tp])} for r in range(dp)]
+    import torch
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+    if len(gpus) < dp * tp:
+        raise RacError(f"--data-parallel {dp} x --tensor-parallel {tp} needs {dp * tp} GPUs; "
+                       f"{len(gpus)} are visible")
+    return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[r * tp:(r + 1) * tp])} for r in range(dp)]
+
+
+def _serve(conn, model_dir: str, engine: Engine, eos_ids: set[int], env: dict[str, str]) -> None:
+    """One replica's process: an engine on its share of the machine, answering ``generate``
+    requests from ``conn`` until it receives None. Failures go back as one line."""
+    os.environ.update(env)
+    try:
+        backend = VLLMBackend(model_dir, engine, eos_ids)
+    except Exception as e:  # noqa: BLE001 - the parent reports it in one line
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+        return
+    conn.send(("ready", None))
+    try:
+        while (request := conn.recv()) is not None:
+            try:
+                conn.send(("ok", backend.generate(*request)))
+            except Exception as e:  # noqa: BLE001
+                conn.send(("error", f"{type(e).__name__}: {e}"))
+    except EOFError:
+        pass  # the parent is gone
+    finally:
+        backend.close()
+
+
+class Replicas:
+    """Data parallelism for a dense model: ``engine.data_parallel`` independent engines, each in
+    its own process on its share of the cores or GPUs, each generating its share of every batch.
+    This is what vLLM itself prescribes for dense models (its offline data-parallel mode is for
+    MoE models only, which it refuses otherwise); as every request carries its own seed, the
+    completions do not depend on which replica made them. MoE models (whose replicas vLLM joins
+    in one data-parallel group for expert parallelism) are refused: not wired in rac."""
+
+    name = "vllm"
+
+    def __init__(self, model_dir: str | Path, engine: Engine, eos_ids: set[int]):
+        import multiprocessing
+        from dataclasses import replace
+
+        from vllm.platforms import current_platform
+
+        cfg = _config(model_dir, engine.trust_remote_code)
+        problem = _head_problem(cfg)
+        if problem:
+            raise RacError(f"{model_dir}: {problem}; use --backend transformers")
+        if any(getattr(cfg, k, None) for k in ("num_experts", "num_local_experts",
+                                                "n_routed_experts")):
+            raise RacError(f"{model_dir} is a mixture of experts: --data-parallel replicates "
+                           "dense models only in rac; use --tensor-parallel")
+        envs = _replica_env(engine, current_platform.is_cpu())
+        one = replace(engine, data_parallel=1, threads=0)  # each replica's cores come in envs
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: vLLM reads env first
+        self.conns, self.procs = [], []
+        for env in envs:
+            parent, child = ctx.Pipe()
+            # not a daemon: vLLM starts its own engine processes (a replica ends when its
+            # pipe closes, with this process)
+            proc = ctx.Process(target=_serve, args=(child, str(model_dir), one, eos_ids, env))
+            proc.start()
+            self.conns.append(parent)
+            self.procs.append(proc)
+        errors = [msg for status, msg in map(self._receive, self.conns) if status == "error"]
+        if errors:
+            self.close()
+            raise RacError(f"a vLLM replica did not start: {errors[0]}")
+
+    def _receive(self, conn) -> tuple[str, object]:
+        try:
+            return conn.recv()
+        except EOFError:
+            return "error", "its process ended (killed, or out of memory?)"
+
+    def close(self) -> None:
+        for conn, proc in zip(self.conns, self.procs):
+            if proc.is_alive():
+                with suppress(BrokenPipeError, OSError):
+                    conn.send(None)
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.terminate()
+        self.conns, self.procs = [], []
+
+    def generate(self, prompts: list[list[int]], sampling: Sampling,
+                 seeds: list[int]) -> list[Completion]:
+        # round robin: a batch comes sorted by length, so every replica gets a like share
+        shares = [list(range(r, len(prompts), len(self.conns))) for r in range(len(self.conns))]
+        busy = [(conn, idx) for conn, idx in zip(self.conns, shares) if idx]
+        for conn, idx in busy:
+            conn.send(([prompts[i] for i in idx], sampling, [seeds[i] for i in idx]))
+        out: list[Completion | None] = [None] * len(prompts)
+        failed = None
+        for conn, idx in busy:  # every answer is read, so that no pipe is left with one
+            status, result = self._receive(conn)
+            if status != "ok":
+                failed = failed or result
+                continue
+            for i, c in zip(idx, result):
+                out[i] = c
+        if failed:
+            raise RacError(f"a vLLM replica failed: {failed}")
+        return out  # type: ignore[return-value]

