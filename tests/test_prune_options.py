@@ -96,6 +96,37 @@ def _refined(dtype: torch.dtype, start: torch.Tensor, x: torch.Tensor, target: t
     return block.proj.weight.detach().float()
 
 
+def test_refinement_on_a_grid_moves_whole_steps_and_keeps_the_best_epoch():
+    """A 4-bit per-row grid, the target two steps above every weight: the refined weights are
+    grid points that moved (zero codes too unless they are the pruning mask), and the block
+    keeps the weights of the epoch that measured lowest."""
+    from functools import partial
+
+    from rac.prune.quant_grid import Grid
+    from rac.prune.refine import refine_block
+
+    torch.manual_seed(0)
+    grid = Grid(4, None)
+    w = torch.randn(4, 8)
+    w[:, 0] = 0
+    scale, zero = (t[:, None] for t in grid.fit(w, torch.float32))
+    start = grid.round(w, scale, zero)
+    x = torch.randn(1, 64, 8)
+    target = x @ (start + 2 * scale).T
+    for pruned in (False, True):
+        block = _Linear(start)
+        losses = refine_block(block, [block.proj], [(x, {})], [target], [torch.ones(64)],
+                              epochs=30, lr=0.05, device="cpu",
+                              rounding=[partial(grid.round, scale=scale, zero=zero)],
+                              pruned=pruned)
+        got = block.proj.weight.detach()
+        assert torch.equal(grid.round(got, scale, zero), got)
+        assert len(losses) == 31 and min(losses) < losses[0] / 2
+        kept = float(((x @ got.T - target) ** 2).mean())
+        assert kept == pytest.approx(min(losses), rel=1e-5)
+        assert bool((got[:, 0] == 0).all()) == pruned
+
+
 def test_bf16_refinement_accumulates_steps_below_bf16_resolution():
     """Weights in [1, 2) are 2^-7 apart in bf16; Adam's relative step of 1e-3 (about 0.0016 here)
     is below half of that, so each step alone rounds away. The fp32 master copy adds 40 of them

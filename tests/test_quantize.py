@@ -109,6 +109,51 @@ def test_prune_and_quantize_in_one_pass(qwen2_dir, calib_set, tmp_path, capsys):
             assert torch.all((w.reshape(w.shape[0], -1, 4) == 0).sum(-1) >= 2), name
 
 
+def test_refinement_keeps_the_grids_and_the_pattern(qwen2_dir, calib_set, tmp_path, capsys):
+    """--recipe best on a 2:4 + 4-bit model: the refined weights are still codes of the grids
+    the export stores, every group keeps its pattern (pruned weights stay zero; kept weights
+    coded zero too), and the refinement moved weights (from one code to another), keeping the
+    epoch that lowered the block's loss. Quantized without pruning, zero codes are trained too."""
+    pytest.importorskip("compressed_tensors", reason="the llmcompressor extra is not installed")
+    outs = {}
+    best = ["--recipe", "best", "--refine-epochs", "4", "--refine-lr", "0.05"]
+    for name, extra in (("plain", []), ("best", best)):
+        outs[name] = tmp_path / name
+        code, _, err = run(capsys, "prune", qwen2_dir, "--calib", calib_set, "--method",
+                           "sparsegpt", "--pattern", "2:4", "--quantize", "W4A16", "--group-size",
+                           "16", *extra, "--export", "--out", outs[name])
+        assert code == 0, err
+    saved = check_round_trip(outs["best"], "W4A16", Grid(4, 16), n_layers=3)
+    plain = AutoModelForCausalLM.from_pretrained(outs["plain"])
+    moved = 0
+    for i, (block, before) in enumerate(zip(saved.model.layers, plain.model.layers)):
+        for name in LINEARS:
+            w, w0 = block.get_submodule(name).weight, before.get_submodule(name).weight
+            assert torch.all((w.reshape(w.shape[0], -1, 4) == 0).sum(-1) >= 2), name
+            if i == 0:  # the same inputs, so the same mask before the refinement
+                assert torch.all(w[w0 == 0] == 0), name  # pruned (and zero-coded) stay zero
+                moved += int((w != w0).sum())
+    assert moved > 0
+    report = json.loads((outs["best"] / "prune_report.json").read_text())
+    losses = {r["layer"]: r["block_refine_loss"] for r in report["layers"]}
+    # measured before and after each epoch; block 0 kept a better epoch's weights (it moved)
+    assert len(losses) == 3 and all(len(loss) == 5 for loss in losses.values())
+    assert min(losses[0][1:]) < losses[0][0], losses
+    for name, extra in (("q", []), ("qbest", best)):
+        outs[name] = tmp_path / name
+        code, _, err = run(capsys, "quantize", qwen2_dir, "--calib", calib_set, "--scheme",
+                           "W4A16", "--group-size", "16", *extra, "--export", "--out", outs[name])
+        assert code == 0, err
+    check_round_trip(outs["qbest"], "W4A16", Grid(4, 16), n_layers=3)
+    # block 0 (the same inputs in both runs) changed iff an epoch measured below the start
+    loss = next(r["block_refine_loss"] for r in json.loads(
+        (outs["qbest"] / "prune_report.json").read_text())["layers"] if r["layer"] == 0)
+    blocks = [AutoModelForCausalLM.from_pretrained(outs[n]).model.layers[0] for n in ("qbest", "q")]
+    same = all(torch.equal(blocks[0].get_submodule(n).weight, blocks[1].get_submodule(n).weight)
+               for n in LINEARS)
+    assert same == (min(loss[1:]) >= loss[0]), loss
+
+
 def test_bf16_8_bit_per_channel_export_round_trip(qwen2_dir, calib_set, tmp_path, capsys):
     """In bf16 the scales are stored in bf16 and the dequantized weights are bf16 products: the
     export still decompresses to exactly the saved weights."""
@@ -169,10 +214,8 @@ def test_per_channel_activation_order_with_dense_targets(qwen2_dir, calib_set, t
     (["prune", "--method", "sparsegpt", "--sparsity", "0.5", "--export"], "--fp8-export"),
     (["prune", "--method", "sparsegpt", "--sparsity", "0.5", "--group-size", "16", "--asym"],
      "--group-size, --sym/--asym only apply with --quantize"),
-    (["prune", "--method", "sparsegpt", "--sparsity", "0.5", "--quantize", "W4A16",
-      "--refine-epochs", "2"], "off their grid"),
-    (["prune", "--method", "sparsegpt", "--sparsity", "0.5", "--quantize", "W4A16",
-      "--recipe", "best"], "--recipe best"),
+    (["quantize", "--scheme", "W8A8", "--refine-epochs", "2"], "does not simulate the int8"),
+    (["quantize", "--scheme", "W8A8", "--recipe", "best"], "--recipe best) with W8A8"),
     (["prune", "--method", "sparsegpt", "--sparsity", "0.5", "--quantize", "W4A16",
       "--scope", "attn"], "--scope all"),
 ])

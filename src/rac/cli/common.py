@@ -36,6 +36,16 @@ def recipe_arg(p: argparse.ArgumentParser) -> None:
                    "measured best on the embedded model (block refinement, 20 epochs)")
 
 
+def refine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--refine-epochs", type=int, default=None,
+                   help="then N epochs of Adam per block on its kept weights, to match the dense "
+                   "block's outputs on the calibration tokens; quantized weights stay on the "
+                   "grids GPTQ fit (beyond the paper; default: the recipe's)")
+    p.add_argument("--refine-lr", type=float, default=None,
+                   help="Adam's step size relative to each weight matrix's kept-weight RMS "
+                   "(default 0.01)")
+
+
 def backend_args(p: argparse.ArgumentParser) -> None:
     from rac.generate import BACKENDS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rac.cli.common import model_args, recipe_arg, threads
+from rac.cli.common import model_args, recipe_arg, refine_args, threads
 from rac.cli.quantize import (
     describe,
     engine_args,
@@ -28,6 +28,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pattern", help="N:M: N pruned of every M consecutive inputs, e.g. 2:4")
     engine_args(p)
     recipe_arg(p)
+    refine_args(p)
     _extension_args(p)
     p.add_argument("--quantize", metavar="SCHEME",
                    help="also quantize what SparseGPT keeps, in the same pass (joint mode: each "
@@ -47,16 +48,9 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _extension_args(p: argparse.ArgumentParser) -> None:
-    """The options beyond the paper: refinement, layer allocations, mask swaps, Wanda's group."""
+    """The options beyond the paper: layer allocations, mask swaps, Wanda's group."""
     from rac.prune.wanda import GROUPS
 
-    p.add_argument("--refine-epochs", type=int, default=None,
-                   help="then N epochs of Adam per block on its kept weights, to match the dense "
-                   "block's outputs on the calibration tokens (beyond the paper; default: the "
-                   "recipe's)")
-    p.add_argument("--refine-lr", type=float, default=None,
-                   help="Adam's step size relative to each weight matrix's kept-weight RMS "
-                   "(default 0.01)")
     p.add_argument("--owl-lambda", type=float, default=0.0,
                    help="> 0: OWL layer sparsities within target +- LAMBDA at the same total "
                    "(unstructured; beyond the paper)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rac.cli.common import model_args, threads
+from rac.cli.common import model_args, recipe_arg, refine_args, threads
 
 DEFAULT_GROUP = 128
 
@@ -133,6 +133,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     quant_args(p)
     export_arg(p)
     engine_args(p)
+    recipe_arg(p)
+    refine_args(p)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run)
@@ -146,7 +148,9 @@ def run(a: argparse.Namespace) -> None:
     threads(a.threads)
     init_from_env(models.pick_device(a.device))  # under torchrun: join its ranks
     quant = quant_config(a, a.scheme)
-    report = quantize_to_dir(a.model, a.calib, quant, a.out, export=a.export,
+    report = quantize_to_dir(a.model, a.calib, quant, a.out, recipe=a.recipe,
+                             refine_epochs=a.refine_epochs, refine_lr=a.refine_lr,
+                             export=a.export,
                              batch_tokens=a.batch_tokens, trust_remote_code=a.trust_remote_code,
                              overwrite=a.overwrite, memory=memory_config(a), **engine_options(a))
     if world()[0]:

@@ -189,10 +189,10 @@ class PruneConfig:
         if self.method not in ("sparsegpt", QUANTIZER):
             raise ValueError(f"--quantize needs --method sparsegpt (pruned and quantized in one "
                              f"pass); {self.method} does not update the weights it keeps")
-        if self.refine_epochs:
-            raise ValueError("--refine-epochs (or --recipe best) would move the quantized weights "
-                             "off their grid: block refinement is not implemented with "
-                             "quantization")
+        if self.refine_epochs and self.quant.activation_bits:
+            raise ValueError(f"--refine-epochs (or --recipe best) with {self.quant.scheme}: the "
+                             "refinement does not simulate the int8 activations; refine a "
+                             "weight-only scheme")
         if self.quant.actorder and self.target.structured:
             raise ValueError("--actorder processes the columns out of order, which would split "
                              "N:M groups; drop it, or prune unstructured")

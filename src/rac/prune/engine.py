@@ -202,8 +202,15 @@ def _prune_block(i: int, block: torch.nn.Module, lins: dict[str, torch.nn.Linear
         report = _prune_block_in_passes(i, block, groups, lins, states, weights, cfg,
                                         dense_states, grids)
         if cfg.refine_epochs:  # dense_states now hold the dense block's outputs
+            rounding = None
+            if cfg.quant is not None:  # the grids stay as fit: refined weights stay codes
+                grid = cfg.quant.grid
+                on = {n: [t.to(lin.weight.device) for t in grids[(i, n)].per_column(grid)]
+                      for n, lin in lins.items()}
+                rounding = [partial(grid.round, scale=s, zero=z) for s, z in on.values()]
             losses = refine_block(block, list(lins.values()), states, dense_states,
-                                  weights, cfg.refine_epochs, cfg.refine_lr, dev)
+                                  weights, cfg.refine_epochs, cfg.refine_lr, dev, rounding,
+                                  pruned=cfg.quant is None or bool(cfg.target.fraction))
             report = [replace(r, block_refine_loss=losses) for r in report]
     elif dense_states is not None:
         propagate(block, dense_states, states, dev)
@@ -229,6 +236,7 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
     kept (default: all in memory)."""
     store = Resident(blocks) if store is None else store
     acts = Activations() if activations is None else activations
+    grids = {} if grids is None else grids  # refinement needs the grids of quantized blocks
     targeted = _targeted(store, cfg)
     if batches is None:
         if cfg.needs_calibration:

@@ -17,7 +17,8 @@ class LayerReport:
     percdamp: float | None  # SparseGPT's dampening, None for the other methods
     seconds: float
     tokens: int  # calibration tokens in the statistics
-    # --refine-epochs: the block's refinement loss per epoch (the same for each of its linears)
+    # --refine-epochs: the block's refinement loss per epoch (the same for each of its linears);
+    # quantized: measured on the grids before the first epoch and after each (rac.prune.refine)
     block_refine_loss: list[float] | None = None
 
     @classmethod

@@ -186,13 +186,14 @@ def _by_name(lm: torch.nn.Module, blocks: torch.nn.ModuleList, grids: Grids
 
 
 def quantize_to_dir(model: str | Path, calib_dir: Path, quant: QuantConfig, out: Path, *,
-                    export: bool = False, batch_tokens: int = 8192,
+                    recipe: str = "paper", export: bool = False, batch_tokens: int = 8192,
                     trust_remote_code: bool = False, overwrite: bool = False,
                     progress: bool = True, memory: MemoryConfig | None = None,
                     **options) -> PruneReport:
     """``rac quantize``: GPTQ on every linear in scope, nothing pruned. ``options`` are the
-    other ``PruneConfig`` fields (scope, true_sequential, sparsegpt, segment weights, ...)."""
-    cfg = PruneConfig(QUANTIZER, Target(), quant=quant, **options)
+    other ``PruneConfig`` fields (scope, true_sequential, sparsegpt, segment weights, ...; None:
+    the recipe's)."""
+    cfg = PruneConfig.with_recipe(recipe, method=QUANTIZER, target=Target(), quant=quant, **options)
     return prune_to_dir(model, calib_dir, cfg, out, export=export, batch_tokens=batch_tokens,
                         trust_remote_code=trust_remote_code, overwrite=overwrite,
                         progress=progress, memory=memory)
