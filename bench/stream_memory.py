@@ -2,7 +2,7 @@
 vs holding the whole model, each run in a fresh process, on one model directory and one
 calibration set; and whether the two outputs hold the same tensors, bit for bit.
 
-    python bench/stream_memory.py MODEL --calib DIR [--work DIR] [-- rac prune options...]
+    python bench/stream_memory.py MODEL --calib DIR [--work DIR] [--threads N] [-- rac prune options...]
     python bench/stream_memory.py /models/DeepSeek-R1-Distill-Qwen-1.5B --calib calib-rac \\
         -- --method sparsegpt --sparsity 0.5 --device cuda
 
@@ -48,10 +48,11 @@ class Run:
     wall_s: float
 
 
-def measure(argv: list[str]) -> Run:
-    """Peak RSS and wall time of ``rac ARGV`` in a fresh Python process (one thread)."""
-    done = subprocess.run([sys.executable, "-c", CHILD, *argv], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1",
+def measure(argv: list[str], threads: int = 1) -> Run:
+    """Peak RSS and wall time of ``rac ARGV`` in a fresh Python process (``threads`` threads)."""
+    done = subprocess.run([sys.executable, "-c", CHILD, *argv, "--threads", str(threads)],
+                          capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": str(threads),
                                "TOKENIZERS_PARALLELISM": "false"}, check=False)
     lines = done.stdout.strip().splitlines()
     result = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {"code": None}
@@ -78,13 +79,14 @@ def differing(a: Path, b: Path) -> list[str]:
     return diff
 
 
-def compare(model: str, calib: str, options: list[str], work: Path) -> tuple[Run, Run, list[str]]:
+def compare(model: str, calib: str, options: list[str], work: Path, threads: int = 1
+            ) -> tuple[Run, Run, list[str]]:
     """The in-memory run, the streamed run and the tensors that differ between their outputs."""
     verb, rest = (options[0], options[1:]) if options[:1] == ["quantize"] else ("prune", options)
     runs = []
     for name, extra in (("memory", []), ("stream", ["--stream"])):
         runs.append(measure([verb, model, "--calib", calib, *rest, *extra, "--out",
-                             str(work / name), "--overwrite"]))
+                             str(work / name), "--overwrite"], threads))
     return runs[0], runs[1], differing(work / "memory", work / "stream")
 
 
@@ -93,12 +95,13 @@ def main() -> None:
     p.add_argument("model")
     p.add_argument("--calib", required=True)
     p.add_argument("--work", type=Path, help="where both outputs go (default: a temporary dir)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of each run")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     a = p.parse_args(argv[:cut])
     options = argv[cut + 1:] or ["--method", "sparsegpt", "--sparsity", "0.5"]
     with tempfile.TemporaryDirectory(dir=a.work) as tmp:
-        memory, stream, diff = compare(a.model, a.calib, options, Path(tmp))
+        memory, stream, diff = compare(a.model, a.calib, options, Path(tmp), a.threads)
     print(f"in memory: peak RSS {memory.peak_mb:8.0f} MB, {memory.wall_s:7.1f} s")
     print(f"streamed:  peak RSS {stream.peak_mb:8.0f} MB, {stream.wall_s:7.1f} s")
     print(f"streamed / in memory: peak RSS {stream.peak_mb / memory.peak_mb:.3f}x, "
