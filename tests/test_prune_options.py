@@ -125,6 +125,14 @@ def test_refinement_on_a_grid_moves_whole_steps_and_keeps_the_best_epoch():
         kept = float(((x @ got.T - target) ** 2).mean())
         assert kept == pytest.approx(min(losses), rel=1e-5)
         assert bool((got[:, 0] == 0).all()) == pruned
+    # the target 0.3 steps above the start: the start is the nearest grid point, and a step
+    # big enough to cross to the next one raises the loss; the block keeps the start
+    block = _Linear(start)
+    losses = refine_block(block, [block.proj], [(x, {})], [x @ (start + 0.3 * scale).T],
+                          [torch.ones(64)], epochs=5, lr=1.0, device="cpu",
+                          rounding=[partial(grid.round, scale=scale, zero=zero)], pruned=False)
+    assert losses[0] == min(losses) and max(losses[1:]) > 2 * losses[0]
+    assert torch.equal(block.proj.weight.detach(), start)
 
 
 def test_bf16_refinement_accumulates_steps_below_bf16_resolution():

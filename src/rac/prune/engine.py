@@ -204,14 +204,18 @@ def _prune_block(i: int, block: torch.nn.Module, lins: dict[str, torch.nn.Linear
         if cfg.refine_epochs:  # dense_states now hold the dense block's outputs
             rounding = None
             if cfg.quant is not None:  # the grids stay as fit: refined weights stay codes
-                grid = cfg.quant.grid
-                on = {n: [t.to(lin.weight.device) for t in grids[(i, n)].per_column(grid)]
+                on = {n: replace(grids[(i, n)], scale=grids[(i, n)].scale.to(lin.weight.device),
+                                 zero=grids[(i, n)].zero.to(lin.weight.device))
                       for n, lin in lins.items()}
-                rounding = [partial(grid.round, scale=s, zero=z) for s, z in on.values()]
+                rounding = [partial(params.round, cfg.quant.grid) for params in on.values()]
             losses = refine_block(block, list(lins.values()), states, dense_states,
                                   weights, cfg.refine_epochs, cfg.refine_lr, dev, rounding,
                                   pruned=cfg.quant is None or bool(cfg.target.fraction))
-            report = [replace(r, block_refine_loss=losses) for r in report]
+            # zero codes come and go on a grid: the sparsity is the refined weights'; the
+            # relative error stays the solve's (before refinement)
+            report = [replace(r, block_refine_loss=losses,
+                              sparsity=float((lins[r.name].weight == 0).float().mean()))
+                      for r in report]
     elif dense_states is not None:
         propagate(block, dense_states, states, dev)
     if not last:

@@ -110,6 +110,14 @@ class GridParams:
             return scale, zero
         return scale.repeat_interleave(grid.group_size, 1), zero.repeat_interleave(grid.group_size, 1)
 
+    def round(self, grid: Grid, W: torch.Tensor) -> torch.Tensor:
+        """``W`` rounded onto this grid (fp32), in a (rows, groups, columns per group) view, so
+        that no scale is expanded to the weight's shape."""
+        rows, groups = self.scale.shape
+        scale = self.scale.float().to(W.device)[..., None]
+        zero = self.zero.float().to(W.device)[..., None]
+        return grid.round(W.reshape(rows, groups, -1), scale, zero).reshape(W.shape)
+
     def codes(self, grid: Grid, W: torch.Tensor) -> torch.Tensor:
         """The integer codes (in fp32) of a weight quantized on this grid. Computed in fp32, they
         give a 16-bit weight back even where rounding it to its dtype moved it by more than

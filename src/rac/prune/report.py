@@ -13,7 +13,9 @@ class LayerReport:
     name: str
     shape: list[int]
     sparsity: float  # fraction of exact zeros after pruning
-    relative_error: float | None  # ||(W - W_hat) X||^2 / ||W X||^2; None without statistics
+    # ||(W - W_hat) X||^2 / ||W X||^2 of the solve (before any refinement); None without
+    # statistics
+    relative_error: float | None
     percdamp: float | None  # SparseGPT's dampening, None for the other methods
     seconds: float
     tokens: int  # calibration tokens in the statistics
