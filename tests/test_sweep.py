@@ -162,6 +162,16 @@ def test_sweep_quantization_targets_give_their_table(qwen2_dir, generic_text, tm
     assert "## Table 1 form" not in md and "## Rambling" not in md
     assert not list((tmp_path / "only").glob("figure1_*.png"))
     assert rep.table1.startswith("## Quantization") and "| W4A16 | " in rep.table1
+    # an off-policy source: compared with RAC in the quantization table, no empty Table 3
+    off = [{**r, "source": "offpolicy"} for r in only["records"] if r["source"] == "rac"]
+    calib = {**result["config"]["calibration"], "sources": ["prompt", "rac", "offpolicy"]}
+    write_report({**only, "config": {**only["config"], "calibration": calib},
+                  "records": only["records"] + off}, tmp_path / "only")
+    md = (tmp_path / "only" / "report.md").read_text()
+    assert "## Table 3 form" not in md
+    head = "| target | prompt-only - dense | RAC - dense | off-policy CoT - dense | off-policy CoT - RAC |"
+    rows = md.splitlines()[md.splitlines().index(head):]
+    assert next(r for r in rows if r.startswith("| W4A16 |")).endswith(" | +0.000 ± 0.000 |")
 
 
 def test_plan_builds_seedless_and_first_seed_only_sources_once():

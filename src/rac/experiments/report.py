@@ -103,13 +103,21 @@ def quant_table(v: _View) -> list[str]:
     return md + ramble + versus + [""]
 
 
+# the calibrations compared head to head beside dense, where both were run
+VERSUS = (("rac", "generic"), ("offpolicy", "rac"))
+
+
+def _versus(sources: list[str]) -> list[tuple[str, str]]:
+    return [(a, b) for a, b in VERSUS if a in sources and b in sources]
+
+
 def _paired_head(sources: list[str]) -> list[str]:
-    head = ["target"] + [f"{LABELS[s]} - dense" for s in sources]
-    if "rac" in sources and "generic" in sources:
-        head.append("RAC - generic")
-    return ["", "Paired on the same problems: each calibration against dense, and RAC against "
-            "generic text (* beyond 2 SE)", "", "| " + " | ".join(head) + " |",
-            "|" + "---|" * len(head)]
+    pairs = _versus(sources)
+    head = (["target"] + [f"{LABELS[s]} - dense" for s in sources]
+            + [f"{LABELS[a]} - {LABELS[b]}" for a, b in pairs])
+    return ["", "Paired on the same problems: each calibration against dense"
+            + "".join(f", {LABELS[a]} against {LABELS[b]}" for a, b in pairs) + " (* beyond 2 SE)",
+            "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
 
 def _paired_text(d: float, se: float) -> str:
@@ -123,8 +131,8 @@ def _paired_cell(a: Group | None, b: Group | None) -> str:
 
 def _paired_row(label: str, gs: list[Group | None], sources: list[str], dense: Group) -> str:
     cells = [_paired_cell(g, dense) for g in gs]
-    if "rac" in sources and "generic" in sources:
-        cells.append(_paired_cell(gs[sources.index("rac")], gs[sources.index("generic")]))
+    cells += [_paired_cell(gs[sources.index(a)], gs[sources.index(b)])
+              for a, b in _versus(sources)]
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
@@ -335,7 +343,7 @@ def write_report(result: dict, out: Path, command: str = "") -> Report:
     tables, table1_md, comparisons = _table1_sections(v, out) if pruned else ([], "", {})
     md = _header(v, result, command) + tables
     extra = [s for s in ("rac", "offpolicy", "reference") if s in v.sources]
-    if len(extra) > 1:
+    if len(extra) > 1 and pruned:  # quantization targets compare them in their own table
         md += table3(agg, extra, v.method, v.scope, main_new)
     quant = quant_table(v)
     md += (seed_table(agg) + quant + _table4(v) + _table5(v) + _fraction_tables(v)
