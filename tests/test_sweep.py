@@ -67,7 +67,7 @@ def test_config_errors_name_the_field(tmp_path):
         "[prune]\nquantize = ['x+w4a16']": "target 'x' is malformed",
         "[engine]\nkv_cache_gb = 2.0": "config 'engine': kv_cache_gb apply to --backend vllm only",
         "[engine]\nbackend = 'tgi'": "backend 'tgi' unknown",
-        "[engine]\nbackend = 'vllm'\ntensor_parallel = 0": "tensor parallel size must be >= 1",
+        "[engine]\nbackend = 'vllm'\ntensor_parallel = 0": "parallel sizes must be >= 1, got 0",
     }
     for text, needle in bad.items():
         f = tmp_path / "c.toml"

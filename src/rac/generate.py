@@ -323,15 +323,9 @@ def open_backend(model: str | Path, tok, engine: Engine | None = None) -> Backen
     a vLLM engine holds processes and memory until it is closed."""
     engine = (engine or Engine()).resolved(model)
     if engine.backend == "vllm":
-        from transformers import GenerationConfig
+        from rac.vllm_backend import open_vllm
 
-        from rac.vllm_backend import Replicas, VLLMBackend
-
-        path = models.resolve(model)
-        shipped = (GenerationConfig.from_pretrained(path)
-                   if (path / "generation_config.json").exists() else None)
-        return (Replicas if engine.data_parallel > 1 else VLLMBackend)(
-            path, engine, eos_ids_of(tok, shipped))
+        return open_vllm(models.resolve(model), engine, tok)
     lm = models.load_model(model, models.pick_device(engine.device),
                            trust_remote_code=engine.trust_remote_code)
     return TransformersBackend(lm, tok.pad_token_id,

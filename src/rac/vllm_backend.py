@@ -22,7 +22,7 @@ import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from rac.generate import Completion, Engine
+from rac.generate import Completion, Engine, eos_ids_of
 from rac.io import RacError
 from rac.sampling import Sampling
 
@@ -316,3 +316,14 @@ class Replicas:
         if self.broken:
             raise RacError(f"a vLLM replica failed: {self.broken}")
         return out  # type: ignore[return-value]
+
+
+def open_vllm(path: Path, engine: Engine, tok) -> VLLMBackend | Replicas:
+    """``engine``'s vLLM backend (replicas with data parallelism); a completion ends at the
+    tokenizer's EOS or the shipped generation config's."""
+    from transformers import GenerationConfig
+
+    shipped = (GenerationConfig.from_pretrained(path)
+               if (path / "generation_config.json").exists() else None)
+    return (Replicas if engine.data_parallel > 1 else VLLMBackend)(
+        path, engine, eos_ids_of(tok, shipped))

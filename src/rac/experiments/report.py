@@ -107,12 +107,8 @@ def quant_table(v: _View) -> list[str]:
 VERSUS = (("rac", "generic"), ("offpolicy", "rac"))
 
 
-def _versus(sources: list[str]) -> list[tuple[str, str]]:
-    return [(a, b) for a, b in VERSUS if a in sources and b in sources]
-
-
 def _paired_head(sources: list[str]) -> list[str]:
-    pairs = _versus(sources)
+    pairs = [(a, b) for a, b in VERSUS if a in sources and b in sources]
     head = (["target"] + [f"{LABELS[s]} - dense" for s in sources]
             + [f"{LABELS[a]} - {LABELS[b]}" for a, b in pairs])
     return ["", "Paired on the same problems: each calibration against dense"
@@ -132,7 +128,7 @@ def _paired_cell(a: Group | None, b: Group | None) -> str:
 def _paired_row(label: str, gs: list[Group | None], sources: list[str], dense: Group) -> str:
     cells = [_paired_cell(g, dense) for g in gs]
     cells += [_paired_cell(gs[sources.index(a)], gs[sources.index(b)])
-              for a, b in _versus(sources)]
+              for a, b in VERSUS if a in sources and b in sources]
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
