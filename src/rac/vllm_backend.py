@@ -96,6 +96,15 @@ def _head_problem(cfg) -> str | None:
     return f"head size {head}, vLLM's CPU attention takes {', '.join(map(str, sizes))}"
 
 
+def _checked_config(model_dir: str | Path, trust_remote_code: bool):
+    """The model's config, or one line saying why vLLM cannot run it here."""
+    cfg = _config(model_dir, trust_remote_code)
+    problem = _head_problem(cfg)
+    if problem:
+        raise RacError(f"{model_dir}: {problem}; use --backend transformers")
+    return cfg
+
+
 def supported(model_dir: str | Path, trust_remote_code: bool = False) -> bool:
     return _head_problem(_config(model_dir, trust_remote_code)) is None
 
@@ -109,10 +118,7 @@ class VLLMBackend:
     def __init__(self, model_dir: str | Path, engine: Engine, eos_ids: set[int]):
         vllm, current_platform = _vllm()
         self.eos_ids = sorted(eos_ids)
-        cfg = _config(model_dir, engine.trust_remote_code)
-        problem = _head_problem(cfg)
-        if problem:
-            raise RacError(f"{model_dir}: {problem}; use --backend transformers")
+        cfg = _checked_config(model_dir, engine.trust_remote_code)
         on_cpu = current_platform.is_cpu()
         self.max_model_len = engine.max_model_len or int(cfg.max_position_embeddings)
         memory: dict = {}
@@ -129,12 +135,12 @@ class VLLMBackend:
             memory["kv_cache_memory_bytes"] = int(gb * 2**30)
         with _unless_set(env):
             self.llm = vllm.LLM(model=str(model_dir), dtype=engine.dtype, seed=0,
-                           tensor_parallel_size=engine.tensor_parallel,
-                           trust_remote_code=engine.trust_remote_code,
-                           max_model_len=self.max_model_len, enable_chunked_prefill=False,
-                           max_num_batched_tokens=max(self.max_model_len, 8192),
-                           generation_config="vllm",  # rac resolved the sampling already
-                           enforce_eager=engine.eager, **memory)
+                                tensor_parallel_size=engine.tensor_parallel,
+                                trust_remote_code=engine.trust_remote_code,
+                                max_model_len=self.max_model_len, enable_chunked_prefill=False,
+                                max_num_batched_tokens=max(self.max_model_len, 8192),
+                                generation_config="vllm",  # rac resolved the sampling already
+                                enforce_eager=engine.eager, **memory)
 
     def close(self) -> None:
         self.llm.llm_engine.engine_core.shutdown()
@@ -224,10 +230,7 @@ class Replicas:
         from dataclasses import replace
 
         _, platform = _vllm()
-        cfg = _config(model_dir, engine.trust_remote_code)
-        problem = _head_problem(cfg)
-        if problem:
-            raise RacError(f"{model_dir}: {problem}; use --backend transformers")
+        cfg = _checked_config(model_dir, engine.trust_remote_code)  # before any process starts
         if any(getattr(cfg, k, None) for k in ("num_experts", "num_local_experts",
                                                 "n_routed_experts")):
             raise RacError(f"{model_dir} is a mixture of experts: --data-parallel replicates "
@@ -259,15 +262,10 @@ class Replicas:
         from multiprocessing.connection import wait
 
         conn, proc = self.conns[r], self.procs[r]
-        while True:
-            ready = wait([conn, proc.sentinel])
-            if conn in ready:
-                try:
-                    return conn.recv()
-                except (EOFError, OSError):
-                    break
-            if proc.sentinel in ready and not conn.poll():
-                break
+        wait([conn, proc.sentinel])  # a message, or the process's end
+        if conn.poll():  # a message sent before it ended is still read
+            with suppress(EOFError, OSError):
+                return conn.recv()
         proc.join(timeout=5)
         return "error", f"replica {r} ended (exit code {proc.exitcode}; killed, or out of memory?)"
 

@@ -93,13 +93,17 @@ def quant_table(v: _View) -> list[str]:
     ramble = ["", "Rambling: mean CoT tokens / max-length hit rate", "",
               "| target | " + " | ".join(LABELS[s] for s in v.sources) + " |",
               "|---|" + "---|" * len(v.sources)]
-    versus = _paired_head(v.sources) if v.dense else []
+    pairs = [(a, b) for a, b in VERSUS if a in v.sources and b in v.sources]
+    versus = _paired_head(v.sources, pairs) if v.dense else []
     for r in rows:
         gs = [v.agg.get(replace(r, source=s)) for s in v.sources]
         md.append(_row(r.compression, gs, v.sources)[0])
         ramble.append(_ramble_row(r.compression, gs))
         if v.dense:
-            versus.append(_paired_row(r.compression, gs, v.sources, v.dense))
+            by = dict(zip(v.sources, gs))
+            cells = [_paired_cell(g, v.dense) for g in gs]
+            cells += [_paired_cell(by[a], by[b]) for a, b in pairs]
+            versus.append(f"| {r.compression} | " + " | ".join(cells) + " |")
     return md + ramble + versus + [""]
 
 
@@ -107,8 +111,7 @@ def quant_table(v: _View) -> list[str]:
 VERSUS = (("rac", "generic"), ("offpolicy", "rac"))
 
 
-def _paired_head(sources: list[str]) -> list[str]:
-    pairs = [(a, b) for a, b in VERSUS if a in sources and b in sources]
+def _paired_head(sources: list[str], pairs: list[tuple[str, str]]) -> list[str]:
     head = (["target"] + [f"{LABELS[s]} - dense" for s in sources]
             + [f"{LABELS[a]} - {LABELS[b]}" for a, b in pairs])
     return ["", "Paired on the same problems: each calibration against dense"
@@ -123,13 +126,6 @@ def _paired_text(d: float, se: float) -> str:
 def _paired_cell(a: Group | None, b: Group | None) -> str:
     """a minus b paired on the same problems, '*' beyond 2 SE; '-' where either is missing."""
     return _paired_text(*paired_diff(a.per_problem, b.per_problem)) if a and b else "-"
-
-
-def _paired_row(label: str, gs: list[Group | None], sources: list[str], dense: Group) -> str:
-    cells = [_paired_cell(g, dense) for g in gs]
-    cells += [_paired_cell(gs[sources.index(a)], gs[sources.index(b)])
-              for a, b in VERSUS if a in sources and b in sources]
-    return f"| {label} | " + " | ".join(cells) + " |"
 
 
 def stage_breakdown(stages: dict) -> str:

@@ -48,7 +48,7 @@ from rac.prune.magnitude import magnitude
 from rac.prune.masks import Target
 from rac.prune.quant_grid import GridParams
 from rac.prune.refine import refine_block
-from rac.prune.report import LayerReport
+from rac.prune.report import LayerReport, sparsity
 from rac.prune.solve import prune_weights
 from rac.prune.sparsegpt import CholeskyError
 from rac.prune.staged import prune_block_staged, staged_forward_matches
@@ -204,17 +204,14 @@ def _prune_block(i: int, block: torch.nn.Module, lins: dict[str, torch.nn.Linear
         if cfg.refine_epochs:  # dense_states now hold the dense block's outputs
             rounding = None
             if cfg.quant is not None:  # the grids stay as fit: refined weights stay codes
-                on = {n: replace(grids[(i, n)], scale=grids[(i, n)].scale.to(lin.weight.device),
-                                 zero=grids[(i, n)].zero.to(lin.weight.device))
-                      for n, lin in lins.items()}
-                rounding = [partial(params.round, cfg.quant.grid) for params in on.values()]
+                rounding = [grids[(i, n)].rounding(cfg.quant.grid, lin.weight.device)
+                            for n, lin in lins.items()]
             losses = refine_block(block, list(lins.values()), states, dense_states,
                                   weights, cfg.refine_epochs, cfg.refine_lr, dev, rounding,
                                   pruned=cfg.quant is None or bool(cfg.target.fraction))
             # zero codes come and go on a grid: the sparsity is the refined weights'; the
             # relative error stays the solve's (before refinement)
-            report = [replace(r, block_refine_loss=losses,
-                              sparsity=float((lins[r.name].weight == 0).float().mean()))
+            report = [replace(r, block_refine_loss=losses, sparsity=sparsity(lins[r.name].weight))
                       for r in report]
     elif dense_states is not None:
         propagate(block, dense_states, states, dev)

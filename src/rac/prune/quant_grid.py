@@ -22,6 +22,7 @@ that dtype, and dequantizing there gives exactly the weights evaluated.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -110,13 +111,15 @@ class GridParams:
             return scale, zero
         return scale.repeat_interleave(grid.group_size, 1), zero.repeat_interleave(grid.group_size, 1)
 
-    def round(self, grid: Grid, W: torch.Tensor) -> torch.Tensor:
-        """``W`` rounded onto this grid (fp32), in a (rows, groups, columns per group) view, so
-        that no scale is expanded to the weight's shape."""
+    def rounding(self, grid: Grid, device: torch.device | str
+                 ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The map of a weight on ``device`` onto this grid (fp32), in a (rows, groups, columns
+        per group) view, so that no scale is expanded to the weight's shape; the scales are
+        converted once, not at every call."""
         rows, groups = self.scale.shape
-        scale = self.scale.float().to(W.device)[..., None]
-        zero = self.zero.float().to(W.device)[..., None]
-        return grid.round(W.reshape(rows, groups, -1), scale, zero).reshape(W.shape)
+        scale = self.scale.float().to(device)[..., None]
+        zero = self.zero.float().to(device)[..., None]
+        return lambda W: grid.round(W.reshape(rows, groups, -1), scale, zero).reshape(W.shape)
 
     def codes(self, grid: Grid, W: torch.Tensor) -> torch.Tensor:
         """The integer codes (in fp32) of a weight quantized on this grid. Computed in fp32, they

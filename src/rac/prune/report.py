@@ -7,6 +7,11 @@ from dataclasses import asdict, dataclass
 import torch
 
 
+def sparsity(W: torch.Tensor) -> float:
+    """The fraction of exact zeros in ``W``."""
+    return float((W == 0).float().mean())
+
+
 @dataclass(frozen=True)
 class LayerReport:
     layer: int
@@ -26,8 +31,7 @@ class LayerReport:
     @classmethod
     def of(cls, layer: int, name: str, W: torch.Tensor, err: float | None, damp: float | None,
            seconds: float, tokens: int) -> LayerReport:
-        return cls(layer, name, list(W.shape), float((W == 0).float().mean()), err, damp,
-                   round(seconds, 4), tokens)
+        return cls(layer, name, list(W.shape), sparsity(W), err, damp, round(seconds, 4), tokens)
 
 
 @dataclass(frozen=True)
