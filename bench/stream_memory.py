@@ -9,8 +9,9 @@ calibration set; and whether the two outputs hold the same tensors, bit for bit.
 The options after ``--`` go to both runs (default: ``--method sparsegpt --sparsity 0.5``; give
 ``quantize --scheme W4A16`` as the first words to time `rac quantize` instead). Peak RSS is the
 child's high-water mark at exit, the load, the pruning and the save included. Prints one line per
-mode and the streaming / in-memory ratios; a benchmark, never a test (tests/test_stream.py
-asserts the memory bound on a model built for it through ``measure``).
+mode (its peak also against the size of the model's safetensors files) and the streaming /
+in-memory ratios; a benchmark, never a test (tests/test_stream.py asserts the memory bound on a
+model built for it through ``measure``).
 """
 
 from __future__ import annotations
@@ -102,8 +103,12 @@ def main() -> None:
     options = argv[cut + 1:] or ["--method", "sparsegpt", "--sparsity", "0.5"]
     with tempfile.TemporaryDirectory(dir=a.work) as tmp:
         memory, stream, diff = compare(a.model, a.calib, options, Path(tmp), a.threads)
-    print(f"in memory: peak RSS {memory.peak_mb:8.0f} MB, {memory.wall_s:7.1f} s")
-    print(f"streamed:  peak RSS {stream.peak_mb:8.0f} MB, {stream.wall_s:7.1f} s")
+    from rac import models
+
+    weights = sum(f.stat().st_size for f in models.resolve(a.model).glob("*.safetensors")) / 2 ** 20
+    for name, run in (("in memory", memory), ("streamed ", stream)):
+        print(f"{name}: peak RSS {run.peak_mb:8.0f} MB ({run.peak_mb / weights:.3f} of the "
+              f"{weights:.0f} MB of weights), {run.wall_s:7.1f} s")
     print(f"streamed / in memory: peak RSS {stream.peak_mb / memory.peak_mb:.3f}x, "
           f"wall time {stream.wall_s / memory.wall_s:.3f}x; outputs "
           + ("identical bit for bit" if not diff else f"DIFFER in {len(diff)} tensors: {diff[:5]}"))

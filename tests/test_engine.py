@@ -650,3 +650,31 @@ def test_input_stats_sum_the_dense_inputs_of_real_tokens_only():
     # x x^T over the five real tokens: [1,0], [0,2], and [1,1] three times
     assert torch.equal(stats["lin"].H, torch.tensor([[4.0, 3.0], [3.0, 7.0]]))
     assert not toy.lin._forward_pre_hooks  # the hooks are gone
+
+
+def test_a_staged_block_recomputes_the_mlp_input_past_the_budget_bit_for_bit(
+        qwen2_dir, calib_set, monkeypatch):
+    """With no activation budget left, the staged pass recomputes the down projection's inputs
+    after pruning it instead of holding them: the same weights, bit for bit."""
+    from rac.prune import engine
+    from rac.prune.activations import Activations
+
+    held: list[bool] = []
+    staged = engine.prune_block_staged
+
+    def spy(*args, **kwargs):
+        held.append(args[-1])
+        return staged(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "prune_block_staged", spy)
+    tok = models.load_tokenizer(qwen2_dir)
+    batches = make_batches(rows_of(calib_set), tok.pad_token_id, {}, max_tokens=300)
+    cfg = PruneConfig("sparsegpt", Target(0.5), true_sequential=True)
+    results = []
+    for acts in (Activations(), Activations(budget_mb=0)):
+        lm = models.load_model(qwen2_dir)
+        prune_model(lm, models.decoder_blocks(lm), batches, cfg, progress=False, activations=acts)
+        results.append(weights(lm))
+    assert held == [True] * 3 + [False] * 3
+    for name, w in results[0].items():
+        assert torch.equal(w, results[1][name]), name

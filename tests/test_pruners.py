@@ -450,3 +450,40 @@ def test_mask_swaps_under_n_m_stay_inside_each_group():
     D0, D1 = W - start, W - refined
     assert ((D1 @ H) * D1).sum() < ((D0 @ H) * D0).sum()
     assert not torch.equal(refined, start)
+
+
+def test_hessian_read_then_added_to_is_mirrored_again():
+    """H is mirrored in place in the accumulator: an add after a read must not leave the old
+    mirror below the diagonal blocks."""
+    torch.manual_seed(0)
+    d = 2 * LayerStats.MIN_BLOCK_ROWS + 5
+    s = LayerStats(d, "cpu", dtype=torch.float64)
+    x, y = torch.randn(30, d, dtype=torch.float64), torch.randn(40, d, dtype=torch.float64)
+    s.add(x)
+    assert torch.allclose(s.H, x.T @ x)
+    s.add(y)
+    assert torch.allclose(s.H, x.T @ x + y.T @ y) and torch.equal(s.H, s.H.T)
+
+
+@pytest.mark.parametrize("dead", [False, True])
+def test_the_in_place_inverse_factor_is_the_three_steps_bit_for_bit(dead):
+    """One buffer, the steps in place on its column-major view: the bits of the separate
+    cholesky, cholesky_inverse and upper cholesky on the dampened H (a dead input's diagonal
+    taken as 1)."""
+    torch.manual_seed(0)
+    d = 300
+    X = torch.randn(800, d) * torch.rand(d) * 3
+    if dead:
+        X[:, 7] = 0
+    H = X.T @ X
+    H = (H + H.T) / 2
+    before = H.clone()
+    is_dead = torch.diag(H) == 0
+    U, damp = inverse_hessian_factor(H, 0.01, 1.0, is_dead if dead else None)
+    assert torch.equal(H, before) and damp == 0.01
+    Hd = H.clone()
+    Hd[is_dead, is_dead] = 1
+    idx = torch.arange(d)
+    Hd[idx, idx] += 0.01 * torch.mean(torch.diag(Hd))
+    expected = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(Hd)), upper=True)
+    assert torch.equal(U, expected)

@@ -10,6 +10,9 @@ are cast to the model's dtype when read, as ``from_pretrained`` casts them.
 from __future__ import annotations
 
 import json
+import math
+import struct
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -21,6 +24,12 @@ from rac.io import RacError
 
 INDEX = "model.safetensors.index.json"
 METADATA = {"format": "pt"}  # what save_pretrained writes and from_pretrained checks
+SLICE_BYTES = 16 * 2 ** 20  # what a tensor too big to hold whole is read and written in
+# safetensors' dtype names
+DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+          "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
+          "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
 class Checkpoint:
@@ -59,16 +68,33 @@ class Checkpoint:
                     out[k] = f.get_tensor(k).to(dtypes[k])
         return out
 
+    def shape(self, name: str) -> tuple[list[int], str]:
+        """Tensor ``name``'s shape and safetensors dtype name, without reading it."""
+        with safe_open(str(self.path / self.weight_map[name]), "pt") as f:
+            sl = f.get_slice(name)
+            return list(sl.get_shape()), sl.get_dtype()
+
+    def slices(self, name: str, dtype: torch.dtype, max_bytes: int = SLICE_BYTES
+               ) -> Iterator[torch.Tensor]:
+        """Tensor ``name`` cast to ``dtype``, in slices along its first dimension of at most
+        ``max_bytes`` each (as stored). The file is opened for each slice and closed after: its
+        mapping's pages leave memory with each slice (read through one open file, a 933 MB
+        embedding grows the resident set by 933 MB)."""
+        shape, stored = self.shape(name)
+        row = math.prod(shape[1:]) * DTYPES[stored].itemsize if shape else 0
+        step = max(1, max_bytes // row) if row else 1
+        for start in range(0, shape[0] if shape else 1, step):
+            with safe_open(str(self.path / self.weight_map[name]), "pt") as f:
+                part = f.get_slice(name)[start:start + step] if shape else f.get_tensor(name)
+            yield part.to(dtype)
+
     def float_dtype(self) -> torch.dtype:
         """The dtype of the checkpoint's first floating-point tensor (what ``dtype="auto"``
         loads when the config names none)."""
-        floats = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32,
-                  "F64": torch.float64}
-        for k, name in sorted(self.weight_map.items()):
-            with safe_open(str(self.path / name), "pt") as f:
-                dtype = f.get_slice(k).get_dtype()
-            if dtype in floats:
-                return floats[dtype]
+        for k in sorted(self.weight_map):
+            dtype = DTYPES.get(self.shape(k)[1])
+            if dtype is not None and dtype.is_floating_point:
+                return dtype
         return torch.float32
 
 
@@ -82,15 +108,46 @@ class ShardWriter:
         self.total_size = 0
         self.written = 0
 
-    def write(self, tensors: dict[str, torch.Tensor]) -> None:
+    def _next(self, names: list[str], size: int) -> Path:
+        """The next shard's path, with ``names`` (``size`` bytes) entered in the index."""
         if self.written == self.count:
             raise ValueError(f"all {self.count} shards are written already")
         self.written += 1
         name = f"model-{self.written:05d}-of-{self.count:05d}.safetensors"
+        self.weight_map.update(dict.fromkeys(names, name))
+        self.total_size += size
+        return self.out / name
+
+    def write(self, tensors: dict[str, torch.Tensor]) -> None:
+        path = self._next(list(tensors), sum(t.numel() * t.element_size() for t in tensors.values()))
         save_file({k: t.detach().to("cpu").contiguous() for k, t in tensors.items()},
-                  str(self.out / name), metadata=METADATA)
-        self.weight_map.update(dict.fromkeys(tensors, name))
-        self.total_size += sum(t.numel() * t.element_size() for t in tensors.values())
+                  str(path), metadata=METADATA)
+
+    def copy(self, ckpt: Checkpoint, dtypes: dict[str, torch.dtype],
+             check: Callable[[dict[str, torch.Tensor]], None] | None = None,
+             max_bytes: int = SLICE_BYTES) -> None:
+        """Write ``ckpt``'s tensors named by ``dtypes`` (cast to their dtypes) as the next shard,
+        a slice (``Checkpoint.slices``) at a time, each slice first given to ``check``.
+        safetensors writes only whole tensors held in memory (and copies each once more), so
+        here the file is laid out as its format says: a little-endian u64 header length, the
+        JSON header padded to 8 bytes, then the tensors' bytes in header order."""
+        header: dict[str, object] = {"__metadata__": METADATA}
+        offset = 0
+        for k, dtype in dtypes.items():
+            shape = ckpt.shape(k)[0]
+            size = math.prod(shape) * dtype.itemsize
+            header[k] = {"dtype": DTYPE_NAMES[dtype], "shape": shape,
+                         "data_offsets": [offset, offset + size]}
+            offset += size
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
+        with open(self._next(list(dtypes), offset), "wb") as f:
+            f.write(struct.pack("<Q", len(text)) + text)
+            for k, dtype in dtypes.items():
+                for part in ckpt.slices(k, dtype, max_bytes):
+                    if check is not None:
+                        check({k: part})
+                    f.write(part.contiguous().reshape(-1).view(torch.uint8).numpy().data)
 
     def close(self) -> None:
         if self.written != self.count:

@@ -83,14 +83,17 @@ def engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dense-targets", action="store_true",
                    help="fit each layer to the dense model's outputs on the compressed model's "
                    "inputs (corrects error accumulated in earlier blocks; beyond the paper)")
-    p.add_argument("--batch-tokens", type=int, default=8192, help="tokens per forward batch")
+    p.add_argument("--batch-tokens", type=int, default=8192,
+                   help="tokens per forward batch (the forward's working memory grows with it)")
     p.add_argument("--stream", action="store_true",
                    help="never hold the whole model: read each decoder block from the checkpoint "
                    "when it is reached and write it out when done (peak memory one block plus "
-                   "the activations; the same output, bit for bit)")
+                   "the activations; the same output, bit for bit; with --batch-tokens 2048 a "
+                   "1.5B in fp32 peaked at a quarter of its weights, bench/README.md)")
     p.add_argument("--activation-memory", type=float, metavar="MB",
                    help="keep at most MB of calibration hidden states in memory, the rest in "
-                   "memory-mapped files (default: all in memory)")
+                   "memory-mapped files, and recompute a staged block's MLP inputs instead of "
+                   "holding them past it (default: all in memory)")
     p.add_argument("--spill-dir", type=Path,
                    help="where those files go (default: beside --out; not a tmpfs)")
 

@@ -1,5 +1,6 @@
 """Where the engine keeps the calibration rows' hidden states between blocks: in memory up to a
-budget, beyond it in memory-mapped files.
+budget, beyond it in memory-mapped files. Activations that can be recomputed (the MLP's input in
+a staged block) are held only while the budget has room for them, and recomputed past it.
 
 A spilled tensor is an ordinary CPU tensor whose storage is a shared mapping of a file (written
 through, never copied back), so the engine reads it and overwrites it in place as it does a
@@ -31,10 +32,15 @@ class Activations:
         self.in_memory = 0  # bytes held in memory
         self.spilled = 0  # bytes held in mapped files
 
+    def fits(self, size: int) -> bool:
+        """Whether ``size`` more bytes fit in the memory budget (what the engine asks before
+        holding activations it could recompute instead)."""
+        return self.budget is None or self.in_memory + size <= self.budget
+
     def hold(self, t: torch.Tensor) -> torch.Tensor:
         """A CPU copy of ``t``, in memory while the budget allows, else memory-mapped."""
         size = t.numel() * t.element_size()
-        if self.budget is None or self.in_memory + size <= self.budget:
+        if self.fits(size):
             self.in_memory += size
             return t.to("cpu", copy=True)
         self.spilled += size

@@ -52,7 +52,7 @@ from rac.prune.report import LayerReport, sparsity
 from rac.prune.solve import prune_weights
 from rac.prune.sparsegpt import CholeskyError
 from rac.prune.staged import prune_block_staged, staged_forward_matches
-from rac.prune.stats import CrossStats, LayerStats, relative_error
+from rac.prune.stats import CrossStats, LayerStats, all_finite, relative_error
 from rac.prune.stream import Resident
 
 # the grids of the quantized linears, by (block index, linear name)
@@ -66,7 +66,7 @@ def prune_group(i: int, group: list[str], lins: dict[str, torch.nn.Linear], stat
     ``stat_s`` seconds; the report shares all the group's time evenly between its linears).
     With ``cross`` (dense targets) the weights pruned are the fit of the dense outputs. The
     grids of quantized linears go into ``grids``."""
-    if not torch.isfinite(stats.H).all():
+    if not all_finite(stats.H):
         raise ValueError(f"block {i} {group[0]}: calibration statistics hold NaN or Inf (the "
                          "activations overflowed); check the model's dtype")
     t0 = time.perf_counter()
@@ -184,9 +184,9 @@ def _prune_block_in_passes(i: int, block: torch.nn.Module, groups: list[list[str
 def _prune_block(i: int, block: torch.nn.Module, lins: dict[str, torch.nn.Linear],
                  states: list[tuple[torch.Tensor, dict]], weights: list[torch.Tensor],
                  dense_states: list[torch.Tensor] | None, cfg: PruneConfig, staged: bool,
-                 last: bool, grids: Grids | None) -> list[LayerReport]:
+                 last: bool, grids: Grids | None, acts: Activations) -> list[LayerReport]:
     """Prune block ``i`` (on the device) and leave its outputs in ``states`` (not after the
-    ``last`` block)."""
+    ``last`` block); ``acts`` decides whether a staged pass holds the MLP's inputs."""
     dev = cfg.device
     groups = sublayer_groups(lins)
     if lins and staged:
@@ -195,8 +195,10 @@ def _prune_block(i: int, block: torch.nn.Module, lins: dict[str, torch.nn.Linear
         def prune_leader(leader: str, stats: LayerStats, seconds: float) -> list[LayerReport]:
             return prune_group(i, by_leader[leader], lins, stats, seconds, cfg, grids=grids)
 
+        rows = sum(h.numel() // h.shape[-1] for h, _ in states)
+        mlp_bytes = rows * block.mlp.down_proj.in_features * states[0][0].element_size()
         return prune_block_staged(block, set(by_leader), {n: lins[n].in_features for n in by_leader},
-                                  states, weights, dev, prune_leader)
+                                  states, weights, dev, prune_leader, acts.fits(mlp_bytes))
     report: list[LayerReport] = []
     if groups:
         report = _prune_block_in_passes(i, block, groups, lins, states, weights, cfg,
@@ -248,7 +250,7 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
     if distributed.world()[1] > 1:
         distributed.check(cfg)
         batches = distributed.shard(batches)  # this rank's rows
-    states = capture_block_inputs(lm, blocks, batches, dev, acts.hold)
+    states = capture_block_inputs(lm, blocks, batches, dev, acts.hold, store.embed)
     weights = [b.weight.reshape(-1) for b in batches]
     # dense targets and refinement: the dense model's hidden states, through the dense blocks
     dense_states = [acts.hold(h) for h, _ in states] if cfg.needs_dense_states else None
@@ -262,5 +264,5 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
         at = replace(cfg, target=Target(per_block[i])) if i in per_block else cfg
         with store.use(i, dev, done=True) as block:
             report += _prune_block(i, block, targeted.get(i, {}), states, weights, dense_states,
-                                   at, staged, i + 1 == len(store), grids)
+                                   at, staged, i + 1 == len(store), grids, acts)
     return report

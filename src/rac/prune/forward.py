@@ -96,12 +96,14 @@ def block_output(out: torch.Tensor | tuple) -> torch.Tensor:
 
 @torch.inference_mode()
 def capture_block_inputs(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[Batch],
-                         device: str, keep: Callable[[torch.Tensor], torch.Tensor] | None = None
+                         device: str, keep: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                         embed: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None
                          ) -> list[tuple[torch.Tensor, dict]]:
     """The hidden states entering block 0 and its forward kwargs (attention mask, position ids,
     rotary embeddings), per batch, on the CPU, by stopping the model's forward at block 0.
-    ``keep`` makes the CPU copy of each batch's hidden states (``Activations.hold``). Block 0's
-    weights are never used (they may be on the meta device)."""
+    ``keep`` makes the CPU copy of each batch's hidden states (``Activations.hold``); ``embed``
+    gives the batches' input embeddings in place of the model's embedding module (which may then
+    be on the meta device). Block 0's weights are never used (they may be on the meta device)."""
     captured: list[tuple[torch.Tensor, dict]] = []
 
     def grab(module, args, kwargs):
@@ -111,15 +113,18 @@ def capture_block_inputs(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batch
         raise Stop
 
     inner = lm.model
-    movable = [m for m in (inner.embed_tokens, getattr(inner, "rotary_emb", None)) if m is not None]
+    table = inner.embed_tokens if embed is None else None
+    movable = [m for m in (table, getattr(inner, "rotary_emb", None)) if m is not None]
     for m in movable:
         m.to(device)
+    embeds = embed([b.input_ids for b in batches]) if embed is not None else None
     handle = blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
     try:
-        for b in batches:
+        for k, b in enumerate(batches):
+            tokens = ({"input_ids": b.input_ids.to(device)} if embeds is None else
+                      {"inputs_embeds": embeds[k].to(device)})
             with suppress(Stop):
-                inner(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device),
-                      use_cache=False)
+                inner(**tokens, attention_mask=b.attention_mask.to(device), use_cache=False)
     finally:
         handle.remove()
         for m in movable:
