@@ -19,6 +19,7 @@ from transformers import (
 
 from bench.stream_memory import differing, measure
 from rac.checkpoint import INDEX, Checkpoint
+from rac.io import RacError
 from rac.prune.activations import Activations
 from tests.conftest import make_model, reference_set, run
 
@@ -274,3 +275,23 @@ def test_streaming_peak_memory_is_one_block_not_the_model(toy_tokenizer, calib_s
     assert streamed.peak_mb - base.peak_mb < weights_mb / 4, (base, streamed, weights_mb)
     assert memory.peak_mb - base.peak_mb > weights_mb, (base, memory, weights_mb)
     assert differing(tmp_path / "big()", tmp_path / "big('--stream',)") == []
+
+
+def test_an_embedding_that_does_not_match_is_refused(toy_tokenizer, calib_set, tmp_path, capsys):
+    """The table is not loaded, so its shape is checked against the config where the load
+    checked it; a token id past the table is refused, never read from uninitialised memory."""
+    from rac.prune.stream import streamed_model
+
+    model = make_model(tmp_path / "m", "qwen2", toy_tokenizer)
+    _, store = streamed_model(model, tmp_path / "o1")
+    embed = store.embedder()
+    with pytest.raises(RacError, match=f"token id {10 ** 6} is outside the model's "):
+        next(embed([torch.tensor([[1, 2]]), torch.tensor([[3, 10 ** 6]])]))
+    config = json.loads((model / "config.json").read_text())
+    config["vocab_size"] += 64
+    (model / "config.json").write_text(json.dumps(config))
+    code, _, err = run(capsys, "prune", model, "--calib", calib_set, "--method", "sparsegpt",
+                       "--sparsity", "0.5", "--stream", "--out", tmp_path / "o2")
+    assert code != 0 and len(err.strip().splitlines()) == 1
+    rows = len(toy_tokenizer)
+    assert f"weight is [{rows}, 32] in the checkpoint but [{rows + 64}, 32] in the config" in err

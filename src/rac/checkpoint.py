@@ -28,7 +28,9 @@ SLICE_BYTES = 16 * 2 ** 20  # what a tensor too big to hold whole is read and wr
 # safetensors' dtype names
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
           "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
-          "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+          "I8": torch.int8, "U8": torch.uint8, "U16": torch.uint16, "U32": torch.uint32,
+          "U64": torch.uint64, "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn,
+          "F8_E5M2": torch.float8_e5m2}
 DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
@@ -51,13 +53,16 @@ class Checkpoint:
         if not self.weight_map:
             raise RacError(f"{self.path} has no .safetensors weights; rac loads safetensors only")
 
-    def read(self, dtypes: dict[str, torch.dtype]) -> dict[str, torch.Tensor]:
-        """The tensors named by ``dtypes``' keys, each cast to its dtype. Each file is opened
-        for its tensors only and closed after (its mapping leaves the process's memory)."""
-        missing = [k for k in dtypes if k not in self.weight_map]
+    def _check_names(self, names: list[str]) -> None:
+        missing = [k for k in names if k not in self.weight_map]
         if missing:
             raise RacError(f"{self.path} has no tensor {missing[0]}: --stream reads tensors by the "
                            "model's parameter names; run without --stream")
+
+    def read(self, dtypes: dict[str, torch.dtype]) -> dict[str, torch.Tensor]:
+        """The tensors named by ``dtypes``' keys, each cast to its dtype. Each file is opened
+        for its tensors only and closed after (its mapping leaves the process's memory)."""
+        self._check_names(list(dtypes))
         by_file: dict[str, list[str]] = {}
         for k in dtypes:
             by_file.setdefault(self.weight_map[k], []).append(k)
@@ -70,6 +75,7 @@ class Checkpoint:
 
     def shape(self, name: str) -> tuple[list[int], str]:
         """Tensor ``name``'s shape and safetensors dtype name, without reading it."""
+        self._check_names([name])
         with safe_open(str(self.path / self.weight_map[name]), "pt") as f:
             sl = f.get_slice(name)
             return list(sl.get_shape()), sl.get_dtype()

@@ -250,7 +250,7 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
     if distributed.world()[1] > 1:
         distributed.check(cfg)
         batches = distributed.shard(batches)  # this rank's rows
-    states = capture_block_inputs(lm, blocks, batches, dev, acts.hold, store.embed)
+    states = capture_block_inputs(lm, blocks, batches, dev, acts.hold, store.embedder())
     weights = [b.weight.reshape(-1) for b in batches]
     # dense targets and refinement: the dense model's hidden states, through the dense blocks
     dense_states = [acts.hold(h) for h, _ in states] if cfg.needs_dense_states else None

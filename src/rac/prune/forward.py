@@ -3,7 +3,7 @@ forward at a module, and feeding a linear's inputs into its statistics."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 
 import torch
@@ -97,13 +97,13 @@ def block_output(out: torch.Tensor | tuple) -> torch.Tensor:
 @torch.inference_mode()
 def capture_block_inputs(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[Batch],
                          device: str, keep: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                         embed: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None
+                         embed: Callable[[list[torch.Tensor]], Iterator[torch.Tensor]] | None = None
                          ) -> list[tuple[torch.Tensor, dict]]:
     """The hidden states entering block 0 and its forward kwargs (attention mask, position ids,
     rotary embeddings), per batch, on the CPU, by stopping the model's forward at block 0.
     ``keep`` makes the CPU copy of each batch's hidden states (``Activations.hold``); ``embed``
-    gives the batches' input embeddings in place of the model's embedding module (which may then
-    be on the meta device). Block 0's weights are never used (they may be on the meta device)."""
+    gives the batches' input embeddings in turn, in place of the model's embedding module (which
+    may then be on the meta device). Block 0's weights are never used (they may be on the meta device)."""
     captured: list[tuple[torch.Tensor, dict]] = []
 
     def grab(module, args, kwargs):
@@ -120,9 +120,9 @@ def capture_block_inputs(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batch
     embeds = embed([b.input_ids for b in batches]) if embed is not None else None
     handle = blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
     try:
-        for k, b in enumerate(batches):
+        for b in batches:
             tokens = ({"input_ids": b.input_ids.to(device)} if embeds is None else
-                      {"inputs_embeds": embeds[k].to(device)})
+                      {"inputs_embeds": next(embeds).to(device)})
             with suppress(Stop):
                 inner(**tokens, attention_mask=b.attention_mask.to(device), use_cache=False)
     finally:

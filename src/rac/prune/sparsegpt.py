@@ -68,8 +68,9 @@ def inverse_hessian_factor(H: torch.Tensor, percdamp: float, max_percdamp: float
         Hd[idx, idx] = diag + damp * mean_diag
         # The three steps in place in one d x d matrix beside H (at d = 8960, 321 MB in float32,
         # where separate results took three). LAPACK works on column-major matrices and Hd.mT
-        # is one, so torch makes no copy; Hd is symmetric, so Hd.mT holds the same matrix. The
-        # factor is returned as that column-major view, with the same values as a copy.
+        # is one, so torch makes no copy; Hd is symmetric, so Hd.mT holds the same matrix (the
+        # same bits as separate results when H is exactly symmetric, as LayerStats.H is). The
+        # factor is returned as that column-major view.
         F = Hd.mT
         torch.linalg.cholesky_ex(F, out=(F, info))
         if info == 0:

@@ -5,7 +5,7 @@ written to the output when the block is final, and on the meta device in between
 The engine asks for a block with ``use(i, device, done)`` and sees the same module either way;
 the solvers never know. Streaming holds one block's weights and the model's small parts (norms,
 rotary tables); the output head is never read, and a plain embedding table only slice by slice,
-for the rows block 0's inputs need (``Streamed.embed``); both are copied to the output slice by
+for the rows block 0's inputs need (``Streamed.embedder``); both are copied to the output slice by
 slice. So peak host memory is one block plus the calibration activations
 (``rac.prune.activations``) rather than the model: a 1.5B's embedding and head are 933 MB each.
 """
@@ -44,18 +44,19 @@ class MemoryConfig:
             raise ValueError(f"--activation-memory {self.activation_mb}: give 0 or more MB")
 
 
-# each batch's input embeddings, from its token ids
-Embed = Callable[[list[torch.Tensor]], list[torch.Tensor]]
+# each batch's input embeddings in turn, from the batches' token ids
+Embed = Callable[[list[torch.Tensor]], Iterator[torch.Tensor]]
 
 
 class Resident:
     """Blocks held in memory: on ``device`` while used, on the CPU otherwise."""
 
-    # how block 0's inputs are embedded (None: by the model's own embedding module)
-    embed: Embed | None = None
-
     def __init__(self, blocks: torch.nn.ModuleList) -> None:
         self.blocks = blocks
+
+    def embedder(self) -> Embed | None:
+        """How block 0's inputs are embedded (None: by the model's own embedding module)."""
+        return None
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -92,11 +93,16 @@ class Streamed(Resident):
         self.other = [k for k in unique_state(lm) if not k.startswith(tuple(self.prefixes))]
         lazy = [lm.get_output_embeddings()]
         table = lm.get_input_embeddings()
-        if type(table) is torch.nn.Embedding:  # a plain lookup (no scaling inside the module)
+        self.table: str | None = None  # the embedding's name, when it is read slice by slice
+        if type(table) is torch.nn.Embedding and table.max_norm is None:  # a plain lookup
             self.table = names[id(table)] + ".weight"
-            self.embed = self._embed
             lazy.append(table)
         lazy_names = {names[id(m)] + "." + k for m in lazy if m is not None for k in m.state_dict()}
+        state = lm.state_dict()
+        for k in sorted(lazy_names & set(self.other)):  # what materialize would have checked
+            if ckpt.shape(k)[0] != list(state[k].shape):
+                raise RacError(f"{ckpt.path}: {k} is {ckpt.shape(k)[0]} in the checkpoint but "
+                               f"{list(state[k].shape)} in the config; the model does not match")
         _check_finite(materialize(lm, ckpt, names=[k for k in self.other if k not in lazy_names]),
                       ckpt.path)
         lm.tie_weights()
@@ -144,19 +150,29 @@ class Streamed(Resident):
         if lm.can_generate():
             lm.generation_config.save_pretrained(self.writer.out)
 
-    def _embed(self, ids: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Each batch's rows of the embedding table, read from the checkpoint a slice at a time
-        (one pass over the table for all batches); a non-finite row used is refused."""
+    def embedder(self) -> Embed | None:
+        return None if self.table is None else self._embed
+
+    def _embed(self, ids: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Each batch's input embeddings in turn. The rows the batches use are read once from
+        the checkpoint, a slice of the table at a time, into a table of those rows only (at most
+        the vocabulary or the tokens, whichever is fewer); each batch is looked up in it when
+        its turn comes. A token id outside the table, or a non-finite row used, is refused."""
         meta = self.lm.get_input_embeddings().weight
-        flat = torch.cat([t.reshape(-1) for t in ids])
-        out = torch.empty(flat.numel(), meta.shape[1], dtype=meta.dtype)
+        used, where = torch.unique(torch.cat([t.reshape(-1) for t in ids]), return_inverse=True)
+        if used.numel() and (used[0] < 0 or used[-1] >= meta.shape[0]):
+            bad = int(used[0] if used[0] < 0 else used[-1])
+            raise RacError(f"token id {bad} is outside the model's {meta.shape[0]} embeddings: "
+                           "the calibration set was tokenized for another model")
+        rows = torch.empty(used.numel(), meta.shape[1], dtype=meta.dtype)
         start = 0
         for part in self.ckpt.slices(self.table, meta.dtype):
-            at = ((flat >= start) & (flat < start + part.shape[0])).nonzero().squeeze(1)
-            out[at] = part[flat[at] - start]
+            lo, hi = torch.searchsorted(used, torch.tensor([start, start + part.shape[0]]))
+            rows[lo:hi] = part[used[lo:hi] - start]
             start += part.shape[0]
-        _check_finite({self.table: out}, self.ckpt.path)
-        return [e.view(*t.shape, -1) for e, t in zip(out.split([t.numel() for t in ids]), ids)]
+        _check_finite({self.table: rows}, self.ckpt.path)
+        for at, t in zip(where.split([t.numel() for t in ids]), ids):
+            yield rows[at].view(*t.shape, -1)
 
 
 def _return_freed_memory() -> None:
