@@ -89,7 +89,7 @@ def engine_args(p: argparse.ArgumentParser) -> None:
                    help="never hold the whole model: read each decoder block from the checkpoint "
                    "when it is reached and write it out when done (peak memory one block plus "
                    "the activations; the same output, bit for bit; with --batch-tokens 2048 a "
-                   "1.5B in fp32 peaked at a quarter of its weights, bench/README.md)")
+                   "1.5B in fp32 peaked at 0.31 of its weights, bench/README.md)")
     p.add_argument("--activation-memory", type=float, metavar="MB",
                    help="keep at most MB of calibration hidden states in memory, the rest in "
                    "memory-mapped files, and recompute a staged block's MLP inputs instead of "
