@@ -15,6 +15,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from rac.io import RacError
+from rac.prune.stats import all_finite
 from rac.tasks.problems import Problem, answer_form
 
 EMBEDDED = "embedded"
@@ -122,10 +123,15 @@ def load_model(model: str | Path, device: str = "cpu", dtype: str | torch.dtype 
     return lm.to(device)
 
 
-def check_finite(lm: torch.nn.Module, where: object) -> None:
-    for name, p in lm.named_parameters():
-        if not torch.isfinite(p).all():
+def check_tensors(tensors: dict[str, torch.Tensor], where: object) -> None:
+    """Refuse floating-point tensors that hold NaN or Inf (checked in chunks: ``all_finite``)."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not all_finite(t):
             raise RacError(f"{where}: weight {name} holds NaN or Inf; the checkpoint is corrupt")
+
+
+def check_finite(lm: torch.nn.Module, where: object) -> None:
+    check_tensors(dict(lm.named_parameters()), where)
 
 
 def tokenizer_fingerprint(tok: PreTrainedTokenizerBase) -> str:

@@ -25,7 +25,6 @@ import torch
 from rac import models
 from rac.checkpoint import Checkpoint, ShardWriter, evict, load_skeleton, materialize, unique_state
 from rac.io import RacError
-from rac.prune.stats import all_finite
 
 
 @dataclass(frozen=True)
@@ -100,11 +99,12 @@ class Streamed(Resident):
         lazy_names = {names[id(m)] + "." + k for m in lazy if m is not None for k in m.state_dict()}
         state = lm.state_dict()
         for k in sorted(lazy_names & set(self.other)):  # what materialize would have checked
-            if ckpt.shape(k)[0] != list(state[k].shape):
-                raise RacError(f"{ckpt.path}: {k} is {ckpt.shape(k)[0]} in the checkpoint but "
+            stored = ckpt.shape(k)[0]
+            if stored != list(state[k].shape):
+                raise RacError(f"{ckpt.path}: {k} is {stored} in the checkpoint but "
                                f"{list(state[k].shape)} in the config; the model does not match")
-        _check_finite(materialize(lm, ckpt, names=[k for k in self.other if k not in lazy_names]),
-                      ckpt.path)
+        models.check_tensors(
+            materialize(lm, ckpt, names=[k for k in self.other if k not in lazy_names]), ckpt.path)
         lm.tie_weights()
         self.writer = ShardWriter(out, len(blocks) + len(self.other))
         self.written: set[int] = set()
@@ -139,7 +139,7 @@ class Streamed(Resident):
         for k in self.other:
             if state[k].is_meta:  # the head and the embedding, never held whole
                 self.writer.copy(self.ckpt, {k: state[k].dtype},
-                                 functools.partial(_check_finite, where=self.ckpt.path))
+                                 functools.partial(models.check_tensors, where=self.ckpt.path))
             else:
                 self.writer.write({k: state[k]})
         self.writer.close()
@@ -170,7 +170,7 @@ class Streamed(Resident):
             lo, hi = torch.searchsorted(used, torch.tensor([start, start + part.shape[0]]))
             rows[lo:hi] = part[used[lo:hi] - start]
             start += part.shape[0]
-        _check_finite({self.table: rows}, self.ckpt.path)
+        models.check_tensors({self.table: rows}, self.ckpt.path)
         for at, t in zip(where.split([t.numel() for t in ids]), ids):
             yield rows[at].view(*t.shape, -1)
 
@@ -192,13 +192,6 @@ def _libc() -> ctypes.CDLL | None:
     except OSError:
         return None
     return libc if hasattr(libc, "malloc_trim") else None
-
-
-def _check_finite(tensors: dict[str, torch.Tensor], where: object) -> None:
-    """``models.check_finite`` for tensors read outside a module."""
-    for k, t in tensors.items():
-        if t.is_floating_point() and not all_finite(t):
-            raise RacError(f"{where}: weight {k} holds NaN or Inf; the checkpoint is corrupt")
 
 
 def streamed_model(model: str | Path, out: Path, trust_remote_code: bool = False,
