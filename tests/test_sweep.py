@@ -429,3 +429,31 @@ def test_sweeps_sharing_a_cache_reuse_sets_of_the_same_files_elsewhere(qwen2_dir
     second = Sweep(cfg, tmp_path / "b", cache=cache)
     assert second.calib_set("prompt", 0, 1.0) == first
     assert second.stage_seconds["calib"]["cached"] == 1
+
+
+def test_pruned_keys_hold_what_the_recipe_sets_not_its_name(qwen2_dir, generic_text, tmp_path,
+                                                            monkeypatch):
+    """A pruned model was keyed by the recipe's name, so a recipe changed later (or its epochs set
+    by the config) was answered by a model refined with the former settings."""
+    from rac.experiments import sweep as sweep_module
+    from rac.prune.config import RECIPES
+
+    def key(monkeypatch_recipes: dict | None = None, **prune) -> str:
+        if monkeypatch_recipes is not None:
+            monkeypatch.setitem(RECIPES, "best", monkeypatch_recipes)
+        cfg = config.from_dict(mini(qwen2_dir, generic_text, prune=prune))
+        s = sweep_module.Sweep(cfg, tmp_path / "out")
+        built: list[dict] = []
+        monkeypatch.setattr(s, "stage", lambda kind, inputs, build, label:
+                            built.append(inputs) or tmp_path)
+        monkeypatch.setattr(sweep_module, "read_totals", lambda d: None)
+        s.pruned(Run(0, "generic", 1.0, "sparsegpt", Target(0.5), "all", False))
+        return sweep_module.key_of([i for i in built if "method" in i][0])
+
+    paper = key()
+    assert key(refine_epochs=0) == paper  # the same settings as the paper's: the same model
+    assert key(recipe="best", refine_epochs=0) == paper
+    best = key(recipe="best")
+    assert best not in (paper, key(recipe="best", refine_epochs=5))
+    assert key({"refine_epochs": 7}, recipe="best") != best  # the recipe itself changed
+    assert key(refine_epochs=20) == best  # what the recipe sets, however it was asked for

@@ -68,6 +68,7 @@ class PruneSpec:
     fp8: list[bool] = field(default_factory=lambda: [False])
     true_sequential: bool = False
     recipe: str = "paper"  # or "best" (rac.prune.config.RECIPES)
+    refine_epochs: int = -1  # -1: the recipe's; 0 or more: block refinement's epochs, over it
     # N:M patterns on the scopes below, with and without FP8 (the paper's Table 4)
     table4_scopes: list[str] = field(default_factory=list)
     # quantization targets, each calibrated on every source: "w4a16" (GPTQ), "2:4+w4a16" or
@@ -239,6 +240,7 @@ def validate(cfg: SweepConfig) -> SweepConfig:
     need(bool(p.sparsities or p.patterns or p.quantize),
          "'prune' needs 'sparsities', 'patterns' or 'quantize'")
     need(p.recipe in RECIPES, f"'prune.recipe' is unknown; use {', '.join(RECIPES)}")
+    need(p.refine_epochs >= -1, "'prune.refine_epochs' must be -1 (the recipe's) or >= 0")
     need(all(0 <= s < 1 for s in p.sparsities), "'prune.sparsities' must be in [0, 1)")
     try:
         for pat in p.patterns:

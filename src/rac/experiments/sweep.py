@@ -19,7 +19,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -32,7 +32,7 @@ from rac.experiments.config import SweepConfig, spec_key, spec_sampling
 from rac.experiments.grid import Run, plan
 from rac.experiments.report import Report, write_report
 from rac.io import RacError, write_json
-from rac.prune.config import PruneConfig, QuantConfig, Scope
+from rac.prune.config import RECIPES, PruneConfig, QuantConfig, Scope
 from rac.prune.masks import Target
 from rac.prune.report import PruneTotals
 from rac.prune.run import prune_to_dir, read_totals
@@ -41,6 +41,7 @@ from rac.tasks.generators import generate
 from rac.tasks.overlap import describe, shared
 from rac.tasks.problems import read_problems, write_problems
 
+PRUNE_DEFAULTS = {f.name: f.default for f in fields(PruneConfig)}
 CODE_VERSION = 2  # bump to invalidate every cache entry when a stage's semantics change
 
 
@@ -194,16 +195,21 @@ class Sweep:
     def pruned(self, run: Run) -> tuple[Path, PruneTotals]:
         p = self.cfg.prune
         quant = QuantConfig(run.quant, p.quant_group_size) if run.quant else None
+        epochs = p.refine_epochs if p.refine_epochs >= 0 else None
         cfg = PruneConfig.with_recipe(p.recipe, method=run.method, target=run.target,
-                                      scope=Scope.parse(run.scope),
+                                      scope=Scope.parse(run.scope), refine_epochs=epochs,
                                       true_sequential=p.true_sequential, quant=quant)
+        # the key holds what the recipe and the override set, not the recipe's name: a recipe
+        # changed later is never answered by a model pruned with its former settings
+        beyond = {k: getattr(cfg, k) for k in {*RECIPES[p.recipe], "refine_epochs"}
+                  if getattr(cfg, k) != PRUNE_DEFAULTS[k]}
         calib = self.calib_set(run.source, run.seed, run.fraction) if cfg.needs_calibration \
             else None
         inputs = {"model": models.model_name(self.cfg.model), **content(self.cfg.model),
                   "calib": str(calib), "fp8": run.fp8,
                   "method": run.method, "target": str(run.target), "scope": run.scope,
                   "true_sequential": p.true_sequential,
-                  **({"recipe": p.recipe} if p.recipe != "paper" else {}),
+                  **({"recipe": beyond} if beyond else {}),
                   **({"quant": asdict(quant)} if quant else {})}
         label = (f"prune {run.method} {run.target}{' ' + run.quant if run.quant else ''} "
                  f"{run.scope}{' fp8' if run.fp8 else ''} {run.source} x{run.fraction:g} s{run.seed}")
