@@ -172,6 +172,16 @@ def test_bf16_8_bit_per_channel_export_round_trip(qwen2_dir, calib_set, tmp_path
     cfg = json.loads((out / "w8a16-compressed-tensors" / "config.json").read_text())
     (group,) = cfg["quantization_config"]["config_groups"].values()
     assert group["weights"]["strategy"] == "channel" and group["weights"]["actorder"] == "weight"
+    # --dtype bfloat16 on the float32 checkpoint: the very run of the bf16 checkpoint
+    cast = tmp_path / "cast"
+    code, _, err = run(capsys, "quantize", qwen2_dir, "--calib", calib_set, "--scheme", "W8A16",
+                       "--group-size", "channel", "--actorder", "--dtype", "bfloat16",
+                       "--out", cast)
+    assert code == 0, err
+    assert json.loads((cast / "prune_report.json").read_text())["dtype"] == "bfloat16"
+    ours, theirs = (AutoModelForCausalLM.from_pretrained(d).state_dict() for d in (cast, out))
+    assert ours.keys() == theirs.keys()
+    assert all(ours[k].dtype == torch.bfloat16 and torch.equal(ours[k], theirs[k]) for k in ours)
 
 
 def test_per_channel_activation_order_with_dense_targets(qwen2_dir, calib_set, tmp_path, capsys):
@@ -218,6 +228,8 @@ def test_per_channel_activation_order_with_dense_targets(qwen2_dir, calib_set, t
     (["quantize", "--scheme", "W8A8", "--recipe", "best"], "--recipe best) with W8A8"),
     (["prune", "--method", "sparsegpt", "--sparsity", "0.5", "--quantize", "W4A16",
       "--scope", "attn"], "--scope all"),
+    (["prune", "--method", "sparsegpt", "--sparsity", "0.5", "--dtype", "bfloat16", "--stream"],
+     "streamed blocks keep the checkpoint's dtype"),
 ])
 def test_what_would_not_be_evaluated_is_refused_in_one_line(qwen2_dir, calib_set, tmp_path,
                                                             capsys, flags, needle):

@@ -105,6 +105,11 @@ def load_tokenizer(model: str | Path, trust_remote_code: bool = False) -> PreTra
     return tok
 
 
+# the dtypes a model can be loaded in for pruning ("auto": the checkpoint's)
+LOAD_DTYPES: dict[str, str | torch.dtype] = {"auto": "auto", "float32": torch.float32,
+                                             "bfloat16": torch.bfloat16}
+
+
 def load_model(model: str | Path, device: str = "cpu", dtype: str | torch.dtype = "auto",
                trust_remote_code: bool = False) -> torch.nn.Module:
     path = resolve(model)

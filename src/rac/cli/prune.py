@@ -86,7 +86,7 @@ def run(a: argparse.Namespace) -> None:
     report = prune_to_dir(a.model, a.calib, cfg, a.out, fp8=a.fp8, fp8_export=a.fp8_export,
                           export=a.export, batch_tokens=a.batch_tokens,
                           trust_remote_code=a.trust_remote_code, overwrite=a.overwrite,
-                          memory=memory_config(a))
+                          memory=memory_config(a), dtype=a.dtype)
     if world()[0]:
         return  # rank 0 reports
     t = report.totals

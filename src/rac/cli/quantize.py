@@ -83,6 +83,10 @@ def engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dense-targets", action="store_true",
                    help="fit each layer to the dense model's outputs on the compressed model's "
                    "inputs (corrects error accumulated in earlier blocks; beyond the paper)")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="the weights' and forward passes' dtype, and the output's (default: the "
+                   "checkpoint's); statistics and solves stay float32 (bf16 measured in "
+                   "bench/README.md)")
     p.add_argument("--batch-tokens", type=int, default=8192,
                    help="tokens per forward batch (the forward's working memory grows with it)")
     p.add_argument("--stream", action="store_true",
@@ -155,7 +159,8 @@ def run(a: argparse.Namespace) -> None:
                              refine_epochs=a.refine_epochs, refine_lr=a.refine_lr,
                              export=a.export,
                              batch_tokens=a.batch_tokens, trust_remote_code=a.trust_remote_code,
-                             overwrite=a.overwrite, memory=memory_config(a), **engine_options(a))
+                             overwrite=a.overwrite, memory=memory_config(a), dtype=a.dtype,
+                             **engine_options(a))
     if world()[0]:
         return  # rank 0 reports
     t = report.totals

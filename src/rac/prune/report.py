@@ -86,6 +86,7 @@ class PruneReport:
     quantization: dict | None = None
     # where the data lived: streamed blocks, the activations kept in memory and spilled to disk
     memory: dict | None = None
+    dtype: str = ""  # the weights' and forward passes' dtype ("" in reports before it was kept)
 
     def to_json(self) -> dict:
         return asdict(self)

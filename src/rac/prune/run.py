@@ -100,13 +100,20 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
                  fp8: bool = False, fp8_export: bool = False, export: bool = False,
                  batch_tokens: int = 8192, trust_remote_code: bool = False,
                  overwrite: bool = False, progress: bool = True,
-                 memory: MemoryConfig | None = None) -> PruneReport:
+                 memory: MemoryConfig | None = None, dtype: str = "auto") -> PruneReport:
     """Prune (with ``cfg.quant`` also quantize) ``model`` into ``out``. ``export``: with
     ``cfg.quant``, also write ``out/<scheme>-compressed-tensors``. ``memory``: stream the blocks,
-    and how many MB of activations to keep in memory (default: neither)."""
+    and how many MB of activations to keep in memory (default: neither). ``dtype``: the weights'
+    and forward passes' dtype, and the output's ("auto": the checkpoint's); statistics and solves
+    run in float32 whatever it is."""
     memory = memory or MemoryConfig()
     check_output_dir(out, overwrite)
     _check_options(cfg, fp8, fp8_export, export, memory, trust_remote_code)
+    if dtype not in models.LOAD_DTYPES:
+        raise RacError(f"--dtype {dtype}: use {', '.join(models.LOAD_DTYPES)}")
+    if memory.stream and dtype != "auto":
+        raise RacError(f"--dtype {dtype} with --stream: streamed blocks keep the checkpoint's "
+                       "dtype; drop one of them (or convert the checkpoint first)")
     rank = distributed.world()[0]  # under torchrun every rank computes and rank 0 writes
     t0 = time.perf_counter()
     tok = models.load_tokenizer(model, trust_remote_code)
@@ -120,7 +127,7 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
         if memory.stream:
             lm, store = streamed_model(model, tmp, finish=finish)
         else:
-            lm = models.load_model(model, "cpu", trust_remote_code=trust_remote_code)
+            lm = models.load_model(model, "cpu", models.LOAD_DTYPES[dtype], trust_remote_code)
             store = Resident(models.decoder_blocks(lm))
         grids: Grids = {}
         try:
@@ -135,7 +142,8 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
                 finish(store.blocks)
             models.check_finite(lm, "the pruned model")
         report = _report(model, calib_dir, calib_info, cfg, fp8 or fp8_export, export, layers,
-                         time.perf_counter() - t0, _memory(memory, acts))
+                         time.perf_counter() - t0, _memory(memory, acts),
+                         str(next(store.blocks.parameters()).dtype).removeprefix("torch."))
         if rank:
             return report
         if cfg.quant is not None and cfg.quant.activation_bits:
@@ -189,19 +197,19 @@ def quantize_to_dir(model: str | Path, calib_dir: Path, quant: QuantConfig, out:
                     recipe: str = "paper", export: bool = False, batch_tokens: int = 8192,
                     trust_remote_code: bool = False, overwrite: bool = False,
                     progress: bool = True, memory: MemoryConfig | None = None,
-                    **options) -> PruneReport:
+                    dtype: str = "auto", **options) -> PruneReport:
     """``rac quantize``: GPTQ on every linear in scope, nothing pruned. ``options`` are the
     other ``PruneConfig`` fields (scope, true_sequential, sparsegpt, segment weights, ...; None:
     the recipe's)."""
     cfg = PruneConfig.with_recipe(recipe, method=QUANTIZER, target=Target(), quant=quant, **options)
     return prune_to_dir(model, calib_dir, cfg, out, export=export, batch_tokens=batch_tokens,
                         trust_remote_code=trust_remote_code, overwrite=overwrite,
-                        progress=progress, memory=memory)
+                        progress=progress, memory=memory, dtype=dtype)
 
 
 def _report(model: str | Path, calib_dir: Path | None, calib_info: dict | None, cfg: PruneConfig,
             fp8: bool, export: bool, layers: list[LayerReport], wall_s: float,
-            memory: dict | None = None) -> PruneReport:
+            memory: dict | None = None, dtype: str = "") -> PruneReport:
     quant = cfg.quant
     quantization = None if quant is None else {
         **asdict(quant), "bits": quant.bits,
@@ -221,7 +229,7 @@ def _report(model: str | Path, calib_dir: Path | None, calib_info: dict | None, 
         error_step=cfg.error_step, mask_swaps=cfg.mask_swaps, device=cfg.device,
         totals=PruneTotals.of(layers, wall_s,
                               resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        layers=layers, quantization=quantization, memory=memory)
+        layers=layers, quantization=quantization, memory=memory, dtype=dtype)
 
 
 def read_totals(pruned_dir: Path) -> PruneTotals:
