@@ -156,6 +156,10 @@ def test_sweep_quantization_targets_give_their_table(qwen2_dir, generic_text, tm
     prune = {**result["config"]["prune"], "sparsities": [], "patterns": []}
     only = {**result, "config": {**result["config"], "prune": prune},
             "records": [r for r in result["records"] if r.get("quant") or r["source"] == "dense"]}
+    assert write_report(result, tmp_path / "s").figures == [tmp_path / "s" / "figure1_sparsegpt.png"]
+    # written into the OUT of the sparsity grid: its figure is gone, not listed as this report's
+    rep = write_report(only, tmp_path / "s")
+    assert rep.figures == [] and not list((tmp_path / "s").glob("*.png"))
     (tmp_path / "only").mkdir()
     rep = write_report(only, tmp_path / "only")
     md = (tmp_path / "only" / "report.md").read_text()

@@ -130,10 +130,7 @@ def eval_config(a: argparse.Namespace):
                       thinking=THINKING[a.thinking])
 
 
-def report_paths(out: Path) -> str:
-    """Where a sweep's report, results and figures are."""
-    figs = sorted(p.name for p in Path(out).glob("*.png"))
-    heat = Path(out) / "recon" / "recon_heatmap.png"
+def report_paths(out: Path, figures: list[Path]) -> str:
+    """Where a sweep's report, results and figures (those its report shows) are."""
     return (f"report: {Path(out) / 'report.md'}\nresults: {Path(out) / 'results.json'}\n"
-            f"figures: {', '.join(str(Path(out) / f) for f in figs)}"
-            + (f", {heat}" if heat.exists() else ""))
+            f"figures: {', '.join(map(str, figures)) or 'none in this grid'}")

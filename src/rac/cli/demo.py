@@ -32,4 +32,4 @@ def run(a: argparse.Namespace) -> None:
         print(f"{method}: RAC vs prompt-only first differ by more than 2 SE at "
               + (f"{first.target}." if first else "no sparsity in this grid."))
     print(f"done in {result['wall_s']:.0f} s: " + report.stage_breakdown(result["stages"]))
-    print(report_paths(out))
+    print(report_paths(out, rep.figures))

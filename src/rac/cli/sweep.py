@@ -27,4 +27,4 @@ def run(a: argparse.Namespace) -> None:
                                    show=show, cache=a.cache)
     print(rep.table1)
     print(f"done in {result['wall_s']:.0f} s: " + report.stage_breakdown(result["stages"]))
-    print(report_paths(a.out))
+    print(report_paths(a.out, rep.figures))

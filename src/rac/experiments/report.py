@@ -33,6 +33,7 @@ class Comparison:
 class Report:
     table1: str  # the first method's Table 1, as Markdown
     comparisons: dict[str, list[Comparison]]  # per method
+    figures: list[Path]  # the figures report.md shows, all drawn for it
 
 
 def _row(label: str, gs: list[Group | None], sources: list[str]) -> tuple[str, Comparison | None]:
@@ -340,7 +341,11 @@ def write_report(result: dict, out: Path, command: str = "") -> Report:
     quant = quant_table(v)
     md += (seed_table(agg) + quant + _table4(v) + _table5(v) + _fraction_tables(v)
            + (_rambling(v) if pruned else []))
+    figures = [out / f"figure1_{m}.png" for m in cfg["prune"]["methods"]] if pruned else []
     if "recon" in result:
         md += _figure2(result["recon"])
+        figures.append(out / "recon" / "recon_heatmap.png")
+    for stale in set(out.glob("figure1_*.png")) - set(figures):  # another grid's, in this OUT
+        stale.unlink()
     atomic_write_text(out / "report.md", "\n".join(md))
-    return Report(table1_md or "\n".join(quant), comparisons)
+    return Report(table1_md or "\n".join(quant), comparisons, figures)
