@@ -145,7 +145,8 @@ def main() -> None:
     ap.add_argument("--model", help="a checkpoint directory (default: random Llama layers)")
     ap.add_argument("--calib", help="a rac calibration set whose tokens to use, end to end "
                     "(default: random tokens)")
-    ap.add_argument("--layers", type=int, default=4, help="random model only")
+    ap.add_argument("--layers", type=int,
+                    help="the random model's layers (default 4), or a checkpoint's first N blocks")
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
@@ -168,8 +169,14 @@ def main() -> None:
         if a.model:
             dense = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32).eval()
             tokenizer_dir = a.model
+            a.layers = a.layers or dense.config.num_hidden_layers
+            del dense.model.layers[a.layers:]  # its first blocks only, when --layers says so
+            dense.config.num_hidden_layers = a.layers
+            if getattr(dense.config, "layer_types", None):
+                dense.config.layer_types = dense.config.layer_types[:a.layers]
         else:
             # the 0.5B's layer shapes (hidden 896 = 7 x 128, MLP 4864 = 38 x 128), Llama layers
+            a.layers = a.layers or 4
             cfg = LlamaConfig(vocab_size=32000, hidden_size=896, intermediate_size=4864,
                               num_hidden_layers=a.layers, num_attention_heads=14,
                               num_key_value_heads=2, max_position_embeddings=2048,
@@ -202,25 +209,37 @@ def main() -> None:
                 levels = max(grid_levels(W_hat[n], a.group_size) for n in list(linears)[:3])
                 out[tool] = (run, errs, levels)
             rows.append((actorder, out))
-    print(f"\n{a.model or f'random Llama, {a.layers} layers'}, {a.scheme} symmetric, groups of "
+    print_table(a, rows, list(linears))
+
+
+def print_table(a: argparse.Namespace, rows: list, names: list[str]) -> None:
+    """The Markdown table, then for each rac row the layers whose error ratio is furthest from 1."""
+    print(f"\n{a.model or 'random Llama'}, {a.layers} layers, {a.scheme} symmetric, groups of "
           f"{a.group_size}, {a.samples} x {a.seq} calibration tokens, {a.threads} threads")
     print("| activation order | tool | mean layer error | rac / llm-compressor, geometric mean "
           "[min, max] over layers | seconds | peak RSS GB | levels in a group |")
     print("|---|---|---|---|---|---|---|")
+    extremes = []
     for actorder, out in rows:
+        order = "static" if actorder else "none"
         theirs = out["llmcompressor"][1]
         for tool, (run, errs, levels) in out.items():
             vs = "-"
             if tool != "llmcompressor":
-                ratios = [o / t for o, t in zip(errs, theirs) if t > 0]
-                logs = [math.log(r) for r in ratios]
-                vs = f"{math.exp(sum(logs) / len(logs)):.3f} [{min(ratios):.3f}, {max(ratios):.3f}]"
-            print(f"| {'static' if actorder else 'none'} | {tool} | {sum(errs) / len(errs):.5f} | "
+                ratios = {n: o / t for n, o, t in zip(names, errs, theirs) if t > 0}
+                logs = [math.log(r) for r in ratios.values()]
+                vs = (f"{math.exp(sum(logs) / len(logs)):.3f} [{min(ratios.values()):.3f}, "
+                      f"{max(ratios.values()):.3f}]")
+                far = sorted(ratios, key=lambda n: abs(math.log(ratios[n])))[-3:]
+                mine = dict(zip(names, errs))
+                extremes += [f"{order} {tool} {n}: {mine[n]:.3g} vs {mine[n] / ratios[n]:.3g} "
+                             f"(ratio {ratios[n]:.3f})" for n in far]
+            print(f"| {order} | {tool} | {sum(errs) / len(errs):.5f} | "
                   f"{vs} | {run['seconds']:.1f} | {run['peak_rss_gb']:.2f} | {levels} |")
-        print(f"| {'static' if actorder else 'none'} | rac / llm-compressor | | | "
+        print(f"| {order} | rac / llm-compressor | | | "
               f"{out['rac'][0]['seconds'] / out['llmcompressor'][0]['seconds']:.2f} | "
               f"{out['rac'][0]['peak_rss_gb'] / out['llmcompressor'][0]['peak_rss_gb']:.2f} | |")
-
+    print("\nlayers furthest from equal error (rac vs llm-compressor):\n" + "\n".join(extremes))
 
 if __name__ == "__main__":
     main()

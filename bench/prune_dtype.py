@@ -8,7 +8,8 @@ on this CPU's AMX units where it has them; the statistics and the solves stay fl
 Both outputs are judged on the same statistics: every pruned linear's error
 ||(W - W_hat) X||^2 / ||W X||^2 on the dense float32 model's inputs (X from the same calibration
 set), W the float32 weights, so bf16's own rounding of the weights counts against it. Also
-printed: the fraction of weights whose kept / pruned decision differs between the two runs. The
+printed: the fraction of weights zero in one output and not in the other (pruned, or with
+`quantize` rounded to zero). The
 options after ``--`` go to both runs (default: ``--method sparsegpt --sparsity 0.5``); a
 benchmark, never a test.
 """
@@ -60,7 +61,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model")
     p.add_argument("--calib", required=True)
-    p.add_argument("--work", type=Path, help="where both outputs go (default: a temporary dir)")
+    p.add_argument("--work", type=Path, help="an existing directory for the scratch copy of "
+                   "both outputs, removed at the end (default: the system's temporary directory)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each run")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
@@ -86,7 +88,7 @@ def main() -> None:
     print(f"bf16 / fp32: time {runs['bfloat16'].wall_s / runs['float32'].wall_s:.3f}x, peak RSS "
           f"{runs['bfloat16'].peak_mb / runs['float32'].peak_mb:.3f}x, layer error {geo:.3f}x "
           f"(geometric mean; range [{min(ratios):.3f}, {max(ratios):.3f}] over {len(ratios)} "
-          f"linears); kept/pruned decisions that differ: {flips:.4f} of the weights")
+          f"linears); zero in one output only: {flips:.4f} of the weights")
 
 
 if __name__ == "__main__":

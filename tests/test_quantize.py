@@ -5,6 +5,7 @@ refusals of what would not be what is evaluated."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -154,15 +155,47 @@ def test_refinement_keeps_the_grids_and_the_pattern(qwen2_dir, calib_set, tmp_pa
     assert same == (min(loss[1:]) >= loss[0]), loss
 
 
+def bf16_copy(model: Path, out: Path) -> Path:
+    """``model`` saved in bfloat16 at ``out``, with its tokenizer and rac settings."""
+    AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16).save_pretrained(out)
+    for f in model.glob("*"):
+        if "token" in f.name or f.name == "rac_model.json":
+            (out / f.name).write_bytes(f.read_bytes())
+    return out
+
+
+@pytest.mark.parametrize("verb", [["quantize", "--scheme", "W4A16", "--group-size", "16"],
+                                  ["prune", "--method", "sparsegpt", "--pattern", "2:4"]])
+def test_dtype_runs_the_model_as_a_checkpoint_of_that_dtype_would(qwen2_dir, calib_set, tmp_path,
+                                                                  capsys, verb):
+    """--dtype bfloat16 on a float32 checkpoint is the very run of its bf16 copy, bit for bit, and
+    --dtype float32 on the bf16 copy that of the float32 checkpoint made from it."""
+    bf16 = bf16_copy(qwen2_dir, tmp_path / "bf16")
+    up = tmp_path / "up"  # the bf16 weights in float32: what --dtype float32 reads from bf16
+    AutoModelForCausalLM.from_pretrained(bf16, dtype=torch.float32).save_pretrained(up)
+    for f in bf16.glob("*"):
+        if not (up / f.name).exists():
+            (up / f.name).write_bytes(f.read_bytes())
+    outs = {}
+    for name, model, extra in (("cast", qwen2_dir, ["--dtype", "bfloat16"]), ("bf16", bf16, []),
+                               ("widened", bf16, ["--dtype", "float32"]), ("up", up, [])):
+        outs[name] = tmp_path / f"o-{name}"
+        code, _, err = run(capsys, verb[0], model, "--calib", calib_set, *verb[1:], *extra,
+                           "--out", outs[name])
+        assert code == 0, err
+    for ours, theirs, dtype in (("cast", "bf16", torch.bfloat16), ("widened", "up", torch.float32)):
+        report = json.loads((outs[ours] / "prune_report.json").read_text())
+        assert report["dtype"] == str(dtype).removeprefix("torch.")
+        a, b = (AutoModelForCausalLM.from_pretrained(outs[n]).state_dict() for n in (ours, theirs))
+        assert a.keys() == b.keys()
+        assert all(a[k].dtype == dtype and torch.equal(a[k], b[k]) for k in a), ours
+
+
 def test_bf16_8_bit_per_channel_export_round_trip(qwen2_dir, calib_set, tmp_path, capsys):
     """In bf16 the scales are stored in bf16 and the dequantized weights are bf16 products: the
     export still decompresses to exactly the saved weights."""
     pytest.importorskip("compressed_tensors", reason="the llmcompressor extra is not installed")
-    bf16 = tmp_path / "bf16"
-    AutoModelForCausalLM.from_pretrained(qwen2_dir, dtype=torch.bfloat16).save_pretrained(bf16)
-    for f in qwen2_dir.glob("*"):
-        if "token" in f.name or f.name == "rac_model.json":
-            (bf16 / f.name).write_bytes(f.read_bytes())
+    bf16 = bf16_copy(qwen2_dir, tmp_path / "bf16")
     out = tmp_path / "q8"
     code, _, err = run(capsys, "quantize", bf16, "--calib", calib_set, "--scheme", "W8A16",
                        "--group-size", "channel", "--actorder", "--export", "--out", out)
@@ -172,16 +205,6 @@ def test_bf16_8_bit_per_channel_export_round_trip(qwen2_dir, calib_set, tmp_path
     cfg = json.loads((out / "w8a16-compressed-tensors" / "config.json").read_text())
     (group,) = cfg["quantization_config"]["config_groups"].values()
     assert group["weights"]["strategy"] == "channel" and group["weights"]["actorder"] == "weight"
-    # --dtype bfloat16 on the float32 checkpoint: the very run of the bf16 checkpoint
-    cast = tmp_path / "cast"
-    code, _, err = run(capsys, "quantize", qwen2_dir, "--calib", calib_set, "--scheme", "W8A16",
-                       "--group-size", "channel", "--actorder", "--dtype", "bfloat16",
-                       "--out", cast)
-    assert code == 0, err
-    assert json.loads((cast / "prune_report.json").read_text())["dtype"] == "bfloat16"
-    ours, theirs = (AutoModelForCausalLM.from_pretrained(d).state_dict() for d in (cast, out))
-    assert ours.keys() == theirs.keys()
-    assert all(ours[k].dtype == torch.bfloat16 and torch.equal(ours[k], theirs[k]) for k in ours)
 
 
 def test_per_channel_activation_order_with_dense_targets(qwen2_dir, calib_set, tmp_path, capsys):

@@ -461,3 +461,14 @@ def test_pruned_keys_hold_what_the_recipe_sets_not_its_name(qwen2_dir, generic_t
     assert best not in (paper, key(recipe="best", refine_epochs=5))
     assert key({"refine_epochs": 7}, recipe="best") != best  # the recipe itself changed
     assert key(refine_epochs=20) == best  # what the recipe sets, however it was asked for
+
+
+def test_settings_that_cannot_be_combined_are_refused_before_any_work(qwen2_dir, generic_text,
+                                                                       tmp_path):
+    """Refinement with true-sequential passed the config check and failed at the first pruned
+    model, after the dense evaluations (hours with a real model)."""
+    cfg = config.from_dict(mini(qwen2_dir, generic_text,
+                                prune={"refine_epochs": 1, "true_sequential": True}))
+    with pytest.raises(RacError, match="config 'prune': .*true-sequential"):
+        sweep_and_report(cfg, tmp_path / "s")
+    assert not (tmp_path / "s" / "cache").exists()

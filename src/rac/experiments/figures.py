@@ -1,5 +1,5 @@
-"""The report's Figure 1 (accuracy, eval time and CoT length against sparsity, per calibration
-source), from the cells of a sweep."""
+"""The report's figures: Figure 1 (accuracy, eval time and CoT length against sparsity, per
+calibration source), from the cells of a sweep, and Figure 2's section."""
 
 from __future__ import annotations
 
@@ -41,3 +41,23 @@ def figure1(agg: dict[Cell, Group], sources: list[str], method: str, scope: str,
     fig.suptitle(f"{method}, scope {scope}, max {max_new} new tokens")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def figure2_md(r: dict) -> list[str]:
+    """The report's Figure 2 section: the recon means and the heatmap drawn by the sweep."""
+    a, b = list(r["per_model"])
+    md = ["## Figure 2 form: token-wise last-layer error", "",
+          f"{r['n_problems']} held-out problems, teacher-forced on the dense greedy rollout.",
+          "", "| model | mean error, prompt | mean error, decode |", "|---|---|---|"]
+    for lab, e in r["per_model"].items():
+        md.append(f"| {LABELS.get(lab, lab)} | {e['mean_error_prompt']:.4f} | "
+                  f"{e['mean_error_decode']:.4f} |")
+    return md + ["", f"Mean ratio e({a})/e({b}): prompt {r['mean_ratio_prompt']:.3f}, decode "
+                 f"{r['mean_ratio_decode']:.3f}.", "", "![Figure 2](recon/recon_heatmap.png)", ""]
+
+
+def remove_stale(out: Path, figures: list[Path]) -> None:
+    """Remove the Figure 1 files in ``out`` that a report did not draw: another grid's, from an
+    earlier sweep into the same directory, would pass for this report's."""
+    for stale in set(out.glob("figure1_*.png")) - set(figures):
+        stale.unlink()

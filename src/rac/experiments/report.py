@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rac.calibrate.calib import SOURCES
 from rac.experiments.cells import LABELS, Cell, Group, aggregate, cell, targets
-from rac.experiments.figures import figure1
+from rac.experiments.figures import figure1, figure2_md, remove_stale
 from rac.io import atomic_write_text
 from rac.metrics import mean_se, paired_diff
 from rac.prune.masks import Target
@@ -209,6 +209,10 @@ def _header(v: _View, result: dict, command: str) -> list[str]:
         f"Cells: accuracy ± SE over problems (n = {n}; pass@1 averaged over seeds), and mean "
         "total eval time. Bold: best per row. Paired differences: same problems, * beyond 2 SE.",
     ]
+    recipe, epochs = cfg["prune"].get("recipe", "paper"), cfg["prune"].get("refine_epochs", -1)
+    if recipe != "paper" or epochs >= 0:
+        md += ["", f"Recipe {recipe}; block refinement epochs: "
+               f"{epochs if epochs >= 0 else 'the recipe' + chr(39) + 's'}."]
     if command:
         md += ["", f"Command: `{command}`"]
     if "overlap" in result:
@@ -223,12 +227,13 @@ def _header(v: _View, result: dict, command: str) -> list[str]:
     return md + [""]
 
 
-def _table1_sections(v: _View, out: Path) -> tuple[list[str], str, dict[str, list[Comparison]]]:
-    """Table 1 and Figure 1 of every method; the Markdown, the first method's table, and the
-    paired comparisons per method."""
+def _table1_sections(v: _View, out: Path
+                     ) -> tuple[list[str], str, dict[str, list[Comparison]], list[Path]]:
+    """Table 1 and Figure 1 of every method; the Markdown, the first method's table, the
+    paired comparisons per method and the figures."""
     md: list[str] = []
     table1_md = ""
-    comparisons = {}
+    comparisons, figures = {}, []
     for method in v.cfg["prune"]["methods"]:
         lines, comps = table1(v.agg, v.sources, method, v.scope, v.main_new, v.dense)
         comparisons[method] = comps
@@ -237,13 +242,14 @@ def _table1_sections(v: _View, out: Path) -> tuple[list[str], str, dict[str, lis
         md += block
         fig = out / f"figure1_{method}.png"
         figure1(v.agg, v.sources, method, v.scope, v.main_new, v.dense, fig)
+        figures.append(fig)
         md += [f"![Figure 1, {method}]({fig.name})", ""]
         first = next((c for c in comps if c.beyond_2se), None)
         md.append("RAC and prompt-only first differ by more than 2 SE at "
                   + (f"target {first.target} ({first.diff:+.3f} ± {first.se:.3f})."
                      if first else "no target in this grid."))
         md.append("")
-    return md, table1_md, comparisons
+    return md, table1_md, comparisons, figures
 
 
 def _table4(v: _View) -> list[str]:
@@ -312,18 +318,6 @@ def _rambling(v: _View) -> list[str]:
     return md
 
 
-def _figure2(r: dict) -> list[str]:
-    a, b = list(r["per_model"])
-    md = ["## Figure 2 form: token-wise last-layer error", "",
-          f"{r['n_problems']} held-out problems, teacher-forced on the dense greedy rollout.",
-          "", "| model | mean error, prompt | mean error, decode |", "|---|---|---|"]
-    for lab, e in r["per_model"].items():
-        md.append(f"| {LABELS.get(lab, lab)} | {e['mean_error_prompt']:.4f} | "
-                  f"{e['mean_error_decode']:.4f} |")
-    return md + ["", f"Mean ratio e({a})/e({b}): prompt {r['mean_ratio_prompt']:.3f}, decode "
-                 f"{r['mean_ratio_decode']:.3f}.", "", "![Figure 2](recon/recon_heatmap.png)", ""]
-
-
 def write_report(result: dict, out: Path, command: str = "") -> Report:
     """Write report.md and the figures into ``out``; returns Table 1 and the comparisons."""
     cfg = result["config"]
@@ -333,7 +327,8 @@ def write_report(result: dict, out: Path, command: str = "") -> Report:
               cfg["prune"]["scopes"][0], agg.get(Cell("dense", main_new)))
     # a quantization-only grid has no sparsity table: its quantization table is the headline
     pruned = bool(cfg["prune"]["sparsities"] or cfg["prune"]["patterns"])
-    tables, table1_md, comparisons = _table1_sections(v, out) if pruned else ([], "", {})
+    tables, table1_md, comparisons, figures = _table1_sections(v, out) if pruned else \
+        ([], "", {}, [])
     md = _header(v, result, command) + tables
     extra = [s for s in ("rac", "offpolicy", "reference") if s in v.sources]
     if len(extra) > 1 and pruned:  # quantization targets compare them in their own table
@@ -341,11 +336,9 @@ def write_report(result: dict, out: Path, command: str = "") -> Report:
     quant = quant_table(v)
     md += (seed_table(agg) + quant + _table4(v) + _table5(v) + _fraction_tables(v)
            + (_rambling(v) if pruned else []))
-    figures = [out / f"figure1_{m}.png" for m in cfg["prune"]["methods"]] if pruned else []
     if "recon" in result:
-        md += _figure2(result["recon"])
+        md += figure2_md(result["recon"])
         figures.append(out / "recon" / "recon_heatmap.png")
-    for stale in set(out.glob("figure1_*.png")) - set(figures):  # another grid's, in this OUT
-        stale.unlink()
+    remove_stale(out, figures)
     atomic_write_text(out / "report.md", "\n".join(md))
     return Report(table1_md or "\n".join(quant), comparisons, figures)

@@ -19,7 +19,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -41,7 +41,7 @@ from rac.tasks.generators import generate
 from rac.tasks.overlap import describe, shared
 from rac.tasks.problems import read_problems, write_problems
 
-PRUNE_DEFAULTS = {f.name: f.default for f in fields(PruneConfig)}
+PRUNE_DEFAULTS = PruneConfig("magnitude", Target())  # what a recipe's settings differ from
 CODE_VERSION = 2  # bump to invalidate every cache entry when a stage's semantics change
 
 
@@ -192,17 +192,26 @@ class Sweep:
         return self.stage("calib", inputs, lambda d: make_calib(self.cfg.model, cfg, d),
                           f"calib {source} x{fraction:g} seed {seed}")
 
-    def pruned(self, run: Run) -> tuple[Path, PruneTotals]:
+    def prune_config(self, run: Run) -> PruneConfig:
+        """The run's ``PruneConfig``; what cannot be combined is refused in one line."""
         p = self.cfg.prune
         quant = QuantConfig(run.quant, p.quant_group_size) if run.quant else None
-        epochs = p.refine_epochs if p.refine_epochs >= 0 else None
-        cfg = PruneConfig.with_recipe(p.recipe, method=run.method, target=run.target,
-                                      scope=Scope.parse(run.scope), refine_epochs=epochs,
-                                      true_sequential=p.true_sequential, quant=quant)
+        try:
+            return PruneConfig.with_recipe(
+                p.recipe, method=run.method, target=run.target, scope=Scope.parse(run.scope),
+                refine_epochs=p.refine_epochs if p.refine_epochs >= 0 else None,
+                true_sequential=p.true_sequential, quant=quant)
+        except ValueError as err:
+            raise RacError(f"config 'prune': {err}") from err
+
+    def pruned(self, run: Run) -> tuple[Path, PruneTotals]:
+        p = self.cfg.prune
+        cfg = self.prune_config(run)
+        quant = cfg.quant
         # the key holds what the recipe and the override set, not the recipe's name: a recipe
         # changed later is never answered by a model pruned with its former settings
         beyond = {k: getattr(cfg, k) for k in {*RECIPES[p.recipe], "refine_epochs"}
-                  if getattr(cfg, k) != PRUNE_DEFAULTS[k]}
+                  if getattr(cfg, k) != getattr(PRUNE_DEFAULTS, k)}
         calib = self.calib_set(run.source, run.seed, run.fraction) if cfg.needs_calibration \
             else None
         inputs = {"model": models.model_name(self.cfg.model), **content(self.cfg.model),
@@ -249,9 +258,10 @@ class Sweep:
             torch.set_num_threads(cfg.threads)
         models.resolve(cfg.model)
         runs = plan(cfg)
-        n_traces = len({(r.source, r.seed) for r in runs
-                        if r.source in ("rac", "offpolicy") and r.method != "magnitude"})
-        n_calib = len({(r.source, r.seed, r.fraction) for r in runs if r.method != "magnitude"})
+        # every run's settings checked before hours of work, and which runs need a set
+        calibrated = [r for r in runs if self.prune_config(r).needs_calibration]
+        n_traces = len({(r.source, r.seed) for r in calibrated if r.source in ("rac", "offpolicy")})
+        n_calib = len({(r.source, r.seed, r.fraction) for r in calibrated})
         n_eval = len(self.budgets_for(None)) + sum(len(self.budgets_for(r)) for r in runs)
         if self.show:
             self.progress = Progress(n_traces + n_calib + len(runs) + n_eval

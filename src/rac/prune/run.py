@@ -105,7 +105,7 @@ def prune_to_dir(model: str | Path, calib_dir: Path | None, cfg: PruneConfig, ou
     ``cfg.quant``, also write ``out/<scheme>-compressed-tensors``. ``memory``: stream the blocks,
     and how many MB of activations to keep in memory (default: neither). ``dtype``: the weights'
     and forward passes' dtype, and the output's ("auto": the checkpoint's); statistics and solves
-    run in float32 whatever it is."""
+    run in float32 for it (float64 for a float64 model)."""
     memory = memory or MemoryConfig()
     check_output_dir(out, overwrite)
     _check_options(cfg, fp8, fp8_export, export, memory, trust_remote_code)
