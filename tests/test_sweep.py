@@ -157,6 +157,12 @@ def test_sweep_quantization_targets_give_their_table(qwen2_dir, generic_text, tm
     only = {**result, "config": {**result["config"], "prune": prune},
             "records": [r for r in result["records"] if r.get("quant") or r["source"] == "dense"]}
     assert write_report(result, tmp_path / "s").figures == [tmp_path / "s" / "figure1_sparsegpt.png"]
+    assert "RAC and prompt-only first differ" in (tmp_path / "s" / "report.md").read_text()
+    no_prompt = {**result, "config": {**result["config"], "calibration": {
+        **result["config"]["calibration"], "sources": ["rac"]}},
+        "records": [r for r in result["records"] if r["source"] != "prompt"]}
+    write_report(no_prompt, tmp_path / "s")  # nothing to compare RAC with: no such sentence
+    assert "first differ" not in (tmp_path / "s" / "report.md").read_text()
     # written into the OUT of the sparsity grid: its figure is gone, not listed as this report's
     rep = write_report(only, tmp_path / "s")
     assert rep.figures == [] and not list((tmp_path / "s").glob("*.png"))

@@ -245,10 +245,10 @@ def _table1_sections(v: _View, out: Path
         figures.append(fig)
         md += [f"![Figure 1, {method}]({fig.name})", ""]
         first = next((c for c in comps if c.beyond_2se), None)
-        md.append("RAC and prompt-only first differ by more than 2 SE at "
-                  + (f"target {first.target} ({first.diff:+.3f} ± {first.se:.3f})."
-                     if first else "no target in this grid."))
-        md.append("")
+        if comps:  # a grid without both sources has no such comparison to summarise
+            md += ["RAC and prompt-only first differ by more than 2 SE at "
+                   + (f"target {first.target} ({first.diff:+.3f} ± {first.se:.3f})."
+                      if first else "no target in this grid."), ""]
     return md, table1_md, comparisons, figures
 
 
