@@ -163,6 +163,12 @@ def test_sweep_quantization_targets_give_their_table(qwen2_dir, generic_text, tm
         "records": [r for r in result["records"] if r["source"] != "prompt"]}
     write_report(no_prompt, tmp_path / "s")  # nothing to compare RAC with: no such sentence
     assert "first differ" not in (tmp_path / "s" / "report.md").read_text()
+    # an N:M-only grid: Table 1 without a Figure 1 that would plot no point
+    nm = {**result, "config": {**result["config"], "prune": {
+        **result["config"]["prune"], "sparsities": [], "patterns": ["2:4"]}}}
+    assert write_report(nm, tmp_path / "s").figures == []
+    md = (tmp_path / "s" / "report.md").read_text()
+    assert "## Table 1 form" in md and "figure1" not in md
     # written into the OUT of the sparsity grid: its figure is gone, not listed as this report's
     rep = write_report(only, tmp_path / "s")
     assert rep.figures == [] and not list((tmp_path / "s").glob("*.png"))

@@ -240,10 +240,11 @@ def _table1_sections(v: _View, out: Path
         block = [f"## Table 1 form: {method}, scope {v.scope}", ""] + lines + [""]
         table1_md = table1_md or "\n".join(block)
         md += block
-        fig = out / f"figure1_{method}.png"
-        figure1(v.agg, v.sources, method, v.scope, v.main_new, v.dense, fig)
-        figures.append(fig)
-        md += [f"![Figure 1, {method}]({fig.name})", ""]
+        if v.cfg["prune"]["sparsities"]:  # its axis: an N:M-only grid would draw no point
+            fig = out / f"figure1_{method}.png"
+            figure1(v.agg, v.sources, method, v.scope, v.main_new, v.dense, fig)
+            figures.append(fig)
+            md += [f"![Figure 1, {method}]({fig.name})", ""]
         first = next((c for c in comps if c.beyond_2se), None)
         if comps:  # a grid without both sources has no such comparison to summarise
             md += ["RAC and prompt-only first differ by more than 2 SE at "
