@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from stream_memory import measure  # noqa: E402
+from stream_memory import measure, split_argv  # noqa: E402
 
 from rac.prune.stats import relative_error  # noqa: E402
 
@@ -64,11 +64,7 @@ def main() -> None:
     p.add_argument("--work", type=Path, help="an existing directory for the scratch copy of "
                    "both outputs, removed at the end (default: the system's temporary directory)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each run")
-    argv = sys.argv[1:]
-    cut = argv.index("--") if "--" in argv else len(argv)
-    a = p.parse_args(argv[:cut])
-    options = argv[cut + 1:] or ["--method", "sparsegpt", "--sparsity", "0.5"]
-    verb, rest = (options[0], options[1:]) if options[:1] == ["quantize"] else ("prune", options)
+    a, verb, rest = split_argv(p, sys.argv[1:])
     with tempfile.TemporaryDirectory(dir=a.work) as tmp:
         runs = {d: measure([verb, a.model, "--calib", a.calib, *rest, "--dtype", d, "--out",
                             str(Path(tmp) / d)], a.threads) for d in DTYPES}

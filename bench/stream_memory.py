@@ -80,10 +80,19 @@ def differing(a: Path, b: Path) -> list[str]:
     return diff
 
 
-def compare(model: str, calib: str, options: list[str], work: Path, threads: int = 1
+def split_argv(p: argparse.ArgumentParser, argv: list[str]
+               ) -> tuple[argparse.Namespace, str, list[str]]:
+    """A bench's own options (before ``--``, parsed by ``p``), then the rac verb and its options
+    after it (default: ``prune --method sparsegpt --sparsity 0.5``; ``quantize ...`` as given)."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    options = argv[cut + 1:] or ["--method", "sparsegpt", "--sparsity", "0.5"]
+    verb, rest = (options[0], options[1:]) if options[:1] == ["quantize"] else ("prune", options)
+    return p.parse_args(argv[:cut]), verb, rest
+
+
+def compare(model: str, calib: str, verb: str, rest: list[str], work: Path, threads: int = 1
             ) -> tuple[Run, Run, list[str]]:
     """The in-memory run, the streamed run and the tensors that differ between their outputs."""
-    verb, rest = (options[0], options[1:]) if options[:1] == ["quantize"] else ("prune", options)
     runs = []
     for name, extra in (("memory", []), ("stream", ["--stream"])):
         runs.append(measure([verb, model, "--calib", calib, *rest, *extra, "--out",
@@ -97,12 +106,9 @@ def main() -> None:
     p.add_argument("--calib", required=True)
     p.add_argument("--work", type=Path, help="where both outputs go (default: a temporary dir)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each run")
-    argv = sys.argv[1:]
-    cut = argv.index("--") if "--" in argv else len(argv)
-    a = p.parse_args(argv[:cut])
-    options = argv[cut + 1:] or ["--method", "sparsegpt", "--sparsity", "0.5"]
+    a, verb, rest = split_argv(p, sys.argv[1:])
     with tempfile.TemporaryDirectory(dir=a.work) as tmp:
-        memory, stream, diff = compare(a.model, a.calib, options, Path(tmp), a.threads)
+        memory, stream, diff = compare(a.model, a.calib, verb, rest, Path(tmp), a.threads)
     from rac import models
 
     weights = sum(f.stat().st_size for f in models.resolve(a.model).glob("*.safetensors")) / 2 ** 20
