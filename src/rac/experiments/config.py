@@ -26,7 +26,8 @@ else:  # pragma: no cover
 
 @dataclass(frozen=True)
 class ProblemsSpec:
-    """A problem file path, or ``generate:TASK:SPLIT:N`` for the built-in task (seed 0)."""
+    """A problem file path, ``generate:TASK:SPLIT:N`` for a built-in task (seed 0), or
+    ``humaneval`` / ``humaneval:N`` for HumanEval (``rac.tasks.generators.from_spec``)."""
 
     calib: str = "generate:arith:calib:2000"
     test: str = "generate:arith:test:500"

@@ -37,7 +37,7 @@ from rac.prune.masks import Target
 from rac.prune.report import PruneTotals
 from rac.prune.run import prune_to_dir, read_totals
 from rac.recon import recon
-from rac.tasks.generators import generate
+from rac.tasks.generators import from_spec, is_spec
 from rac.tasks.overlap import describe, shared
 from rac.tasks.problems import read_problems, write_problems
 
@@ -111,23 +111,15 @@ class Sweep:
 
     # -- stages ----------------------------------------------------------------------------------
     def problem_file(self, spec: str) -> Path:
-        if not spec.startswith("generate:"):
+        if not is_spec(spec):
             path = Path(spec)
             if not path.is_file():
                 raise RacError(f"config problem file {spec} does not exist")
             return path
-        try:
-            _, task, split, n = spec.split(":")
-            n_int = int(n)
-        except ValueError as e:
-            raise RacError(f"problem spec {spec!r}: write generate:TASK:SPLIT:N") from e
-        path = self.out / "problems" / f"{task}-{split}-{n_int}.jsonl"
+        path = self.out / "problems" / f"{spec.removeprefix('generate:').replace(':', '-')}.jsonl"
         if spec in self.made:
             return path
-        try:  # made again by every sweep: a file kept by name would survive a change of the task
-            made = generate(task, n_int, 0, split)
-        except ValueError as e:
-            raise RacError(f"problem spec {spec!r}: {e}") from e
+        made = from_spec(spec)  # made again by every sweep: a kept file could be another task's
         if not path.exists() or read_problems(path) != made:
             write_problems(path, made)
         self.made.add(spec)
