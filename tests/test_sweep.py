@@ -240,6 +240,15 @@ def test_sweep_caches_every_stage(qwen2_dir, generic_text, tmp_path, capsys):
     assert not (tmp_path / "other" / "cache").exists()
     assert (tmp_path / "other" / "report.md").exists()
     assert {r["source"] for r in shared["records"]} == {"dense", "rac", "reference"}
+    # the two grids compared: the cells they share (dense, RAC at 0.5) come from the same cache
+    # entries, so every paired difference is exactly 0, and the configs' one change is named
+    from rac.experiments.compare import compare
+
+    cmp = compare(json.loads((out / "results.json").read_text()), shared)
+    assert {(p.cell.source, str(p.cell.target)) for p in cmp.pairs} == {("dense", "None"),
+                                                                        ("rac", "0.5")}
+    assert all(p.diff == 0 and p.se == 0 for p in cmp.pairs)
+    assert any(c.startswith("calibration.sources:") for c in cmp.config_changes)
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from rac.io import RacError
 EXIT_USER_ERROR = 2
 # in the order `rac --help` lists them
 VERBS = ("problems", "eval", "grade", "traces", "calib", "prune", "quantize", "search", "sweep",
-         "recon", "demo", "toy")
+         "compare", "recon", "demo", "toy")
 
 
 class Parser(argparse.ArgumentParser):

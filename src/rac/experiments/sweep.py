@@ -273,6 +273,8 @@ class Sweep:
                 records.append({**run.to_json(), "max_new_tokens": max_new,
                                 "prune": asdict(totals), **ev})
         result = {"config": asdict(cfg), "records": records, "overlap": overlap,
+                  # which test problems: what rac compare checks before pairing two sweeps
+                  "test_sha256": models.file_sha256(self.problem_file(cfg.problems.test)),
                   "versions": {"torch": torch.__version__, **_versions()}}
         if cfg.recon.problems:
             result["recon"] = self.figure2(pruned_dirs)

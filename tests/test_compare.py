@@ -1,0 +1,75 @@
+"""rac compare: cells of two sweeps paired on the same problems, over the seeds both ran."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rac.cli import main
+from rac.experiments.compare import compare, label
+from rac.io import RacError
+
+SUMMARY = {"n_problems": 4, "samples_per_problem": 1, "accuracy": 0.0, "accuracy_se": 0.0,
+           "mean_cot_tokens": 100.0, "max_hit_rate": 0.25, "wall_s": 10.0, "tokens_per_s": 5.0}
+
+
+def record(source: str, pass1: list[float], seed: int = 0, target: str = "0.5") -> dict:
+    run = {} if source == "dense" else {"seed": seed, "fraction": 1.0, "method": "sparsegpt",
+                                        "target": target, "scope": "all", "fp8": False,
+                                        "quant": "", "sparsity": float(target)}
+    return {"source": source, "max_new_tokens": 400, **run, "summary": SUMMARY, "pass1": pass1}
+
+
+def results(records: list[dict], sha: str | None = "abc", **prune) -> dict:
+    out = {"config": {"model": "m", "prune": {"recipe": "paper", **prune}}, "records": records}
+    return out | ({"test_sha256": sha} if sha else {})
+
+
+def test_differences_are_paired_over_the_seeds_both_ran():
+    base = results([record("dense", [1, 1, 0, 0]), record("rac", [1, 0, 0, 0], seed=0),
+                    record("rac", [0, 0, 0, 0], seed=1), record("prompt", [0, 0, 0, 0])])
+    other = results([record("dense", [1, 1, 0, 0]), record("rac", [1, 1, 1, 0], seed=0)],
+                    recipe="best")
+    cmp = compare(base, other)
+    by = {label(p.cell): p for p in cmp.pairs}
+    assert set(by) == {"dense, max 400", "RAC, sparsegpt, 0.5, scope all, max 400"}
+    rac = by["RAC, sparsegpt, 0.5, scope all, max 400"]
+    # seed 1 of base is not in other: only seed 0 is paired (1,0,0,0 against 1,1,1,0)
+    assert rac.seeds == (0,) and rac.base.accuracy == 0.25 and rac.other.accuracy == 0.75
+    # differences 0, 1, 1, 0: mean 0.5, sample SD sqrt(1/3), SE over 4 problems sqrt(1/3) / 2
+    assert rac.diff == pytest.approx(0.5) and rac.se == pytest.approx((1 / 3) ** 0.5 / 2)
+    assert not rac.beyond_2se
+    assert by["dense, max 400"].diff == 0 and by["dense, max 400"].se == 0
+    assert [label(c) for c in cmp.only_base] == ["prompt-only, sparsegpt, 0.5, scope all, max 400"]
+    assert cmp.config_changes == ["prune.recipe: 'paper' -> 'best'"]
+
+
+@pytest.mark.parametrize("shas, message", [(("abc", None), "does not record which test problems"),
+                                           (("abc", "abd"), "ran different test problems")])
+def test_sweeps_of_other_problems_are_refused(shas, message):
+    a, b = (results([record("dense", [1, 0, 0, 0])], sha=s) for s in shas)
+    with pytest.raises(RacError, match=message):
+        compare(a, b)
+
+
+def test_cli_writes_the_three_files_and_refuses_what_it_cannot_pair(tmp_path, capsys):
+    for name, recs in (("a", [record("rac", [1, 1, 1, 1]), record("dense", [1, 1, 1, 1])]),
+                       ("b", [record("rac", [0, 0, 0, 0]), record("dense", [1, 1, 1, 1])]),
+                       ("c", [record("rac", [0, 0, 0, 0], target="0.6")])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(results(recs)))
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"),
+                 "--out", str(tmp_path / "cmp")]) == 0
+    out = capsys.readouterr().out
+    assert "| -1.000 ± 0.000* |" in out and "The two configs are the same." in out
+    saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert [p["beyond_2se"] for p in saved["pairs"]] == [True, False]
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
+    assert "compare.png" in (tmp_path / "cmp" / "compare.md").read_text()
+
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 2
+    assert "share no cell" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "holds no results.json" in err and len(err.strip().splitlines()) == 1
