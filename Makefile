@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint results real-models real-results real-docs clean-venv vllm-env test-vllm
+.PHONY: demo test lint results real-models real-results real-docs real-section3 \
+	real-section3-docs clean-venv vllm-env test-vllm
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -86,6 +87,38 @@ real-docs:
 	  rm -rf $$dir && mkdir -p $$dir && cp $$src/report.md $$src/results.json $$dir/; \
 	  for f in $$src/*.png; do if [ -e "$$f" ]; then cp "$$f" $$dir/; fi; done; \
 	  if [ -d $$src/recon ]; then cp -r $$src/recon $$dir/recon; fi; \
+	done
+
+# Issue 21's section 3 (docs/real/README.md): the larger real-model runs, every generation by vLLM
+# in its own environment. Each sweep is resumable (rerun to continue; finished stages are kept),
+# the sweeps that are compared share one cache, and each config's comment sizes it (about 9 h on
+# 2 cores in all). Then their reports and comparisons are copied into docs/real/.
+VBIN := $(VVENV)/bin
+T1 := runs/real-qwen05-table1-500
+SECTION3 := real-qwen05-table1-500 real-qwen05-recipe-500-plain real-qwen05-recipe-500 \
+	real-qwen05-eval-fp32 real-qwen05-table2-humaneval real-qwen05-table2-code \
+	real-qwen15-table1-300 cmp-recipe-500 cmp-eval-fp32
+real-section3: real-models vllm-env
+	$(VBIN)/rac sweep docs/configs/real-qwen05-table1-500.toml --out $(T1)
+	for c in recipe-500-plain recipe-500 eval-fp32; do \
+	  $(VBIN)/rac sweep docs/configs/real-qwen05-$$c.toml --out runs/real-qwen05-$$c --cache $(T1)/cache || exit 1; \
+	done
+	for c in table2-humaneval table2-code; do \
+	  $(VBIN)/rac sweep docs/configs/real-qwen05-$$c.toml --out runs/real-qwen05-$$c --cache runs/code-cache || exit 1; \
+	done
+	$(VBIN)/rac sweep docs/configs/real-qwen15-table1-300.toml --out runs/real-qwen15-table1-300
+	$(VBIN)/rac compare runs/real-qwen05-recipe-500-plain runs/real-qwen05-recipe-500 --out runs/cmp-recipe-500
+	$(VBIN)/rac compare $(T1) runs/real-qwen05-eval-fp32 --out runs/cmp-eval-fp32
+	$(MAKE) real-section3-docs
+
+real-section3-docs:
+	for name in $(SECTION3); do \
+	  src=runs/$$name; dst=docs/real/$$name; \
+	  test -f $$src/results.json -o -f $$src/compare.json || continue; \
+	  rm -rf $$dst && mkdir -p $$dst; \
+	  find $$src -maxdepth 1 -type f \( -name '*.md' -o -name '*.json' -o -name '*.png' \) \
+	    ! -name config.json -exec cp {} $$dst/ \; ; \
+	  if [ -d $$src/recon ]; then cp -r $$src/recon $$dst/recon; fi; \
 	done
 
 clean-venv:
