@@ -7,7 +7,8 @@ import json
 import pytest
 
 from rac.cli import main
-from rac.experiments.compare import compare, label
+from rac.experiments.cells import Cell
+from rac.experiments.compare import compare, label, markdown
 from rac.io import RacError
 
 SUMMARY = {"n_problems": 4, "samples_per_problem": 1, "accuracy": 0.0, "accuracy_se": 0.0,
@@ -29,8 +30,8 @@ def results(records: list[dict], sha: str | None = "abc", **prune) -> dict:
 def test_differences_are_paired_over_the_seeds_both_ran():
     base = results([record("dense", [1, 1, 0, 0]), record("rac", [1, 0, 0, 0], seed=0),
                     record("rac", [0, 0, 0, 0], seed=1), record("prompt", [0, 0, 0, 0])])
-    other = results([record("dense", [1, 1, 0, 0]), record("rac", [1, 1, 1, 0], seed=0)],
-                    recipe="best")
+    again = record("dense", [1, 1, 0, 0]) | {"summary": {**SUMMARY, "wall_s": 11.0}}
+    other = results([again, record("rac", [1, 1, 1, 0], seed=0)], recipe="best")
     cmp = compare(base, other)
     by = {label(p.cell): p for p in cmp.pairs}
     assert set(by) == {"dense, max 400", "RAC, sparsegpt, 0.5, scope all, max 400"}
@@ -42,7 +43,40 @@ def test_differences_are_paired_over_the_seeds_both_ran():
     assert not rac.beyond_2se
     assert by["dense, max 400"].diff == 0 and by["dense, max 400"].se == 0
     assert [label(c) for c in cmp.only_base] == ["prompt-only, sparsegpt, 0.5, scope all, max 400"]
-    assert cmp.config_changes == ["prune.recipe: 'paper' -> 'best'"]
+    assert cmp.setting_changes == ["prune.recipe: paper -> best"] and cmp.extent_changes == []
+    # the dense model evaluated again with the same outcomes: a measured 0, not a shared entry
+    assert not any(p.same_eval for p in cmp.pairs)
+
+
+def test_what_is_not_a_measurement_is_not_starred():
+    """Both sweeps reading one cached evaluation give no difference to read; one problem has no
+    SE; a change of grid extent is told apart from a change of settings."""
+    shared = record("dense", [1, 0, 1, 0])
+    base = results([shared, record("rac", [1])], sparsities=[0.5])
+    other = results([shared, record("rac", [0])], sparsities=[0.5, 0.6])
+    cmp = compare(base, other)
+    dense, rac = cmp.pairs
+    assert dense.same_eval and not rac.same_eval
+    assert rac.diff == -1 and not rac.beyond_2se
+    assert cmp.setting_changes == [] and cmp.extent_changes == ["prune.sparsities: [0.5] -> [0.5, 0.6]"]
+    md = markdown(cmp, ("a", "b"))
+    assert "same evaluation (one cache entry)" in md and "| -1.000 ± 0.000 |" in md
+    assert "No setting differs" in md
+
+
+def test_records_that_cannot_be_paired_are_refused():
+    twice = results([record("rac", [1, 0]), record("rac", [1, 0])])
+    with pytest.raises(RacError, match="twice for seed 0"):
+        compare(twice, twice)
+    short = results([record("rac", [1, 0, 1])])
+    with pytest.raises(RacError, match="problems per record differ"):
+        compare(results([record("rac", [1, 0])]), short)
+
+
+def test_labels_name_what_makes_a_cell():
+    r = record("rac", [1]) | {"fp8": True, "fraction": 0.25, "quant": "W4A16", "target": "2:4"}
+    assert label(Cell.of(r)) == ("RAC, sparsegpt, 2:4 + W4A16, scope all, FP8, x0.25 calibration, "
+                                 "max 400")
 
 
 @pytest.mark.parametrize("shas, message", [(("abc", None), "does not record which test problems"),
@@ -62,7 +96,7 @@ def test_cli_writes_the_three_files_and_refuses_what_it_cannot_pair(tmp_path, ca
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"),
                  "--out", str(tmp_path / "cmp")]) == 0
     out = capsys.readouterr().out
-    assert "| -1.000 ± 0.000* |" in out and "The two configs are the same." in out
+    assert "| -1.000 ± 0.000* |" in out and "No setting differs" in out
     saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert [p["beyond_2se"] for p in saved["pairs"]] == [True, False]
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
@@ -73,3 +107,24 @@ def test_cli_writes_the_three_files_and_refuses_what_it_cannot_pair(tmp_path, ca
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert "holds no results.json" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"records": []}', "{not json",
+                                  json.dumps(results([{**record("rac", [1]), "summary": {}}]))])
+def test_a_file_that_is_not_a_sweeps_results_is_one_line(tmp_path, capsys, text):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(results([record("rac", [1])])))
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    assert main(["compare", str(good), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(bad) in err
+
+
+def test_an_out_that_is_a_file_is_refused_before_anything_is_printed(tmp_path, capsys):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(results([record("rac", [1])])))
+    (tmp_path / "f").write_text("")
+    assert main(["compare", str(good), str(good), "--out", str(tmp_path / "f")]) == 2
+    got = capsys.readouterr()
+    assert got.out == "" and "is a file" in got.err

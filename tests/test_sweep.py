@@ -56,6 +56,7 @@ def test_config_errors_name_the_field(tmp_path):
         "[calibration]\nsources = ['web']": "unknown source 'web'",
         "[calibration]\nsources = ['offpolicy']": "needs 'calibration.offpolicy_model'",
         "[eval]\nmax_new_tokens = [0]": "'eval.max_new_tokens'",
+        "[eval]\nmax_new_tokens = [16, 16]": "distinct positive integers",
         "[prune]\npatterns = ['4:2']": "impossible",
         "[prune]\nscopes = ['all@x']": "scope",
         "model = 3": "'model' must be str",
@@ -241,14 +242,16 @@ def test_sweep_caches_every_stage(qwen2_dir, generic_text, tmp_path, capsys):
     assert (tmp_path / "other" / "report.md").exists()
     assert {r["source"] for r in shared["records"]} == {"dense", "rac", "reference"}
     # the two grids compared: the cells they share (dense, RAC at 0.5) come from the same cache
-    # entries, so every paired difference is exactly 0, and the configs' one change is named
+    # entries, which compare tells from a measured 0, and their configs differ in extent only
     from rac.experiments.compare import compare
 
     cmp = compare(json.loads((out / "results.json").read_text()), shared)
     assert {(p.cell.source, str(p.cell.target)) for p in cmp.pairs} == {("dense", "None"),
                                                                         ("rac", "0.5")}
-    assert all(p.diff == 0 and p.se == 0 for p in cmp.pairs)
-    assert any(c.startswith("calibration.sources:") for c in cmp.config_changes)
+    assert all(p.same_eval and p.diff == 0 for p in cmp.pairs)
+    assert cmp.setting_changes == []
+    assert any(c.startswith("calibration.sources:") for c in cmp.extent_changes)
+    assert "Instruction after each problem" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow
@@ -416,7 +419,8 @@ def test_a_stale_generated_problem_file_is_made_again(qwen2_dir, generic_text, t
 
 
 @pytest.mark.parametrize("spec", ["generate:arith:test", "generate:arith:test:x", "humaneval:0",
-                                  "humaneval:2:3", "generate:nosuch:test:4"])
+                                  "humaneval:2:3", "generate:nosuch:test:4", "humaneval:165",
+                                  "generate:arith:test: 3", "generate:arith:test:0"])
 def test_a_bad_problem_spec_is_one_line(qwen2_dir, generic_text, tmp_path, spec):
     from rac.experiments.sweep import Sweep
 

@@ -8,6 +8,10 @@ from pathlib import Path
 
 from rac.io import RacError
 
+RECORD = {"source", "max_new_tokens", "pass1", "summary"}  # what rac compare reads of a record
+SUMMARY = {"n_problems", "samples_per_problem", "accuracy", "accuracy_se", "wall_s",
+           "mean_cot_tokens", "max_hit_rate", "tokens_per_s"}
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="pair the cells two sweeps share (same test problems)")
@@ -23,15 +27,25 @@ def _results(path: Path) -> tuple[dict, str]:
     if not file.is_file():
         raise RacError(f"{path} holds no results.json; give a finished sweep's --out directory")
     try:
-        return json.loads(file.read_text()), str(file.parent)
+        data = json.loads(file.read_text())
     except json.JSONDecodeError as e:
         raise RacError(f"{file} is not valid JSON ({e.msg}, line {e.lineno})") from e
+    if not (isinstance(data, dict) and isinstance(data.get("config"), dict)
+            and isinstance(data.get("records"), list)
+            and all(isinstance(r, dict) and set(r) >= RECORD and isinstance(r["pass1"], list)
+                    and isinstance(r["summary"], dict) and set(r["summary"]) >= SUMMARY
+                    for r in data["records"])):
+        raise RacError(f"{file} is not a rac sweep's results.json (a config, and records with "
+                       f"{', '.join(sorted(RECORD))})")
+    return data, str(file.parent)
 
 
 def run(a: argparse.Namespace) -> None:
     from rac.experiments.compare import compare, figure, markdown, to_json
     from rac.io import atomic_write_text, write_json
 
+    if a.out and a.out.exists() and not a.out.is_dir():
+        raise RacError(f"{a.out} is a file; give a directory for --out")
     (base, name_a), (other, name_b) = _results(a.base), _results(a.other)
     names = (name_a, name_b)
     cmp = compare(base, other, names)
@@ -39,11 +53,11 @@ def run(a: argparse.Namespace) -> None:
         raise RacError(f"{name_a} and {name_b} share no cell (same source, method, target, "
                        "scope, budget and seed); nothing to pair")
     md = markdown(cmp, names)
+    if a.out:  # the figure first, the Markdown that shows it last
+        a.out.mkdir(parents=True, exist_ok=True)
+        figure(cmp, names, a.out / "compare.png")
+        write_json(a.out / "compare.json", to_json(cmp, names))
+        atomic_write_text(a.out / "compare.md", md + "\n![paired differences](compare.png)\n")
     print(md, end="")
     if a.out:
-        if a.out.exists() and not a.out.is_dir():
-            raise RacError(f"{a.out} is a file; give a directory for --out")
-        write_json(a.out / "compare.json", to_json(cmp, names))
-        figure(cmp, names, a.out / "compare.png")
-        atomic_write_text(a.out / "compare.md", md + "\n![paired differences](compare.png)\n")
         print(f"wrote {a.out / 'compare.md'}, compare.json and compare.png")

@@ -69,7 +69,8 @@ def aggregate(records: list[dict]) -> dict[Cell, Group]:
         groups[Cell.of(r)].append(r)
     out = {}
     for cell_key, rs in groups.items():
-        per_problem = [statistics.fmean(col) for col in zip(*(r["pass1"] for r in rs))]
+        per_problem = [statistics.fmean(col)
+                       for col in zip(*(r["pass1"] for r in rs), strict=True)]
         acc, se = mean_se(per_problem)
         s = [EvalSummary.from_json(r["summary"]) for r in rs]
         out[cell_key] = Group(

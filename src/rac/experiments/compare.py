@@ -30,10 +30,11 @@ class Pair:
     other: Group
     diff: float
     se: float
+    same_eval: bool  # both sweeps read the very same evaluations (a shared cache): not a measurement
 
     @property
     def beyond_2se(self) -> bool:
-        return abs(self.diff) > 2 * self.se
+        return self.base.n > 1 and abs(self.diff) > 2 * self.se  # one problem has no SE
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,17 @@ class SweepComparison:
     pairs: list[Pair]
     only_base: list[Cell]
     only_other: list[Cell]
-    config_changes: list[str]  # "section.key: base value -> other value"
+    # "key: base value -> other value": settings (and versions, the model's contents) that can
+    # change a shared cell, and the config entries that only say which cells each grid has
+    setting_changes: list[str]
+    extent_changes: list[str]
+
+
+# config entries that say which cells a grid has, not how a cell both grids have was made
+EXTENT = {"seeds", "calibration.sources", "calibration.fractions", "calibration.fraction_sparsities",
+          "calibration.first_seed_only", "prune.methods", "prune.sparsities", "prune.patterns",
+          "prune.scopes", "prune.fp8", "prune.table4_scopes", "prune.quantize",
+          "eval.max_new_tokens", "eval.budget_sparsities"}
 
 
 def label(c: Cell) -> str:
@@ -61,11 +72,26 @@ def _flat(d: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def _by_cell(records: list[dict]) -> dict[Cell, dict[int, dict]]:
+def _by_cell(records: list[dict], name: str) -> dict[Cell, dict[int, dict]]:
     out: dict[Cell, dict[int, dict]] = defaultdict(dict)
     for r in records:
-        out[Cell.of(r)][r.get("seed", 0)] = r
+        c, seed = Cell.of(r), r.get("seed", 0)
+        if seed in out[c]:
+            raise RacError(f"{name} holds {label(c)} twice for seed {seed}; rerun its rac sweep")
+        out[c][seed] = r
     return out
+
+
+def _changes(base: dict, other: dict) -> tuple[list[str], list[str]]:
+    def what(r: dict) -> dict[str, object]:
+        return {**_flat(r["config"]), **_flat(r.get("versions", {}), "versions."),
+                "model_fingerprint": r.get("model_fingerprint")}
+
+    fa, fb = what(base), what(other)
+    lines = {k: f"{k}: {fa.get(k, '(absent)')} -> {fb.get(k, '(absent)')}"
+             for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
+    extent = [k for k in lines if k in EXTENT or k.startswith("recon.")]
+    return [v for k, v in lines.items() if k not in extent], [lines[k] for k in extent]
 
 
 def compare(base: dict, other: dict, names: tuple[str, str] = ("base", "other")
@@ -75,27 +101,37 @@ def compare(base: dict, other: dict, names: tuple[str, str] = ("base", "other")
     for name, sha in zip(names, shas):
         if sha is None:
             raise RacError(f"{name} does not record which test problems it ran (made before rac "
-                           "recorded it); rerun its rac sweep, whose stages are all cached, to add it")
+                           "recorded it); rerun its rac sweep with the same --out and --cache, "
+                           "whose stages are then all cached, to add it")
     if shas[0] != shas[1]:
         raise RacError(f"{names[0]} and {names[1]} ran different test problems (sha256 {shas[0]} "
                        f"and {shas[1]}); a paired comparison needs the same ones")
-    a, b = _by_cell(base["records"]), _by_cell(other["records"])
+    a, b = _by_cell(base["records"], names[0]), _by_cell(other["records"], names[1])
     pairs = []
     for c in (c for c in a if c in b):
         seeds = tuple(sorted(set(a[c]) & set(b[c])))
         if not seeds:
             continue
+        sizes = {name: sorted({len(side[c][s]["pass1"]) for s in seeds})
+                 for name, side in zip(names, (a, b))}
+        if len({n for ns in sizes.values() for n in ns}) != 1:
+            raise RacError(f"{label(c)}: the problems per record differ across seeds or sweeps "
+                           f"({sizes}); a paired comparison needs the same ones")
         ga, gb = (aggregate([side[c][s] for s in seeds])[c] for side in (a, b))
-        if ga.n != gb.n:
-            raise RacError(f"{label(c)}: {ga.n} problems in {names[0]}, {gb.n} in {names[1]}")
         d, se = paired_diff(gb.per_problem, ga.per_problem)
-        pairs.append(Pair(c, seeds, ga, gb, d, se))
+        same = all(a[c][s]["pass1"] == b[c][s]["pass1"] and a[c][s]["summary"] == b[c][s]["summary"]
+                   for s in seeds)
+        pairs.append(Pair(c, seeds, ga, gb, d, se, same))
     paired = {p.cell for p in pairs}
-    fa, fb = _flat(base["config"]), _flat(other["config"])
-    changes = [f"{k}: {fa.get(k, '(absent)')!r} -> {fb.get(k, '(absent)')!r}"
-               for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+    settings, extent = _changes(base, other)
     return SweepComparison(pairs, [c for c in a if c not in paired],
-                           [c for c in b if c not in paired], changes)
+                           [c for c in b if c not in paired], settings, extent)
+
+
+def _difference(p: Pair) -> str:
+    if p.same_eval:
+        return "same evaluation (one cache entry)"
+    return f"{p.diff:+.3f} ± {p.se:.3f}{'*' if p.beyond_2se else ''}"
 
 
 def markdown(cmp: SweepComparison, names: tuple[str, str]) -> str:
@@ -103,15 +139,19 @@ def markdown(cmp: SweepComparison, names: tuple[str, str]) -> str:
     md = [f"# rac compare: {other} against {base}", "",
           "Accuracy ± SE over problems (pass@1 averaged over the calibration seeds both ran); the "
           "difference is paired on the same problems, * beyond 2 SE.", ""]
-    md += ["Configs differ in:", ""] + [f"- `{c}`" for c in cmp.config_changes] + [""] \
-        if cmp.config_changes else ["The two configs are the same.", ""]
-    md += [f"| cell | seeds | {base} | {other} | {other} - {base} (paired) | CoT tokens | "
+    md += (["Settings that differ (what a difference below can come from):", ""]
+           + [f"- `{c}`" for c in cmp.setting_changes] if cmp.setting_changes
+           else ["No setting differs: the same config, versions and model contents."])
+    if cmp.extent_changes:
+        md += ["", "The grids differ in which cells they have (not in how a shared cell is made): "
+               + "; ".join(f"`{c}`" for c in cmp.extent_changes) + "."]
+    md += ["", f"| cell | seeds | {base} | {other} | {other} - {base} (paired) | CoT tokens | "
            "max-length hits |", "|---|---|---|---|---|---|---|"]
     for p in cmp.pairs:
-        star = "*" if p.beyond_2se else ""
-        md.append(f"| {label(p.cell)} | {','.join(map(str, p.seeds))} | {p.base.accuracy:.3f} ± "
-                  f"{p.base.se:.3f} | {p.other.accuracy:.3f} ± {p.other.se:.3f} | "
-                  f"{p.diff:+.3f} ± {p.se:.3f}{star} | {p.base.cot:.0f} / {p.other.cot:.0f} | "
+        seeds = "-" if p.cell.source == "dense" else ",".join(map(str, p.seeds))
+        md.append(f"| {label(p.cell)} | {seeds} | {p.base.accuracy:.3f} ± {p.base.se:.3f} | "
+                  f"{p.other.accuracy:.3f} ± {p.other.se:.3f} | {_difference(p)} | "
+                  f"{p.base.cot:.0f} / {p.other.cot:.0f} | "
                   f"{p.base.max_hit:.1%} / {p.other.max_hit:.1%} |")
     for name, cells in ((base, cmp.only_base), (other, cmp.only_other)):
         if cells:
@@ -120,11 +160,13 @@ def markdown(cmp: SweepComparison, names: tuple[str, str]) -> str:
 
 
 def to_json(cmp: SweepComparison, names: tuple[str, str]) -> dict:
-    return {"base": names[0], "other": names[1], "config_changes": cmp.config_changes,
+    return {"base": names[0], "other": names[1], "setting_changes": cmp.setting_changes,
+            "extent_changes": cmp.extent_changes,
             "pairs": [{"cell": label(p.cell), "seeds": list(p.seeds), "n": p.base.n,
                        "base": {"accuracy": p.base.accuracy, "se": p.base.se},
                        "other": {"accuracy": p.other.accuracy, "se": p.other.se},
-                       "diff": p.diff, "se": p.se, "beyond_2se": p.beyond_2se}
+                       "diff": p.diff, "se": p.se, "beyond_2se": p.beyond_2se,
+                       "same_evaluation": p.same_eval}
                       for p in cmp.pairs],
             "only_base": [label(c) for c in cmp.only_base],
             "only_other": [label(c) for c in cmp.only_other]}

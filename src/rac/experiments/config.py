@@ -253,8 +253,9 @@ def validate(cfg: SweepConfig) -> SweepConfig:
         QuantConfig(group_size=p.quant_group_size)
     except ValueError as err:
         raise RacError(f"config 'prune': {err}") from err
-    need(bool(e.max_new_tokens) and all(n >= 1 for n in e.max_new_tokens),
-         "'eval.max_new_tokens' must be a non-empty list of positive integers")
+    need(bool(e.max_new_tokens) and all(n >= 1 for n in e.max_new_tokens)
+         and len(set(e.max_new_tokens)) == len(e.max_new_tokens),
+         "'eval.max_new_tokens' must be a non-empty list of distinct positive integers")
     need(e.samples >= 1 and e.batch_size >= 1, "'eval.samples' and 'eval.batch_size' must be >= 1")
     need(e.temperature >= 0 and 0 < e.top_p <= 1, "'eval.temperature' >= 0, 0 < 'eval.top_p' <= 1")
     t = cfg.traces

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rac.calibrate.calib import SOURCES
+from rac.evaluate import instructions_markdown
 from rac.experiments.cells import LABELS, Cell, Group, aggregate, cell, targets
 from rac.experiments.figures import figure1, figure2_md, remove_stale
 from rac.io import atomic_write_text
@@ -220,7 +221,9 @@ def _header(v: _View, result: dict, command: str) -> list[str]:
         md += ["", f"Calibration and test problems ({o['calib_problems']} and {o['test_problems']}) "
                f"checked for shared problems (same id, statement up to names, numbers or skeleton: "
                f"`rac.tasks.overlap`): {o['shared']} shared."]
-    md += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items())]
+    used = next((r.get("instructions") for r in result["records"] if r["source"] == "dense"), None)
+    md += ["", *instructions_markdown(used)[:-1]] if used else []
+    md += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items() if v)]
     if result.get("stages"):
         md += ["", "Time spent building each stage in this run (count; cached stages cost "
                "nothing): " + stage_breakdown(result["stages"]) + "."]

