@@ -79,14 +79,19 @@ real-results: real-models
 	$(BIN)/rac sweep docs/configs/real-qwen05-code.toml --out $(REAL_RUN)-code
 	$(MAKE) real-docs
 
+# $(call copy_report,SRC,DST): a finished sweep's (or rac compare's) Markdown, JSON and figures,
+# and its Figure 2, into DST in place of what was there; nothing while SRC is unfinished.
+copy_report = if test -f $(1)/results.json -o -f $(1)/compare.json; then \
+	  rm -rf $(2) && mkdir -p $(2) && \
+	  find $(1) -maxdepth 1 -type f \( -name '*.md' -o -name '*.json' -o -name '*.png' \) \
+	    ! -name config.json -exec cp {} $(2)/ \; && \
+	  if [ -d $(1)/recon ]; then cp -r $(1)/recon $(2)/recon; fi; \
+	fi
+
 # Copy the reports of the three real-model sweeps into docs/real/ (no computing).
 real-docs:
 	for part in table1: table3:-table3 code:-code; do \
-	  dir=docs/real/$${part%%:*}; src=$(REAL_RUN)$${part#*:}; \
-	  test -f $$src/results.json || continue; \
-	  rm -rf $$dir && mkdir -p $$dir && cp $$src/report.md $$src/results.json $$dir/; \
-	  for f in $$src/*.png; do if [ -e "$$f" ]; then cp "$$f" $$dir/; fi; done; \
-	  if [ -d $$src/recon ]; then cp -r $$src/recon $$dir/recon; fi; \
+	  $(call copy_report,$(REAL_RUN)$${part#*:},docs/real/$${part%%:*}); \
 	done
 
 # Issue 21's section 3 (docs/real/README.md): the larger real-model runs, every generation by vLLM
@@ -112,14 +117,7 @@ real-section3: real-models vllm-env
 	$(MAKE) real-section3-docs
 
 real-section3-docs:
-	for name in $(SECTION3); do \
-	  src=runs/$$name; dst=docs/real/$$name; \
-	  test -f $$src/results.json -o -f $$src/compare.json || continue; \
-	  rm -rf $$dst && mkdir -p $$dst; \
-	  find $$src -maxdepth 1 -type f \( -name '*.md' -o -name '*.json' -o -name '*.png' \) \
-	    ! -name config.json -exec cp {} $$dst/ \; ; \
-	  if [ -d $$src/recon ]; then cp -r $$src/recon $$dst/recon; fi; \
-	done
+	for name in $(SECTION3); do $(call copy_report,runs/$$name,docs/real/$$name); done
 
 clean-venv:
 	rm -rf $(VENV)

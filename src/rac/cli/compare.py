@@ -22,6 +22,16 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _is_record(r: object) -> bool:
+    return (isinstance(r, dict) and set(r) >= RECORD and isinstance(r["pass1"], list)
+            and isinstance(r["summary"], dict) and set(r["summary"]) >= SUMMARY)
+
+
+def _is_results(data: object) -> bool:
+    return (isinstance(data, dict) and isinstance(data.get("config"), dict)
+            and isinstance(data.get("records"), list) and all(map(_is_record, data["records"])))
+
+
 def _results(path: Path) -> tuple[dict, str]:
     file = path / "results.json" if path.is_dir() else path
     if not file.is_file():
@@ -30,11 +40,7 @@ def _results(path: Path) -> tuple[dict, str]:
         data = json.loads(file.read_text())
     except json.JSONDecodeError as e:
         raise RacError(f"{file} is not valid JSON ({e.msg}, line {e.lineno})") from e
-    if not (isinstance(data, dict) and isinstance(data.get("config"), dict)
-            and isinstance(data.get("records"), list)
-            and all(isinstance(r, dict) and set(r) >= RECORD and isinstance(r["pass1"], list)
-                    and isinstance(r["summary"], dict) and set(r["summary"]) >= SUMMARY
-                    for r in data["records"])):
+    if not _is_results(data):
         raise RacError(f"{file} is not a rac sweep's results.json (a config, and records with "
                        f"{', '.join(sorted(RECORD))})")
     return data, str(file.parent)
