@@ -86,3 +86,24 @@ def test_full_disk_gives_one_clear_line_and_no_partial_output(verb, qwen2_dir, c
     assert "Traceback" not in r.stderr
     assert not out.exists()
     assert not list(tmp_path.glob(".out.*"))
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    """SIGKILL between mkstemp and rename leaves `.name.<pid>.<rand>.tmp`; the next write of the same
+    file removes it when that pid is dead, and leaves a live writer's file alone."""
+    from rac.io import write_json
+
+    dead = tmp_path / f".done.json.{_dead_pid()}.abc123.tmp"
+    live = tmp_path / f".done.json.{os.getpid()}.def456.tmp"
+    dead.write_text("{")
+    live.write_text("{")
+    write_json(tmp_path / "done.json", {"ok": 1})
+    assert json.loads((tmp_path / "done.json").read_text()) == {"ok": 1}
+    assert not dead.exists()
+    assert live.exists()

@@ -24,7 +24,9 @@ class RacError(Exception):
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _remove_orphans(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                               suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -62,11 +64,14 @@ def check_output_dir(path: Path, overwrite: bool) -> None:
 
 def _remove_orphans(path: Path) -> None:
     """Temporary siblings left by a run that was killed (SIGKILL leaves no chance to clean up):
-    their name carries the writer's pid, and a dead writer's directory is garbage."""
+    their name carries the writer's pid, and a dead writer's file or directory is garbage."""
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
         pid = tmp.name[len(path.name) + 2:].split(".")[0]
         if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
