@@ -95,15 +95,21 @@ def _dead_pid() -> int:
 
 
 def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
-    """SIGKILL between mkstemp and rename leaves `.name.<pid>.<rand>.tmp`; the next write of the same
-    file removes it when that pid is dead, and leaves a live writer's file alone."""
-    from rac.io import write_json
+    """SIGKILL between mkstemp and rename leaves `.NAME.HOST-PID.<8 random>.tmp`; the next write of
+    NAME removes it when that pid is dead on this host, and leaves alone a live writer's file,
+    another host's, and the temporary files of other names that begin with NAME."""
+    from rac.io import _host, write_json
 
-    dead = tmp_path / f".done.json.{_dead_pid()}.abc123.tmp"
-    live = tmp_path / f".done.json.{os.getpid()}.def456.tmp"
-    dead.write_text("{")
-    live.write_text("{")
+    dead, me = _dead_pid(), os.getpid()
+    orphan = tmp_path / f".done.json.{_host()}-{dead}.abc12345.tmp"
+    kept = [tmp_path / f".done.json.{_host()}-{me}.def45678.tmp",
+            tmp_path / f".done.json.otherhost-{dead}.abc12345.tmp",
+            tmp_path / f".done.json.3.{_host()}-{dead}.abc12345.tmp",
+            tmp_path / ".done.json.99999999999999999999.tmp"]
+    for f in [orphan, *kept]:
+        f.write_text("{")
     write_json(tmp_path / "done.json", {"ok": 1})
     assert json.loads((tmp_path / "done.json").read_text()) == {"ok": 1}
-    assert not dead.exists()
-    assert live.exists()
+    assert not orphan.exists()
+    assert all(f.exists() for f in kept)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["done.json", *(f.name for f in kept)])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,8 +28,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
-                               suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -62,12 +64,25 @@ def check_output_dir(path: Path, overwrite: bool) -> None:
         raise RacError(f"{path} already exists and is not empty; pass --overwrite or choose another")
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())
+
+
+def _tmp_prefix(path: Path) -> str:
+    """``.NAME.HOST-PID.``: whose temporary sibling it is, so that only its writer's death frees it."""
+    return f".{path.name}.{_host()}-{os.getpid()}."
+
+
 def _remove_orphans(path: Path) -> None:
-    """Temporary siblings left by a run that was killed (SIGKILL leaves no chance to clean up):
-    their name carries the writer's pid, and a dead writer's file or directory is garbage."""
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:].split(".")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+    """Temporary siblings of ``path`` left by a run that was killed (SIGKILL leaves no chance to
+    clean up). Only those of a dead process on this host: a pid says nothing about another host's
+    processes (a cache shared over NFS), and the exact pattern keeps other files' siblings
+    (``NAME.3``'s, say) out. The random part is mkstemp's 8 characters."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.{re.escape(_host())}-(\d{{1,9}})"
+                         r"\.[a-z0-9_]{8}\.tmp")
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        m = pattern.fullmatch(tmp.name)
+        if m and not _alive(int(m.group(1))):
             if tmp.is_dir():
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
@@ -94,8 +109,7 @@ def atomic_dir(path: Path, overwrite: bool = False) -> Iterator[Path]:
     check_output_dir(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(path)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
-                                suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_tmp_prefix(path), suffix=".tmp"))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; outputs are ordinary dirs
