@@ -34,7 +34,7 @@ def test_eval_runs_on_random_qwen2_and_llama(arch_dir, request, problems_file, t
     model = request.getfixturevalue(arch_dir)
     out = tmp_path / "ev"
     code, stdout, _ = run(capsys, "eval", model, "--problems", problems_file, "--out", out,
-                          "--max-new-tokens", 12, "--temperature", 0, "--samples", 2)
+                          "--max-new-tokens", 12, "--temperature", 0.7, "--samples", 2)
     assert code == 0, stdout
     res = json.loads((out / "eval.json").read_text())
     assert res["summary"]["n_problems"] == 6 and res["summary"]["samples_per_problem"] == 2

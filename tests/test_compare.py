@@ -64,6 +64,15 @@ def test_what_is_not_a_measurement_is_not_starred():
     assert "No setting differs" in md
 
 
+def test_input_files_changed_in_place_are_named():
+    """Same config and versions, but the calibration problems regenerated under the same name:
+    every pruned cell rests on other data, and compare says so."""
+    base = results([record("rac", [1, 0])]) | {"calib_sha256": "c1", "model_fingerprint": "m"}
+    other = results([record("rac", [1, 1])]) | {"calib_sha256": "c2", "model_fingerprint": "m"}
+    assert compare(base, other).setting_changes == ["calib_sha256: c1 -> c2"]
+    assert "No setting differs" not in markdown(compare(base, other), ("a", "b"))
+
+
 def test_records_that_cannot_be_paired_are_refused():
     twice = results([record("rac", [1, 0]), record("rac", [1, 0])])
     with pytest.raises(RacError, match="twice for seed 0"):

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from rac.cli import main
 from rac.evaluate import EvalConfig, cot_length, evaluate
 from rac.generate import Completion, Sampling
 from rac.tasks.problems import Problem
@@ -121,3 +122,15 @@ def test_a_model_without_think_phase_is_graded_on_its_whole_completion(toy_token
                                                   "Compute 2+2.": ["So \\boxed{4}"]}),
                   toy_tokenizer, problems, EvalConfig(Sampling(0.0, 1.0, 50)), progress=False)
     assert on["config"]["thinking"] is True and on["summary"]["accuracy"] == 0.0  # no </think>
+
+
+def test_several_greedy_samples_are_refused(qwen2_dir, tmp_path, capsys):
+    with pytest.raises(ValueError, match="one completion repeated"):
+        EvalConfig(Sampling(temperature=0.0, max_new_tokens=8), samples=4)
+    problems = tmp_path / "p.jsonl"
+    problems.write_text('{"id": "a", "problem": "1+1?", "answer": "2"}\n')
+    assert main(["eval", str(qwen2_dir), "--problems", str(problems), "--out", str(tmp_path / "e"),
+                 "--samples", "4", "--temperature", "0", "--backend", "transformers"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "one completion repeated" in err[0]
+    assert not (tmp_path / "e").exists()

@@ -69,6 +69,8 @@ def test_config_errors_name_the_field(tmp_path):
         "[engine]\nkv_cache_gb = 2.0": "config 'engine': kv_cache_gb apply to --backend vllm only",
         "[engine]\nbackend = 'tgi'": "backend 'tgi' unknown",
         "[engine]\nbackend = 'vllm'\ntensor_parallel = 0": "parallel sizes must be >= 1, got 0",
+        "[eval]\nsamples = 4": "'eval.samples' > 1 needs 'eval.temperature' > 0",
+        "[prune]\nsparsities = [0.1234561, 0.1234564]": "equal in their 6 significant digits",
     }
     for text, needle in bad.items():
         f = tmp_path / "c.toml"
@@ -224,6 +226,7 @@ def test_sweep_caches_every_stage(qwen2_dir, generic_text, tmp_path, capsys):
                if k != "report")
     assert "Time spent building each stage" in (out / "report.md").read_text()
     assert first["overlap"] == {"calib_problems": 200, "test_problems": 12, "shared": 0}
+    assert {"test_sha256", "calib_sha256", "model_fingerprint", "generic_text_sha256"} <= set(first)
     assert "(200 and 12) checked for shared problems" in (out / "report.md").read_text()
     # an extended grid does only the new work
     bigger = config.from_dict(mini(qwen2_dir, generic_text, prune={"sparsities": [0.5, 0.3]}))
@@ -524,3 +527,10 @@ def test_settings_that_cannot_be_combined_are_refused_before_any_work(qwen2_dir,
     with pytest.raises(RacError, match="config 'prune': .*true-sequential"):
         sweep_and_report(cfg, tmp_path / "s")
     assert not (tmp_path / "s" / "cache").exists()
+
+
+def test_a_paired_difference_over_one_problem_is_never_starred():
+    from rac.experiments.report import _paired_text
+
+    assert _paired_text([1.0], [0.0]) == "+1.000 ± 0.000"
+    assert _paired_text([1.0, 1.0], [0.0, 0.0]) == "+1.000 ± 0.000 *"

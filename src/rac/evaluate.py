@@ -49,6 +49,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if self.samples > 1 and self.sampling.temperature == 0:
+            raise ValueError(f"{self.samples} samples of greedy decoding are one completion "
+                             "repeated; sample (temperature > 0) or take 1 sample")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rac.experiments.cells import LABELS, Cell, Group, aggregate
 from rac.io import RacError, save_figure
-from rac.metrics import paired_diff
+from rac.metrics import beyond_2se, paired_diff
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Pair:
 
     @property
     def beyond_2se(self) -> bool:
-        return self.base.n > 1 and abs(self.diff) > 2 * self.se  # one problem has no SE
+        return beyond_2se(self.diff, self.se, self.base.n)
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ EXTENT = {"seeds", "calibration.sources", "calibration.fractions", "calibration.
           "calibration.first_seed_only", "prune.methods", "prune.sparsities", "prune.patterns",
           "prune.scopes", "prune.fp8", "prune.table4_scopes", "prune.quantize",
           "eval.max_new_tokens", "eval.budget_sparsities"}
+# what results.json holds of the inputs' contents (rac.experiments.sweep's identity)
+CONTENTS = ("model_fingerprint", "calib_sha256", "generic_text_sha256", "offpolicy_fingerprint")
 
 
 def label(c: Cell) -> str:
@@ -85,7 +87,7 @@ def _by_cell(records: list[dict], name: str) -> dict[Cell, dict[int, dict]]:
 def _changes(base: dict, other: dict) -> tuple[list[str], list[str]]:
     def what(r: dict) -> dict[str, object]:
         return {**_flat(r["config"]), **_flat(r.get("versions", {}), "versions."),
-                "model_fingerprint": r.get("model_fingerprint")}
+                **{k: r.get(k) for k in CONTENTS}}
 
     fa, fb = what(base), what(other)
     lines = {k: f"{k}: {fa.get(k, '(absent)')} -> {fb.get(k, '(absent)')}"
@@ -141,7 +143,7 @@ def markdown(cmp: SweepComparison, names: tuple[str, str]) -> str:
           "difference is paired on the same problems, * beyond 2 SE.", ""]
     md += (["Settings that differ (what a difference below can come from):", ""]
            + [f"- `{c}`" for c in cmp.setting_changes] if cmp.setting_changes
-           else ["No setting differs: the same config, versions and model contents."])
+           else ["No setting differs: the same config, versions, model and input files."])
     if cmp.extent_changes:
         md += ["", "The grids differ in which cells they have (not in how a shared cell is made): "
                + "; ".join(f"`{c}`" for c in cmp.extent_changes) + "."]

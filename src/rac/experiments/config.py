@@ -258,6 +258,10 @@ def validate(cfg: SweepConfig) -> SweepConfig:
          "'eval.max_new_tokens' must be a non-empty list of distinct positive integers")
     need(e.samples >= 1 and e.batch_size >= 1, "'eval.samples' and 'eval.batch_size' must be >= 1")
     need(e.temperature >= 0 and 0 < e.top_p <= 1, "'eval.temperature' >= 0, 0 < 'eval.top_p' <= 1")
+    need(e.samples == 1 or e.temperature > 0,
+         "'eval.samples' > 1 needs 'eval.temperature' > 0: greedy samples are all the same")
+    need(len({str(Target(s)) for s in p.sparsities}) == len(p.sparsities),
+         "'prune.sparsities' has values equal in their 6 significant digits (the cells' names)")
     t = cfg.traces
     need(t.temperature >= 0 and 0 < t.top_p <= 1 and t.max_new_tokens >= 1,
          "'traces' sampling settings are out of range")

@@ -16,7 +16,7 @@ from rac.evaluate import instructions_markdown
 from rac.experiments.cells import LABELS, Cell, Group, aggregate, cell, targets
 from rac.experiments.figures import figure1, figure2_md, remove_stale
 from rac.io import atomic_write_text
-from rac.metrics import mean_se, paired_diff
+from rac.metrics import beyond_2se, mean_se, paired_diff
 from rac.prune.masks import Target
 
 
@@ -47,8 +47,8 @@ def _row(label: str, gs: list[Group | None], sources: list[str]) -> tuple[str, C
         rac, prompt = gs[sources.index("rac")], gs[sources.index("prompt")]
         if rac and prompt:
             d, se = paired_diff(rac.per_problem, prompt.per_problem)
-            comparison = Comparison(label, d, se, abs(d) > 2 * se)
-            cells.append(_paired_text(d, se))
+            comparison = Comparison(label, d, se, beyond_2se(d, se, len(rac.per_problem)))
+            cells.append(_paired_text(rac.per_problem, prompt.per_problem))
         else:
             cells.append("-")
     return f"| {label} | " + " | ".join(cells) + " |", comparison
@@ -121,13 +121,14 @@ def _paired_head(sources: list[str], pairs: list[tuple[str, str]]) -> list[str]:
             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
 
-def _paired_text(d: float, se: float) -> str:
-    return f"{d:+.3f} ± {se:.3f}{' *' if abs(d) > 2 * se else ''}"
+def _paired_text(a: list[float], b: list[float]) -> str:
+    d, se = paired_diff(a, b)
+    return f"{d:+.3f} ± {se:.3f}{' *' if beyond_2se(d, se, len(a)) else ''}"
 
 
 def _paired_cell(a: Group | None, b: Group | None) -> str:
     """a minus b paired on the same problems, '*' beyond 2 SE; '-' where either is missing."""
-    return _paired_text(*paired_diff(a.per_problem, b.per_problem)) if a and b else "-"
+    return _paired_text(a.per_problem, b.per_problem) if a and b else "-"
 
 
 def stage_breakdown(stages: dict) -> str:

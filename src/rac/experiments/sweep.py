@@ -80,10 +80,9 @@ class Progress:
 class Sweep:
     def __init__(self, cfg: SweepConfig, out: Path, show: Callable[[str], None] | None = None,
                  cache: Path | None = None):
-        self.cfg, self.out = cfg, Path(out)
+        self.cfg, self.out, self.show = cfg, Path(out), show
         self.engine = cfg.engine.engine(cfg.threads)  # how traces, evals and rollouts generate
         self.cache = Path(cache) if cache else self.out / "cache"
-        self.show = show
         self.progress: Progress | None = None
         self.seen: dict[Path, None] = {}  # stages already reported in this process
         self.stage_seconds: dict[str, dict] = {}  # per kind: seconds built here, built, cached
@@ -248,6 +247,15 @@ class Sweep:
             return e.max_new_tokens
         return e.max_new_tokens[:1]
 
+    def identity(self) -> dict:
+        """What rac compare checks beside the configs: every input file and model, by content."""
+        c, cal = self.cfg, self.cfg.calibration
+        off = cal.offpolicy_model and content(cal.offpolicy_model)["model_fingerprint"]
+        return {"test_sha256": models.file_sha256(self.problem_file(c.problems.test)),
+                "calib_sha256": models.file_sha256(self.problem_file(c.problems.calib)),
+                **content(c.model), "offpolicy_fingerprint": off,
+                "generic_text_sha256": [models.file_sha256(Path(t)) for t in cal.generic_text]}
+
     def run(self) -> dict:
         cfg = self.cfg
         if cfg.threads:
@@ -264,10 +272,7 @@ class Sweep:
                                      + (1 if cfg.recon.problems else 0), self.show)
         write_json(self.out / "config.json", asdict(cfg))
         overlap = self.check_disjoint()
-        # what rac compare checks before pairing two sweeps: the test problems (as they were when
-        # the evaluations ran) and the model's contents
-        same = {"test_sha256": models.file_sha256(self.problem_file(cfg.problems.test)),
-                **content(cfg.model)}
+        same = self.identity()  # before the evaluations: what they ran on
         records = []
         for max_new in self.budgets_for(None):
             ev = self.evaluation(models.resolve(cfg.model), max_new, "dense")
