@@ -7,6 +7,7 @@ skipped elsewhere. One engine serves the whole module: starting one takes tens o
 from __future__ import annotations
 
 import json
+import shutil
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
@@ -177,6 +178,28 @@ def test_auto_picks_vllm_for_a_model_it_takes_and_transformers_for_the_embedded_
     assert Engine(backend="auto").resolved("embedded").backend == "transformers"
 
 
+def test_int_weights_this_cpus_vllm_cannot_run_are_refused_in_one_line(vllm_model, tmp_path,
+                                                                       capsys, monkeypatch):
+    """vLLM's AVX2 build has no int4 kernel: its engine would die at the first forward pass, so
+    rac refuses such a model before starting it, and ``--backend auto`` takes transformers."""
+    from rac import vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "_int_kernel", lambda: False)
+    model = tmp_path / "int-model"
+    shutil.copytree(vllm_model, model)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "compressed-tensors", "config_groups": {
+        "weights": {"targets": ["Linear"], "weights": {"num_bits": 4, "type": "int"}}}}
+    (model / "config.json").write_text(json.dumps(cfg))
+    assert run(capsys, "problems", "--n", 2, "--out", tmp_path / "p.jsonl")[0] == 0
+    code, _, err = run(capsys, "eval", model, "--backend", "vllm", "--problems",
+                       tmp_path / "p.jsonl", "--out", tmp_path / "e")
+    assert code == 2 and "no kernel for them (cpu_gemm_wna16)" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "e").exists()
+    assert Engine(backend="auto").resolved(model).backend == "transformers"
+    assert Engine(backend="auto").resolved(vllm_model).backend == "vllm"  # float weights: taken
+
+
 def _token_logprobs(lm, seqs: list[list[int]]) -> torch.Tensor:
     with torch.no_grad():
         logp = lm(torch.tensor(seqs)).logits.float().log_softmax(-1)
@@ -193,7 +216,12 @@ def test_a_w4a16_export_runs_in_vllm_on_the_weights_rac_evaluated(vllm_model, tm
     zero point or packing would put it as far off as the dense model or further."""
     from vllm import LLM, SamplingParams
 
+    from rac import vllm_backend
     from rac.models import load_model
+
+    if not vllm_backend._int_kernel():
+        pytest.skip("vLLM's build for this CPU (AVX2) has no int4 kernel (cpu_gemm_wna16); "
+                    "rac refuses such a model in one line (tested above)")
 
     assert run(capsys, "calib", "--source", "generic", "--tokenizer", vllm_model, "--builtin-text",
                "--budget-tokens", 4096, "--pack", 256, "--out", tmp_path / "c")[0] == 0

@@ -76,37 +76,58 @@ def _unless_set(env: dict[str, str]):
 def _config(model_dir: str | Path, trust_remote_code: bool):
     from transformers import AutoConfig
 
-    cfg = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-    return getattr(cfg, "text_config", cfg)
+    return AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
 
 
-def _head_problem(cfg) -> str | None:
-    """Why vLLM cannot run a model of config ``cfg`` here, or None: on a CPU its attention takes
-    only some head sizes (it stops with a kernel assertion otherwise)."""
+def _int_weights(cfg) -> bool:
+    """Whether the checkpoint's weights are stored as integers (a compressed-tensors export)."""
+    q = getattr(cfg, "quantization_config", None) or {}
+    q = q if isinstance(q, dict) else q.to_dict()
+    return any((group.get("weights") or {}).get("type") == "int"
+               for group in q.get("config_groups", {}).values())
+
+
+def _int_kernel() -> bool:
+    """Whether this CPU's vLLM build has its kernel for int weights: the AVX2 build has none."""
+    import torch
+    from vllm.platforms import current_platform
+
+    current_platform.import_kernels()
+    return hasattr(torch.ops._C, "cpu_gemm_wna16")
+
+
+def _problem(cfg) -> str | None:
+    """Why vLLM cannot run a model of config ``cfg`` here, or None. On a CPU its attention takes
+    only some head sizes (it stops with a kernel assertion otherwise), and its AVX2 build has no
+    kernel for int weights (the engine dies at its first forward pass)."""
     from vllm.platforms import current_platform
 
     if not current_platform.is_cpu():
         return None
     from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
 
-    head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    text = getattr(cfg, "text_config", cfg)
+    head = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     sizes = CPUAttentionBackend.get_supported_head_sizes()
-    if head in sizes:
-        return None
-    return f"head size {head}, vLLM's CPU attention takes {', '.join(map(str, sizes))}"
+    if head not in sizes:
+        return f"head size {head}, vLLM's CPU attention takes {', '.join(map(str, sizes))}"
+    if _int_weights(cfg) and not _int_kernel():
+        return ("int-quantized weights, and vLLM's build for this CPU (AVX2, no AVX-512) has no "
+                "kernel for them (cpu_gemm_wna16)")
+    return None
 
 
 def _checked_config(model_dir: str | Path, trust_remote_code: bool):
-    """The model's config, or one line saying why vLLM cannot run it here."""
+    """The model's (text) config, or one line saying why vLLM cannot run it here."""
     cfg = _config(model_dir, trust_remote_code)
-    problem = _head_problem(cfg)
+    problem = _problem(cfg)
     if problem:
         raise RacError(f"{model_dir}: {problem}; use --backend transformers")
-    return cfg
+    return getattr(cfg, "text_config", cfg)
 
 
 def supported(model_dir: str | Path, trust_remote_code: bool = False) -> bool:
-    return _head_problem(_config(model_dir, trust_remote_code)) is None
+    return _problem(_config(model_dir, trust_remote_code)) is None
 
 
 class VLLMBackend:

@@ -134,7 +134,7 @@ def generate_traces(backend: Backend, tok: PreTrainedTokenizerBase, problems: li
     requests = [(s, i) for s in range(cfg.samples_per_prompt) for i in range(len(problems))]
     batches = [requests[k:k + cfg.batch_size] for k in range(0, len(requests), cfg.batch_size)]
     counts = (0, 0, 0)
-    bar = tqdm(total=cfg.budget_tokens, desc="traces", unit="tok", unit_scale=True,
+    bar = tqdm(total=cfg.budget_tokens, desc="traces", unit="tok", unit_scale=True, leave=False,
                disable=not progress)
     for b, batch in enumerate(batches):
         if shard is None and counts[2] >= cfg.budget_tokens:

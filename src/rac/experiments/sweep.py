@@ -84,6 +84,9 @@ class Sweep:
         self.engine = cfg.engine.engine(cfg.threads)  # how traces, evals and rollouts generate
         self.cache = Path(cache) if cache else self.out / "cache"
         self.progress: Progress | None = None
+        # a stage's own bar (generation batches, pruned blocks) under the stage lines, erased
+        # when the stage ends: an evaluation or a prune can take half an hour on a CPU
+        self.inner = show is not None
         self.seen: dict[Path, None] = {}  # stages already reported in this process
         self.stage_seconds: dict[str, dict] = {}  # per kind: seconds built here, built, cached
         self.made: dict[str, Path] = {}  # built-in specs written (or checked) here
@@ -150,7 +153,7 @@ class Sweep:
                            samples_per_prompt=t.samples_per_prompt, budget_tokens=budget,
                            batch_size=t.batch_size)
         return self.stage("traces", inputs, lambda d: make_traces(model, calib, d, cfg,
-                                                                  self.engine, progress=False),
+                                                                  self.engine, progress=self.inner),
                           f"traces {model} seed {seed}")
 
     def generation_key(self) -> dict:
@@ -217,7 +220,7 @@ class Sweep:
         label = (f"prune {run.method} {run.target}{' ' + run.quant if run.quant else ''} "
                  f"{run.scope}{' fp8' if run.fp8 else ''} {run.source} x{run.fraction:g} s{run.seed}")
         d = self.stage("pruned", inputs, lambda d: prune_to_dir(
-            self.cfg.model, calib, cfg, d, fp8=run.fp8, progress=False), label)
+            self.cfg.model, calib, cfg, d, fp8=run.fp8, progress=self.inner), label)
         return d, read_totals(d)
 
     def evaluation(self, model: str | Path, max_new: int, label: str) -> dict:
@@ -231,7 +234,7 @@ class Sweep:
         cfg = EvalConfig(sampling, samples=e.samples, batch_size=e.batch_size)
         inputs.update(instruction_key(model, test, None), **self.generation_key())
         d = self.stage("eval", inputs, lambda d: evaluate_model(model, test, d, cfg, self.engine,
-                                                                progress=False),
+                                                                progress=self.inner),
                        f"eval {label} max {max_new}")
         result = json.loads((d / "eval.json").read_text())
         return {"summary": result["summary"], "pass1": [r["pass1"] for r in result["problems"]],
@@ -305,7 +308,7 @@ class Sweep:
         d = self.stage("recon", inputs, lambda d: recon(
             models.resolve(c.model), dirs[0], dirs[1], test, d, n=r.problems,
             max_new_tokens=r.max_new_tokens, labels=tuple(r.pair), engine=self.engine,
-            progress=False),
+            progress=self.inner),
             "recon (Figure 2)")
         if out.exists():
             shutil.rmtree(out)

@@ -260,7 +260,7 @@ def prune_model(lm: torch.nn.Module, blocks: torch.nn.ModuleList, batches: list[
     report: list[LayerReport] = []
     desc = (f"quantize gptq {cfg.quant.scheme}" if cfg.method == QUANTIZER else
             f"prune {cfg.method} {cfg.target}" + (f" {cfg.quant.scheme}" if cfg.quant else ""))
-    for i in tqdm(range(len(store)), desc=desc, unit="block", disable=not progress):
+    for i in tqdm(range(len(store)), desc=desc, unit="block", leave=False, disable=not progress):
         at = replace(cfg, target=Target(per_block[i])) if i in per_block else cfg
         with store.use(i, dev, done=True) as block:
             report += _prune_block(i, block, targeted.get(i, {}), states, weights, dense_states,
