@@ -11,7 +11,7 @@ from transformers.generation.logits_process import TopPLogitsWarper
 
 from rac import models
 from rac.generate import Engine, TransformersBackend, _with_room
-from rac.sampling import Sampling, next_tokens, sampling_for
+from rac.sampling import Sampling, next_tokens, sampling_for, top_p_logits
 
 
 def prompts_of(tok, n: int, seed: int = 0) -> list[list[int]]:
@@ -91,6 +91,31 @@ def test_top_p_from_the_most_likely_candidates_equals_sorting_the_whole_vocabula
     assert fits.any() and (~fits).any()  # both paths are taken
     assert torch.equal(next_tokens(logits, sampling, u, candidates=5),
                        next_tokens(logits, sampling, u, candidates=50))
+
+
+def test_top_p_logits_masks_exactly_the_tokens_outside_each_rows_set():
+    """Hand-built rows: probabilities 0.5, 0.3, 0.15, 0.05 keep 2 tokens at top-p 0.75 and 3 at
+    0.85; each row has its own top-p, and the most likely token is always kept."""
+    probs = torch.tensor([[0.05, 0.5, 0.15, 0.3]] * 3)
+    logits = probs.log()
+    out = top_p_logits(logits.clone(), torch.tensor([0.75, 0.85, 0.01]))
+    kept = out > -float("inf")
+    assert kept.tolist() == [[False, True, False, True], [False, True, True, True],
+                             [False, True, False, False]]
+    assert torch.equal(out[kept], logits[kept])  # what is kept is left as it was
+
+
+def test_top_p_logits_keeps_transformers_set_with_few_candidates_or_all():
+    torch.manual_seed(2)
+    logits = torch.randn(300, 50) * torch.rand(300, 1) * 4 / 0.7  # flat and peaked rows
+    top_p = torch.rand(300) * 0.9 + 0.05
+    fits = logits.softmax(-1).topk(5, dim=-1).values.sum(-1) >= top_p
+    assert fits.any() and (~fits).any()  # both paths are taken
+    expected = torch.stack([TopPLogitsWarper(p.item())(None, row[None])[0]
+                            for row, p in zip(logits, top_p)]) > -float("inf")
+    for candidates in (5, 50):
+        assert torch.equal(top_p_logits(logits.clone(), top_p, candidates) > -float("inf"),
+                           expected)
 
 
 def test_grouped_kv_heads_are_never_copied_per_query_head(qwen2_dir, monkeypatch):

@@ -83,13 +83,14 @@ def test_greedy_vllm_equals_transformers_token_for_token(engines):
             == [c.ids for c in hf.generate(prompts, penalized, [0] * 6)])
 
 
-def test_seeded_sampling_on_a_batch_bigger_than_a_step_does_not_depend_on_batching(engines):
+@pytest.mark.parametrize("top_k", [20, 0])  # top-p by vLLM (after top-k), by rac's processor
+def test_seeded_sampling_on_a_batch_bigger_than_a_step_does_not_depend_on_batching(engines, top_k):
     """96 sampled requests of about 300 prompt tokens: more than one step's token budget (8,192),
     where vLLM would split a prefill and crash rewinding a CPU generator."""
     tok, _, vllm = engines
     long = [models.prompt_ids(tok, " ".join(["Compute 12+34."] * 40) + f" {i}", "") for i in range(96)]
     assert sum(map(len, long)) > 8192
-    sampling = Sampling(1.0, 0.95, 8, top_k=20)
+    sampling = Sampling(1.0, 0.95, 8, top_k=top_k)
     seeds = [request_seed(0, f"p{i}", 0) for i in range(96)]
     whole = generate_all(vllm, long, sampling, seeds, 96, progress=False)
     part = generate_all(vllm, long[::-1][:10], sampling, seeds[::-1][:10], 3, progress=False)
@@ -120,6 +121,47 @@ def test_data_parallel_replicas_give_the_one_engine_completions(engines, vllm_mo
                 dp.generate(long[:4], sampling, seeds[:4])
     assert got == generate_all(vllm, long, sampling, seeds, 40, progress=False)
     assert len({tuple(c.ids) for c in got}) > 1
+
+
+def test_rac_top_p_sets_are_vllms():
+    """rac.vllm_nucleus's set (the most likely tokens ranked among 256 candidates, or the whole
+    row) is the one vLLM's own top-p keeps by sorting the whole vocabulary."""
+    from vllm.v1.sample.ops.topk_topp_sampler import apply_top_k_top_p_pytorch
+
+    from rac.sampling import top_p_logits
+
+    torch.manual_seed(3)
+    logits = torch.randn(256, 4096) * torch.rand(256, 1) * 8  # flat and peaked rows
+    top_p = torch.rand(256) * 0.9 + 0.05
+    ours = top_p_logits(logits.clone(), top_p) > -float("inf")
+    assert torch.equal(ours, apply_top_k_top_p_pytorch(logits.clone(), None, top_p) > -float("inf"))
+    assert (ours.sum(-1) > 256).any() and (ours.sum(-1) < 256).any()  # both paths taken
+
+
+def test_rac_top_p_in_vllm_samples_what_vllms_own_top_p_samples(engines):
+    """The same seeded requests with top-p by rac's processor and by vLLM's sort give the same
+    tokens; each request has its own top-p (0.5 or 0.9), so a processor that gave a row another
+    request's top-p as requests finish and the batch is compacted would show."""
+    from vllm import SamplingParams, TokensPrompt
+
+    from rac.vllm_nucleus import KEY
+
+    tok, _, vllm = engines
+    prompts = [TokensPrompt(prompt_token_ids=p) for p in _prompts(tok, 24)]
+    tops = [0.5 if i % 3 else 0.9 for i in range(len(prompts))]
+
+    def sample(ours: bool | None) -> list[list[int]]:
+        params = [SamplingParams(temperature=1.0, seed=100 + i, max_tokens=24, detokenize=False,
+                                 top_p=p if ours is False else 1.0,
+                                 extra_args={KEY: p} if ours else None)
+                  for i, p in enumerate(tops)]
+        return [list(o.outputs[0].token_ids)
+                for o in vllm.llm.generate(prompts, params, use_tqdm=False)]
+
+    ours = sample(True)
+    assert ours == sample(False)
+    assert ours != sample(None)  # and top-p changed what was sampled
+    assert len({len(c) for c in ours}) > 1  # requests ended at different steps
 
 
 def test_top_k_one_is_greedy(engines):

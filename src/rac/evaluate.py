@@ -17,7 +17,7 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from rac import models
-from rac.generate import Backend, Engine, generate_all, open_backend, request_seed
+from rac.generate import VLLM_TOP_P, Backend, Engine, generate_all, open_backend, request_seed
 from rac.io import RacError, atomic_dir, atomic_write_text, check_output_dir, write_json
 from rac.metrics import mean_se
 from rac.models import THINK_CLOSE, prompt_ids
@@ -159,7 +159,9 @@ def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Prob
         wall_s=time.perf_counter() - t0,
         tokens_per_s=summary.generated_tokens / gen_s if gen_s > 0 else 0.0)
     used = {f: {"instruction": t, "problems": forms.count(f)} for f, t in zip(forms, texts)}
-    return {"summary": summary.to_json(), "config": {**asdict(cfg), "backend": backend.name},
+    engine = {"backend": backend.name, **({"vllm_top_p": VLLM_TOP_P} if backend.name == "vllm"
+                                          else {})}
+    return {"summary": summary.to_json(), "config": {**asdict(cfg), **engine},
             "instructions": dict(sorted(used.items())), "problems": rows}
 
 

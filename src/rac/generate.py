@@ -24,6 +24,10 @@ from rac.sampling import Sampling, logits_processors, next_tokens
 # auto (the command line's default): vLLM where it is installed and takes the model, since it
 # generates 3-5x faster than rac's loop on the real 0.5B even on a CPU (bench/README.md)
 BACKENDS = ("auto", "transformers", "vllm")
+# How vLLM applies top-p under rac (rac.vllm_nucleus, not vLLM's sort of the whole vocabulary):
+# part of the identity of whatever vLLM generated, so that no store or cached stage made the
+# other way is taken for one made this way.
+VLLM_TOP_P = "rac.vllm_nucleus"
 
 
 @dataclass(frozen=True)

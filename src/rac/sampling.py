@@ -156,8 +156,34 @@ def _invert_cdf(sorted_p: torch.Tensor, order: torch.Tensor, top_p: float,
     """The token at uniform ``u`` of each row's top-p distribution, given the row's
     probabilities sorted in decreasing order (``order``: their token ids)."""
     if top_p < 1:
-        # drop a token when the tokens more likely than it already hold top_p of the mass
-        sorted_p = sorted_p.masked_fill(sorted_p.cumsum(-1) - sorted_p >= top_p, 0)
+        sorted_p = sorted_p.masked_fill(_beyond_top_p(sorted_p, top_p), 0)
     cdf = sorted_p.cumsum(-1)
     pick = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True)
     return order.gather(1, pick.clamp(max=cdf.shape[1] - 1)).squeeze(1)
+
+
+def _beyond_top_p(sorted_p: torch.Tensor, top_p: float | torch.Tensor) -> torch.Tensor:
+    """Which tokens top-p drops, given each row's probabilities sorted in decreasing order: a
+    token is dropped when the tokens more likely than it already hold ``top_p`` of the mass (a
+    float, or one value per row, shape (rows, 1)); the most likely token is always kept."""
+    return sorted_p.cumsum(-1) - sorted_p >= top_p
+
+
+def top_p_logits(logits: torch.Tensor, top_p: torch.Tensor, candidates: int = 256) -> torch.Tensor:
+    """``logits`` (rows, vocab; temperature applied) with ``-inf`` for every token outside row
+    ``i``'s top-p set at ``top_p[i]``: the rule ``next_tokens`` samples with, and vLLM's (which
+    drops a token when the mass of the tokens less likely than it or equal to it is at most
+    1 - top_p). As in ``next_tokens``, only the ``candidates`` most likely tokens are ranked, and a
+    row whose set is wider than them is sorted whole."""
+    probs = logits.float().softmax(-1)
+    p = top_p.to(probs.dtype).unsqueeze(1)
+    k = min(candidates, probs.shape[1])
+    sorted_p, order = probs.topk(k, dim=-1)
+    keep = torch.zeros_like(probs, dtype=torch.bool)
+    keep.scatter_(1, order, ~_beyond_top_p(sorted_p, p))
+    wide = sorted_p.cumsum(-1)[:, -1] < p[:, 0] if k < probs.shape[1] else None
+    if wide is not None and wide.any():  # the token after the candidates is kept too
+        full_p, full_order = probs[wide].sort(-1, descending=True)
+        keep[wide] = torch.zeros_like(full_p, dtype=torch.bool).scatter_(
+            1, full_order, ~_beyond_top_p(full_p, p[wide]))
+    return logits.masked_fill_(~keep, float("-inf"))

@@ -154,8 +154,11 @@ class VLLMBackend:
             memory["gpu_memory_utilization"] = engine.gpu_memory
         if gb:
             memory["kv_cache_memory_bytes"] = int(gb * 2**30)
+        from rac.vllm_nucleus import FQCN
+
         with _unless_set(env):
-            self.llm = vllm.LLM(model=str(model_dir), dtype=engine.dtype, seed=0,
+            self.llm = vllm.LLM(logits_processors=[FQCN],  # top-p, see rac.vllm_nucleus
+                                model=str(model_dir), dtype=engine.dtype, seed=0,
                                 tensor_parallel_size=engine.tensor_parallel,
                                 trust_remote_code=engine.trust_remote_code,
                                 max_model_len=self.max_model_len, enable_chunked_prefill=False,
@@ -175,8 +178,15 @@ class VLLMBackend:
             raise RacError(f"a prompt plus --max-new-tokens {sampling.max_new_tokens} needs "
                            f"{longest} tokens, more than the engine's --max-model-len "
                            f"{self.max_model_len}; raise it or lower --max-new-tokens")
+        from rac.vllm_nucleus import KEY
+
+        # top-p by rac's processor where vLLM would sort the vocabulary for it alone (with top-k
+        # vLLM takes the top-p set of the top-k tokens: left to vLLM)
+        ours = sampling.temperature > 0 and sampling.top_p < 1 and not sampling.top_k
         # vLLM applies the penalty to greedy decoding too, as rac's loop; top-k -1 is off
-        params = [SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
+        params = [SamplingParams(temperature=sampling.temperature,
+                                 top_p=1.0 if ours else sampling.top_p,
+                                 extra_args={KEY: sampling.top_p} if ours else None,
                                  top_k=sampling.top_k or -1,
                                  repetition_penalty=sampling.repetition_penalty,
                                  max_tokens=sampling.max_new_tokens, seed=seed,

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from rac import models
-from rac.generate import Backend, Engine, open_backend, request_seed
+from rac.generate import VLLM_TOP_P, Backend, Engine, open_backend, request_seed
 from rac.io import RacError, check_output_dir, write_json
 from rac.models import prompt_ids
 from rac.sampling import Sampling
@@ -70,7 +70,7 @@ def store_identity(cfg: TracesConfig, *, model: str, weights_fingerprint: str,
     return {"format": FORMAT, "model": model, "weights_fingerprint": weights_fingerprint,
             "tokenizer_fingerprint": tokenizer_fingerprint, "problems_sha256": problems_sha256,
             "backend": backend, **asdict(cfg), "sampling": cfg.sampling.identity(),
-            "seeding": SEEDING}
+            "seeding": SEEDING, **({"vllm_top_p": VLLM_TOP_P} if backend == "vllm" else {})}
 
 
 def _shard_path(out: Path, index: int) -> Path:
@@ -254,7 +254,8 @@ def make_traces(model: str | Path, problems_file: Path, out: Path, cfg: TracesCo
     identity = store_identity(
         cfg, model=models.model_name(model), weights_fingerprint=models.weights_fingerprint(path),
         tokenizer_fingerprint=models.tokenizer_fingerprint(tok),
-        problems_sha256=models.file_sha256(problems_file), backend=engine.backend)
+        problems_sha256=models.file_sha256(problems_file),
+        backend=engine.resolved(model).backend)
     if problems[0].kind == "code":
         identity["forms"] = {f: sum(answer_form(p) == f for p in problems) for f in texts}
         identity["instructions"] = texts

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from rac.calibrate.calib import SOURCES
-from rac.generate import Engine
+from rac.generate import VLLM_TOP_P, Engine
 from rac.io import RacError
 from rac.prune.config import METHODS, QUANTIZER, RECIPES, QuantConfig, Scope
 from rac.prune.masks import Target
@@ -163,7 +163,8 @@ class EngineSpec:
         settings = asdict(self)
         if self.data_parallel == 1:
             del settings["data_parallel"]
-        return {"engine": settings}
+        top_p = {"vllm_top_p": VLLM_TOP_P} if self.backend != "transformers" else {}
+        return {"engine": settings, **top_p}
 
 
 @dataclass(frozen=True)
