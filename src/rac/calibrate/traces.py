@@ -70,7 +70,7 @@ def store_identity(cfg: TracesConfig, *, model: str, weights_fingerprint: str,
     return {"format": FORMAT, "model": model, "weights_fingerprint": weights_fingerprint,
             "tokenizer_fingerprint": tokenizer_fingerprint, "problems_sha256": problems_sha256,
             "backend": backend, **asdict(cfg), "sampling": cfg.sampling.identity(),
-            "seeding": SEEDING, **({"vllm_top_p": VLLM_TOP_P} if backend == "vllm" else {})}
+            "seeding": SEEDING}
 
 
 def _shard_path(out: Path, index: int) -> Path:
@@ -251,11 +251,13 @@ def make_traces(model: str | Path, problems_file: Path, out: Path, cfg: TracesCo
     # each answer form's count and text (a code file mixes programs and functions)
     cfg = replace(cfg, instruction=next(iter(texts.values())) if len(texts) == 1 else None,
                   thinking=models.thinking_for(model, tok, cfg.thinking))
+    resolved = engine.resolved(model)
     identity = store_identity(
         cfg, model=models.model_name(model), weights_fingerprint=models.weights_fingerprint(path),
         tokenizer_fingerprint=models.tokenizer_fingerprint(tok),
-        problems_sha256=models.file_sha256(problems_file),
-        backend=engine.resolved(model).backend)
+        problems_sha256=models.file_sha256(problems_file), backend=resolved.backend)
+    if resolved.backend == "vllm":  # what else decides its tokens: a store made otherwise differs
+        identity["vllm"] = {"dtype": resolved.dtype, "top_p": VLLM_TOP_P}
     if problems[0].kind == "code":
         identity["forms"] = {f: sum(answer_form(p) == f for p in problems) for f in texts}
         identity["instructions"] = texts

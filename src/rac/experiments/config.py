@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from rac.calibrate.calib import SOURCES
-from rac.generate import VLLM_TOP_P, Engine
+from rac.generate import VLLM_TOP_P, Engine, vllm_dtype
 from rac.io import RacError
 from rac.prune.config import METHODS, QUANTIZER, RECIPES, QuantConfig, Scope
 from rac.prune.masks import Target
@@ -163,7 +163,10 @@ class EngineSpec:
         settings = asdict(self)
         if self.data_parallel == 1:
             del settings["data_parallel"]
-        top_p = {"vllm_top_p": VLLM_TOP_P} if self.backend != "transformers" else {}
+        top_p = {}
+        if self.backend != "transformers":
+            settings["dtype"] = vllm_dtype(self.dtype)  # what 'auto' is on this machine
+            top_p = {"vllm_top_p": VLLM_TOP_P}
         return {"engine": settings, **top_p}
 
 
