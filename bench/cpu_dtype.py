@@ -5,7 +5,7 @@ the row counts of decoding (1, 64, 256) and of a prefill (2,048), in one run:
 
 What it decides: vLLM's 'auto' dtype is bf16 for an fp32 checkpoint on a CPU; a CPU without
 bf16 products (no AVX512-BF16 or AMX-BF16) emulates them, and where bf16 is slower rac's 'auto'
-asks vLLM for float32 (``rac.generate.vllm_dtype``). Prints GFLOP/s per shape and dtype and the
+asks vLLM for float32 (``rac.vllm_support.vllm_dtype``). Prints GFLOP/s per shape and dtype and the
 bf16 / fp32 time ratio, and whether the CPU has bf16 products.
 """
 
@@ -17,7 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from rac.generate import cpu_bf16
+from rac.vllm_support import cpu_bf16
 
 SHAPES = {"q/o proj": (896, 896), "gate/up": (4864, 896), "down": (896, 4864),
           "lm_head": (151936, 896)}

@@ -122,7 +122,7 @@ def test_vllms_auto_dtype_is_float32_on_a_cpu_without_bf16_products(monkeypatch)
     """vLLM's 'auto' is bf16 for an fp32 checkpoint on a CPU, emulated (7x slower) where the CPU
     has no bf16 products: there rac asks for float32, and a sweep's key says so; a dtype asked
     for is kept, and a CPU with bf16 products keeps vLLM's choice."""
-    from rac import generate as g
+    from rac import vllm_support as g
     from rac.experiments.config import EngineSpec
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -367,7 +367,7 @@ def test_data_parallel_replicas_get_disjoint_shares_of_the_cores_or_gpus(monkeyp
 def test_auto_backend_takes_vllm_only_where_it_is_installed_and_takes_the_model(monkeypatch):
     import importlib.util
 
-    import rac.vllm_backend
+    from rac import vllm_support
     from rac.generate import Engine
 
     real = importlib.util.find_spec
@@ -376,9 +376,10 @@ def test_auto_backend_takes_vllm_only_where_it_is_installed_and_takes_the_model(
                         lambda name, *a: (object() if installed["vllm"] else None) if name == "vllm"
                         else real(name, *a))
     takes = {"embedded": True}
-    monkeypatch.setattr(rac.vllm_backend, "supported", lambda path, trc=False: takes["embedded"])
+    monkeypatch.setattr(vllm_support, "supported", lambda path, trc=False: takes["embedded"])
     auto = Engine(backend="auto", threads=2)
-    assert auto.resolved("embedded") == Engine(backend="vllm", threads=2)
+    assert auto.resolved("embedded") == Engine(backend="vllm", threads=2,
+                                               dtype=vllm_support.vllm_dtype("auto"))
     assert Engine(backend="auto", device="cpu").resolved("embedded").backend == "transformers"
     takes["embedded"] = False
     assert auto.resolved("embedded") == Engine(backend="transformers")  # threads went to torch

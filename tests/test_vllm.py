@@ -224,9 +224,9 @@ def test_int_weights_this_cpus_vllm_cannot_run_are_refused_in_one_line(vllm_mode
                                                                        capsys, monkeypatch):
     """vLLM's AVX2 build has no int4 kernel: its engine would die at the first forward pass, so
     rac refuses such a model before starting it, and ``--backend auto`` takes transformers."""
-    from rac import vllm_backend
+    from rac import vllm_support
 
-    monkeypatch.setattr(vllm_backend, "_int_kernel", lambda: False)
+    monkeypatch.setattr(vllm_support, "_int_kernel", lambda: False)
     model = tmp_path / "int-model"
     shutil.copytree(vllm_model, model)
     cfg = json.loads((model / "config.json").read_text())
@@ -258,10 +258,10 @@ def test_a_w4a16_export_runs_in_vllm_on_the_weights_rac_evaluated(vllm_model, tm
     zero point or packing would put it as far off as the dense model or further."""
     from vllm import LLM, SamplingParams
 
-    from rac import vllm_backend
+    from rac import vllm_support
     from rac.models import load_model
 
-    if not vllm_backend._int_kernel():
+    if not vllm_support._int_kernel():
         pytest.skip("vLLM's build for this CPU (AVX2) has no int4 kernel (cpu_gemm_wna16); "
                     "rac refuses such a model in one line (tested above)")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from rac import models
-from rac.generate import VLLM_TOP_P, Backend, Engine, generate_all, open_backend, request_seed
+from rac.generate import Backend, Engine, generate_all, open_backend, request_seed
 from rac.io import RacError, atomic_dir, atomic_write_text, check_output_dir, write_json
 from rac.metrics import mean_se
 from rac.models import THINK_CLOSE, prompt_ids
@@ -30,6 +30,7 @@ from rac.sampling import (
 from rac.tasks.grading import grade_problem
 from rac.tasks.math import Grade
 from rac.tasks.problems import Problem, answer_form, read_problems
+from rac.vllm_support import VLLM_TOP_P
 
 
 @dataclass(frozen=True)

@@ -18,35 +18,12 @@ from typing import Protocol
 import torch
 from tqdm import tqdm
 
-from rac import models
+from rac import models, vllm_support
 from rac.sampling import Sampling, logits_processors, next_tokens
 
 # auto (the command line's default): vLLM where it is installed and takes the model, since it
 # generates 3-5x faster than rac's loop on the real 0.5B even on a CPU (bench/README.md)
 BACKENDS = ("auto", "transformers", "vllm")
-# How vLLM applies top-p under rac (rac.vllm_nucleus, not vLLM's sort of the whole vocabulary):
-# part of the identity of whatever vLLM generated, so that no store or cached stage made the
-# other way is taken for one made this way.
-VLLM_TOP_P = "rac.vllm_nucleus"
-
-
-def cpu_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16); True where the flags
-    cannot be read (vLLM's own choice is then left alone)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return True
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
-
-
-def vllm_dtype(dtype: str) -> str:
-    """vLLM's dtype, with 'auto' made concrete where vLLM's own choice is a bad one: for an fp32
-    checkpoint on a CPU it picks bf16, whose products a CPU without native bf16 emulates (7x
-    slower than fp32 on an AVX2 EPYC, bench/README.md), so there 'auto' is float32."""
-    if dtype != "auto" or torch.cuda.is_available() or cpu_bf16():
-        return dtype
-    return "float32"
 
 
 @dataclass(frozen=True)
@@ -314,14 +291,12 @@ class Engine:
         the model (vLLM's CPU attention needs head sizes >= 32), else transformers; vLLM's dtype
         as ``vllm_dtype`` gives it."""
         if self.backend == "vllm":
-            return replace(self, dtype=vllm_dtype(self.dtype))
+            return replace(self, dtype=vllm_support.vllm_dtype(self.dtype))
         if self.backend != "auto":
             return self
-        if self.device == "auto" and importlib.util.find_spec("vllm") is not None:
-            from rac.vllm_backend import supported
-
-            if supported(models.resolve(model), self.trust_remote_code):
-                return replace(self, backend="vllm", dtype=vllm_dtype(self.dtype))
+        if (self.device == "auto" and importlib.util.find_spec("vllm") is not None
+                and vllm_support.supported(models.resolve(model), self.trust_remote_code)):
+            return replace(self, backend="vllm", dtype=vllm_support.vllm_dtype(self.dtype))
         return replace(self, backend="transformers", threads=0)  # --threads went to torch
 
     def __post_init__(self) -> None:

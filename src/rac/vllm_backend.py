@@ -13,7 +13,7 @@ What the engine needs on a CPU, and why rac sets it:
   core for its front end, half of a 2-core machine;
 - an hour for one engine step (``CPU_STEP_TIMEOUT_S``) instead of vLLM's 300 s, which a slow CPU
   overruns prefilling a full step;
-- 'auto' dtype float32 on a CPU without bf16 products (``rac.generate.vllm_dtype``).
+- 'auto' dtype float32 on a CPU without bf16 products (``rac.vllm_support.vllm_dtype``).
 On every device, top-p is applied by rac's logits processor (``rac.vllm_nucleus``), the set of
 vLLM's own without its sort of the whole vocabulary at every step.
 """
@@ -30,6 +30,7 @@ from pathlib import Path
 from rac.generate import Completion, Engine, eos_ids_of
 from rac.io import RacError
 from rac.sampling import Sampling
+from rac.vllm_support import checked_config
 
 CPU_KV_CACHE_GB = 4.0
 # vLLM gives up on a step after 300 s; a step prefilling 8,192 tokens took longer than that on a
@@ -81,63 +82,6 @@ def _unless_set(env: dict[str, str]):
             os.environ.pop(k, None)
 
 
-def _config(model_dir: str | Path, trust_remote_code: bool):
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-
-
-def _int_weights(cfg) -> bool:
-    """Whether the checkpoint's weights are stored as integers (a compressed-tensors export)."""
-    q = getattr(cfg, "quantization_config", None) or {}
-    q = q if isinstance(q, dict) else q.to_dict()
-    return any((group.get("weights") or {}).get("type") == "int"
-               for group in q.get("config_groups", {}).values())
-
-
-def _int_kernel() -> bool:
-    """Whether this CPU's vLLM build has its kernel for int weights: the AVX2 build has none."""
-    import torch
-    from vllm.platforms import current_platform
-
-    current_platform.import_kernels()
-    return hasattr(torch.ops._C, "cpu_gemm_wna16")
-
-
-def _problem(cfg) -> str | None:
-    """Why vLLM cannot run a model of config ``cfg`` here, or None. On a CPU its attention takes
-    only some head sizes (it stops with a kernel assertion otherwise), and its AVX2 build has no
-    kernel for int weights (the engine dies at its first forward pass)."""
-    from vllm.platforms import current_platform
-
-    if not current_platform.is_cpu():
-        return None
-    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
-
-    text = getattr(cfg, "text_config", cfg)
-    head = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    sizes = CPUAttentionBackend.get_supported_head_sizes()
-    if head not in sizes:
-        return f"head size {head}, vLLM's CPU attention takes {', '.join(map(str, sizes))}"
-    if _int_weights(cfg) and not _int_kernel():
-        return ("int-quantized weights, and vLLM's build for this CPU (AVX2, no AVX-512) has no "
-                "kernel for them (cpu_gemm_wna16)")
-    return None
-
-
-def _checked_config(model_dir: str | Path, trust_remote_code: bool):
-    """The model's (text) config, or one line saying why vLLM cannot run it here."""
-    cfg = _config(model_dir, trust_remote_code)
-    problem = _problem(cfg)
-    if problem:
-        raise RacError(f"{model_dir}: {problem}; use --backend transformers")
-    return getattr(cfg, "text_config", cfg)
-
-
-def supported(model_dir: str | Path, trust_remote_code: bool = False) -> bool:
-    return _problem(_config(model_dir, trust_remote_code)) is None
-
-
 class VLLMBackend:
     """``eos_ids`` end a completion, as in the transformers backend (the tokenizer's and the
     generation config's)."""
@@ -147,7 +91,7 @@ class VLLMBackend:
     def __init__(self, model_dir: str | Path, engine: Engine, eos_ids: set[int]):
         vllm, current_platform = _vllm()
         self.eos_ids = sorted(eos_ids)
-        cfg = _checked_config(model_dir, engine.trust_remote_code)
+        cfg = checked_config(model_dir, engine.trust_remote_code)
         on_cpu = current_platform.is_cpu()
         self.max_model_len = engine.max_model_len or int(cfg.max_position_embeddings)
         memory: dict = {}
@@ -270,7 +214,7 @@ class Replicas:
         from dataclasses import replace
 
         _, platform = _vllm()
-        cfg = _checked_config(model_dir, engine.trust_remote_code)  # before any process starts
+        cfg = checked_config(model_dir, engine.trust_remote_code)  # before any process starts
         if any(getattr(cfg, k, None) for k in ("num_experts", "num_local_experts",
                                                 "n_routed_experts")):
             raise RacError(f"{model_dir} is a mixture of experts: --data-parallel replicates "

@@ -29,12 +29,13 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from rac import models
-from rac.generate import VLLM_TOP_P, Backend, Engine, open_backend, request_seed
+from rac.generate import Backend, Engine, open_backend, request_seed
 from rac.io import RacError, check_output_dir, write_json
 from rac.models import prompt_ids
 from rac.sampling import Sampling
 from rac.tasks.grading import grade_problem
 from rac.tasks.problems import Problem, answer_form, read_problems
+from rac.vllm_support import VLLM_TOP_P
 
 FORMAT = "rac-traces-1"
 

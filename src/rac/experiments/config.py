@@ -12,11 +12,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from rac.calibrate.calib import SOURCES
-from rac.generate import VLLM_TOP_P, Engine, vllm_dtype
+from rac.generate import Engine
 from rac.io import RacError
 from rac.prune.config import METHODS, QUANTIZER, RECIPES, QuantConfig, Scope
 from rac.prune.masks import Target
 from rac.sampling import Sampling, sampling_for
+from rac.vllm_support import VLLM_TOP_P, vllm_dtype
 
 if sys.version_info >= (3, 11):
     import tomllib

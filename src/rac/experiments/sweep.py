@@ -84,9 +84,7 @@ class Sweep:
         self.engine = cfg.engine.engine(cfg.threads)  # how traces, evals and rollouts generate
         self.cache = Path(cache) if cache else self.out / "cache"
         self.progress: Progress | None = None
-        # a stage's own bar (generation batches, pruned blocks) under the stage lines, erased
-        # when the stage ends: an evaluation or a prune can take half an hour on a CPU
-        self.inner = show is not None
+        self.inner = show is not None  # a stage's own bar too, erased when the stage ends
         self.seen: dict[Path, None] = {}  # stages already reported in this process
         self.stage_seconds: dict[str, dict] = {}  # per kind: seconds built here, built, cached
         self.made: dict[str, Path] = {}  # built-in specs written (or checked) here
@@ -152,9 +150,8 @@ class Sweep:
         cfg = TracesConfig(sampling, seed=seed,
                            samples_per_prompt=t.samples_per_prompt, budget_tokens=budget,
                            batch_size=t.batch_size)
-        return self.stage("traces", inputs, lambda d: make_traces(model, calib, d, cfg,
-                                                                  self.engine, progress=self.inner),
-                          f"traces {model} seed {seed}")
+        return self.stage("traces", inputs, lambda d: make_traces(
+            model, calib, d, cfg, self.engine, progress=self.inner), f"traces {model} seed {seed}")
 
     def generation_key(self) -> dict:
         """What a generating stage's key holds of how it generated: the engine and the seeding."""

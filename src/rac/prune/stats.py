@@ -73,6 +73,10 @@ class LayerStats:
             with torch.inference_mode(H.is_inference()):
                 for i, j in self.row_blocks(H.shape[0]):  # mirror each block's right part below
                     H[j:, i:j] = H[i:j, j:].T
+                    # and its diagonal block's upper triangle: a GEMM's (a, b) and (b, a) need
+                    # not round alike (they did not with an AVX2 BLAS)
+                    block = H[i:j, i:j]
+                    block.copy_(block.triu() + block.triu(1).mT)
             self._mirrored = True
         return self._upper
 
