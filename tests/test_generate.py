@@ -119,9 +119,9 @@ def test_top_p_logits_keeps_transformers_set_with_few_candidates_or_all():
 
 
 def test_vllms_auto_dtype_is_float32_on_a_cpu_without_bf16_products(monkeypatch):
-    """vLLM's 'auto' is bf16 for an fp32 checkpoint on a CPU, emulated (7x slower) where the CPU
-    has no bf16 products: there rac asks for float32, and a sweep's key says so; a dtype asked
-    for is kept, and a CPU with bf16 products keeps vLLM's choice."""
+    """vLLM's 'auto' is bf16 on a CPU, emulated (4-8x slower at batch sizes of 64 and more) where
+    the CPU has no bf16 products: there rac asks for float32, and a sweep's key says so; a dtype
+    asked for is kept, and a CPU with bf16 products keeps vLLM's choice."""
     from rac import vllm_support as g
     from rac.experiments.config import EngineSpec
 
@@ -133,6 +133,26 @@ def test_vllms_auto_dtype_is_float32_on_a_cpu_without_bf16_products(monkeypatch)
         assert Engine(backend="vllm").resolved("embedded").dtype == auto
         assert EngineSpec(backend="vllm").key()["engine"]["dtype"] == auto
     assert EngineSpec().key() == {}  # the transformers default: keys as before
+
+
+def test_rac_top_p_is_named_where_it_samples_and_only_there(tmp_path, monkeypatch):
+    """A stage's key and an evaluation's record name rac's top-p where vLLM sampled with it (top-p
+    without top-k, on a CPU): greedy stages, top-k, transformers and GPUs keep their keys."""
+    from rac.experiments import config
+    from rac.experiments.sweep import Sweep
+    from rac.vllm_support import VLLM_TOP_P, rac_top_p
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    top_p = Sampling(0.6, 0.95, 8)
+    assert rac_top_p(top_p)
+    assert not any(map(rac_top_p, (Sampling(0.0, 0.95, 8), Sampling(0.6, 1.0, 8),
+                                   Sampling(0.6, 0.95, 8, top_k=20))))
+    vllm = Sweep(config.from_dict({"engine": {"backend": "vllm"}}), tmp_path)
+    assert vllm.generation_key(top_p)["vllm_top_p"] == VLLM_TOP_P
+    assert "vllm_top_p" not in vllm.generation_key(Sampling(0.0, 1.0, 8))
+    assert "vllm_top_p" not in Sweep(config.from_dict({}), tmp_path).generation_key(top_p)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert not rac_top_p(top_p)
 
 
 def test_grouped_kv_heads_are_never_copied_per_query_head(qwen2_dir, monkeypatch):

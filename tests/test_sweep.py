@@ -89,8 +89,6 @@ def test_the_engine_enters_generating_keys_only_when_it_is_not_the_default():
     vllm = config.from_dict({"engine": {"backend": "vllm", "kv_cache_gb": 2.0}, "threads": 2})
     assert default.engine.key() == {}
     assert vllm.engine.key()["engine"]["backend"] == "vllm"
-    # and how it applies top-p: no stage sampled with vLLM's own sort answers for rac's processor
-    assert vllm.engine.key()["vllm_top_p"] == "rac.vllm_nucleus"
     e = vllm.engine.engine(vllm.threads)
     assert (e.backend, e.kv_cache_gb, e.max_model_len, e.threads) == ("vllm", 2.0, None, 2)
     assert default.engine.engine(2).threads == 0  # --threads is torch's for transformers

@@ -140,20 +140,21 @@ def test_rac_top_p_sets_are_vllms():
 
 def test_rac_top_p_in_vllm_samples_what_vllms_own_top_p_samples(engines):
     """The same seeded requests with top-p by rac's processor and by vLLM's sort give the same
-    tokens; each request has its own top-p (0.5 or 0.9), so a processor that gave a row another
-    request's top-p as requests finish and the batch is compacted would show."""
+    tokens; each request has its own top-p (0.5 or 0.9; 1: none, and greedy rows, which the
+    processor must leave alone), so a processor that gave a row another request's top-p as
+    requests finish and the batch is compacted would show."""
     from vllm import SamplingParams, TokensPrompt
 
     from rac.vllm_nucleus import KEY
 
     tok, _, vllm = engines
     prompts = [TokensPrompt(prompt_token_ids=p) for p in _prompts(tok, 24)]
-    tops = [0.5 if i % 3 else 0.9 for i in range(len(prompts))]
+    tops = [(0.5, 0.9, 1.0, 0.5, 0.9, 0.0)[i % 6] for i in range(len(prompts))]  # 0: greedy
 
     def sample(ours: bool | None) -> list[list[int]]:
-        params = [SamplingParams(temperature=1.0, seed=100 + i, max_tokens=24, detokenize=False,
-                                 top_p=p if ours is False else 1.0,
-                                 extra_args={KEY: p} if ours else None)
+        params = [SamplingParams(temperature=1.0 if p else 0.0, seed=100 + i, max_tokens=24,
+                                 detokenize=False, top_p=p if ours is False and p else 1.0,
+                                 extra_args={KEY: p} if ours and 0 < p < 1 else None)
                   for i, p in enumerate(tops)]
         return [list(o.outputs[0].token_ids)
                 for o in vllm.llm.generate(prompts, params, use_tqdm=False)]

@@ -14,8 +14,8 @@ What the engine needs on a CPU, and why rac sets it:
 - an hour for one engine step (``CPU_STEP_TIMEOUT_S``) instead of vLLM's 300 s, which a slow CPU
   overruns prefilling a full step;
 - 'auto' dtype float32 on a CPU without bf16 products (``rac.vllm_support.vllm_dtype``).
-On every device, top-p is applied by rac's logits processor (``rac.vllm_nucleus``), the set of
-vLLM's own without its sort of the whole vocabulary at every step.
+- top-p (without top-k) by rac's logits processor (``rac.vllm_nucleus``): the set of vLLM's own
+  without its sort of the whole vocabulary for every row at every step.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 from rac.generate import Completion, Engine, eos_ids_of
 from rac.io import RacError
 from rac.sampling import Sampling
-from rac.vllm_support import checked_config
+from rac.vllm_support import checked_config, rac_top_p
 
 CPU_KV_CACHE_GB = 4.0
 # vLLM gives up on a step after 300 s; a step prefilling 8,192 tokens took longer than that on a
@@ -110,7 +110,7 @@ class VLLMBackend:
         from rac.vllm_nucleus import FQCN
 
         with _unless_set(env):
-            self.llm = vllm.LLM(logits_processors=[FQCN],  # top-p, see rac.vllm_nucleus
+            self.llm = vllm.LLM(logits_processors=[FQCN] if on_cpu else None,  # rac_top_p
                                 model=str(model_dir), dtype=engine.dtype, seed=0,
                                 tensor_parallel_size=engine.tensor_parallel,
                                 trust_remote_code=engine.trust_remote_code,
@@ -133,9 +133,7 @@ class VLLMBackend:
                            f"{self.max_model_len}; raise it or lower --max-new-tokens")
         from rac.vllm_nucleus import KEY
 
-        # top-p by rac's processor where vLLM would sort the vocabulary for it alone (with top-k
-        # vLLM takes the top-p set of the top-k tokens: left to vLLM)
-        ours = sampling.temperature > 0 and sampling.top_p < 1 and not sampling.top_k
+        ours = rac_top_p(sampling)  # top-p by rac's processor (registered on a CPU)
         # vLLM applies the penalty to greedy decoding too, as rac's loop; top-k -1 is off
         params = [SamplingParams(temperature=sampling.temperature,
                                  top_p=1.0 if ours else sampling.top_p,

@@ -9,28 +9,37 @@ from pathlib import Path
 import torch
 
 from rac.io import RacError
+from rac.sampling import Sampling
 
-# How vLLM applies top-p under rac (rac.vllm_nucleus, not vLLM's sort of the whole vocabulary):
-# part of the identity of whatever vLLM generated, so that no store or cached stage made the
-# other way is taken for one made this way.
+# How vLLM applies top-p under rac where ``rac_top_p`` says so (rac.vllm_nucleus, not vLLM's sort
+# of the whole vocabulary): part of the identity of what vLLM sampled that way, so that no store
+# or cached stage made the other way is taken for one made this way.
 VLLM_TOP_P = "rac.vllm_nucleus"
 
 
+def rac_top_p(sampling: Sampling) -> bool:
+    """Whether rac's processor applies top-p for vLLM: when sampling with top-p and no top-k (with
+    top-k vLLM keeps the top-p set of the top-k tokens: left to it), on a CPU (on a GPU vLLM's
+    top-p does not sort on the host)."""
+    return (sampling.temperature > 0 and sampling.top_p < 1 and not sampling.top_k
+            and not torch.cuda.is_available())
+
+
 def cpu_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16); True where the flags
-    cannot be read (vLLM's own choice is then left alone)."""
+    """Whether this CPU multiplies bf16 natively (x86: AVX512-BF16 or AMX-BF16; Arm: BF16); True
+    where the flags cannot be read (vLLM's own choice is then left alone)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:
         return True
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+    return any(f in flags for f in ("avx512_bf16", "amx_bf16", "bf16"))
 
 
 def vllm_dtype(dtype: str) -> str:
-    """vLLM's dtype, with 'auto' made concrete where vLLM's own choice is a bad one: for an fp32
-    checkpoint on a CPU it picks bf16, whose products a CPU without native bf16 emulates (4-8x
-    slower than fp32 at 64 rows and more on an AVX2 EPYC, bench/cpu_dtype.py), so there 'auto'
-    is float32."""
+    """vLLM's dtype, with 'auto' made concrete where vLLM's own choice is a bad one: on a CPU it
+    runs an fp32 or bf16 checkpoint in bf16, whose products a CPU without native bf16 emulates
+    (4-8x slower than fp32 at 64 rows and more on an AVX2 EPYC, bench/cpu_dtype.py), so there
+    'auto' is float32 whatever the checkpoint's dtype."""
     if dtype != "auto" or torch.cuda.is_available() or cpu_bf16():
         return dtype
     return "float32"
@@ -52,7 +61,6 @@ def _int_weights(cfg) -> bool:
 
 def _int_kernel() -> bool:
     """Whether this CPU's vLLM build has its kernel for int weights: the AVX2 build has none."""
-    import torch
     from vllm.platforms import current_platform
 
     current_platform.import_kernels()

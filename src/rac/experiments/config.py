@@ -17,7 +17,7 @@ from rac.io import RacError
 from rac.prune.config import METHODS, QUANTIZER, RECIPES, QuantConfig, Scope
 from rac.prune.masks import Target
 from rac.sampling import Sampling, sampling_for
-from rac.vllm_support import VLLM_TOP_P, vllm_dtype
+from rac.vllm_support import vllm_dtype
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -164,11 +164,9 @@ class EngineSpec:
         settings = asdict(self)
         if self.data_parallel == 1:
             del settings["data_parallel"]
-        top_p = {}
         if self.backend != "transformers":
             settings["dtype"] = vllm_dtype(self.dtype)  # what 'auto' is on this machine
-            top_p = {"vllm_top_p": VLLM_TOP_P}
-        return {"engine": settings, **top_p}
+        return {"engine": settings}
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from rac.calibrate.traces import SEEDING, TracesConfig, make_traces
 from rac.evaluate import EvalConfig, evaluate_model, instruction_key
 from rac.experiments.config import SweepConfig, spec_key, spec_sampling
 from rac.experiments.grid import Run, plan
+from rac.experiments.progress import Progress
 from rac.experiments.report import Report, write_report
 from rac.io import RacError, write_json
 from rac.prune.config import RECIPES, PruneConfig, QuantConfig, Scope
@@ -37,12 +38,15 @@ from rac.prune.masks import Target
 from rac.prune.report import PruneTotals
 from rac.prune.run import prune_to_dir, read_totals
 from rac.recon import recon
+from rac.sampling import Sampling
 from rac.tasks.generators import from_spec, is_spec
 from rac.tasks.overlap import describe, shared
 from rac.tasks.problems import read_problems, write_problems
+from rac.vllm_support import VLLM_TOP_P, rac_top_p
 
 PRUNE_DEFAULTS = PruneConfig("magnitude", Target())  # what a recipe's settings differ from
-CODE_VERSION = 2  # bump to invalidate every cache entry when a stage's semantics change
+CODE_VERSION = 3  # bump to invalidate every cache entry when a stage's semantics change
+# 3: H's diagonal blocks mirrored (exactly symmetric on every BLAS)
 
 
 def content(model: str | Path) -> dict:
@@ -55,26 +59,6 @@ def content(model: str | Path) -> dict:
 def key_of(inputs: dict) -> str:
     blob = json.dumps({"v": CODE_VERSION, **inputs}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-class Progress:
-    """One line per stage, given to ``show``: i of n, its time, elapsed, and an estimate of what
-    remains."""
-
-    def __init__(self, total: int, show: Callable[[str], None]):
-        self.total, self.done, self.t0, self.worked, self.built = total, 0, time.time(), 0.0, 0
-        self.show = show
-
-    def step(self, label: str, seconds: float, cached: bool) -> None:
-        self.done += 1
-        if not cached:
-            self.worked += seconds
-            self.built += 1
-        left = self.total - self.done
-        eta = (self.worked / self.built * left) if self.built else 0.0
-        note = "cached" if cached else f"{seconds:.1f}s"
-        self.show(f"[{self.done:>3}/{self.total}] {label:<58} {note:>8}  elapsed "
-                  f"{time.time() - self.t0:6.0f}s  eta {eta:6.0f}s")
 
 
 class Sweep:
@@ -146,16 +130,20 @@ class Sweep:
         inputs = {"model": models.model_name(model), **content(model),
                   "problems": models.file_sha256(calib),
                   "seed": seed, "budget": budget, **spec_key(t, sampling),
-                  **instruction_key(model, calib, None), **self.generation_key()}
+                  **instruction_key(model, calib, None), **self.generation_key(sampling)}
         cfg = TracesConfig(sampling, seed=seed,
                            samples_per_prompt=t.samples_per_prompt, budget_tokens=budget,
                            batch_size=t.batch_size)
         return self.stage("traces", inputs, lambda d: make_traces(
             model, calib, d, cfg, self.engine, progress=self.inner), f"traces {model} seed {seed}")
 
-    def generation_key(self) -> dict:
-        """What a generating stage's key holds of how it generated: the engine and the seeding."""
-        return {**self.cfg.engine.key(), "seeding": SEEDING}
+    def generation_key(self, sampling: Sampling | None = None) -> dict:
+        """What a generating stage's key holds of how it generated: the engine, the seeding, and
+        rac's top-p where vLLM sampled with it."""
+        nucleus = (self.cfg.engine.backend != "transformers" and sampling is not None
+                   and rac_top_p(sampling))
+        return {**self.cfg.engine.key(), "seeding": SEEDING,
+                **({"vllm_top_p": VLLM_TOP_P} if nucleus else {})}
 
     def calib_set(self, source: str, seed: int, fraction: float) -> Path:
         c = self.cfg.calibration
@@ -229,7 +217,7 @@ class Sweep:
                   **{k: v for k, v in spec_key(e, sampling).items()
                      if k not in ("max_new_tokens", "budget_sparsities")}}
         cfg = EvalConfig(sampling, samples=e.samples, batch_size=e.batch_size)
-        inputs.update(instruction_key(model, test, None), **self.generation_key())
+        inputs.update(instruction_key(model, test, None), **self.generation_key(sampling))
         d = self.stage("eval", inputs, lambda d: evaluate_model(model, test, d, cfg, self.engine,
                                                                 progress=self.inner),
                        f"eval {label} max {max_new}")

@@ -1,0 +1,26 @@
+"""The sweep's progress: one line per stage, with what remains estimated from the stages built."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+class Progress:
+    """One line per stage, given to ``show``: i of n, its time, elapsed, and an estimate of what
+    remains."""
+
+    def __init__(self, total: int, show: Callable[[str], None]):
+        self.total, self.done, self.t0, self.worked, self.built = total, 0, time.time(), 0.0, 0
+        self.show = show
+
+    def step(self, label: str, seconds: float, cached: bool) -> None:
+        self.done += 1
+        if not cached:
+            self.worked += seconds
+            self.built += 1
+        left = self.total - self.done
+        eta = (self.worked / self.built * left) if self.built else 0.0
+        note = "cached" if cached else f"{seconds:.1f}s"
+        self.show(f"[{self.done:>3}/{self.total}] {label:<58} {note:>8}  elapsed "
+                  f"{time.time() - self.t0:6.0f}s  eta {eta:6.0f}s")
