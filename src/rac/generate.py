@@ -22,7 +22,8 @@ from rac import models, vllm_support
 from rac.sampling import Sampling, logits_processors, next_tokens
 
 # auto (the command line's default): vLLM where it is installed and takes the model, since it
-# generates 3-5x faster than rac's loop on the real 0.5B even on a CPU (bench/README.md)
+# generates faster than rac's loop on the real 0.5B even on a CPU (bench/README.md: 3-5x in bf16
+# on AVX-512; 1.4-1.8x in fp32 on AVX2)
 BACKENDS = ("auto", "transformers", "vllm")
 
 
