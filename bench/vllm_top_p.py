@@ -10,6 +10,9 @@ token (both keep the same set, and vLLM's sampler draws from it with the request
 of them should be, but for a token at the edge of a set where float sums round differently).
 The rows are sampled at the paper's T=0.6, top-p 0.95; the greedy rate is printed beside them.
 A first greedy pass of two tokens fills vLLM's prefix cache, so the rates are of decoding.
+Before the engine starts, the two top-p operations alone on a batch of the model's own
+next-token logits (16 prompts' rows, tiled), on one thread as vLLM's serving process runs them
+(``--ops-only``: just that).
 """
 
 from __future__ import annotations
@@ -19,11 +22,40 @@ import json
 import time
 from contextlib import closing
 
+import torch
+
 from rac import models
 from rac.evaluate import instructions_for
 from rac.generate import Engine, open_backend, request_seed
+from rac.sampling import top_p_logits
 from rac.tasks.generators import generate
 from rac.tasks.problems import answer_form
+
+
+def next_token_logits(model: str, prompts: list[list[int]], temperature: float) -> torch.Tensor:
+    """The model's tempered next-token logits after each prompt (transformers, fp32): real rows,
+    whose top-p sets are as narrow as decoding meets (random logits are flat, every set wide)."""
+    lm = models.load_model(model)
+    with torch.no_grad():
+        return torch.cat([lm(torch.tensor([ids])).logits[:, -1].float() for ids in prompts]) / temperature
+
+
+def op_seconds(logits: torch.Tensor, rows: int, top_p: float) -> dict[str, float]:
+    """Seconds of vLLM's top-p (a sort of every row) and rac's on ``rows`` rows tiled from
+    ``logits``, on one thread as vLLM's serving process runs them."""
+    from vllm.v1.sample.ops.topk_topp_sampler import apply_top_k_top_p_pytorch
+
+    torch.set_num_threads(1)
+    logits = logits.repeat(-(-rows // len(logits)), 1)[:rows]
+    p = torch.full((rows,), top_p)
+    out = {}
+    for way, op in (("vllm", lambda x: apply_top_k_top_p_pytorch(x, None, p)),
+                    ("rac", lambda x: top_p_logits(x, p))):
+        x = logits.clone()
+        t0 = time.perf_counter()
+        op(x)
+        out[way] = time.perf_counter() - t0
+    return out
 
 
 def main() -> None:
@@ -38,17 +70,24 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--out", help="write the numbers as JSON here too")
+    ap.add_argument("--ops-only", action="store_true", help="time the two top-p operations alone")
     a = ap.parse_args()
+    tok = models.load_tokenizer(a.model)
+    problems = generate(a.task, a.problems, 0, "test")
+    texts = instructions_for(a.model, problems)
+    thinking = models.thinking_for(a.model, tok, None)  # as rac eval asks
+    ids = [models.prompt_ids(tok, p.problem, texts[answer_form(p)], thinking) for p in problems]
+    ops = op_seconds(next_token_logits(a.model, ids[:16], a.temperature), a.batch_size, a.top_p)
+    print(f"top-p on {a.batch_size} rows of next-token logits, one thread: vLLM's sort "
+          f"{ops['vllm']:.3f} s, rac's {ops['rac']:.3f} s ({ops['vllm'] / ops['rac']:.1f}x)")
+    if a.ops_only:
+        return
 
     from vllm import SamplingParams, TokensPrompt
 
     from rac.vllm_nucleus import KEY
 
-    problems = generate(a.task, a.problems, 0, "test")
-    tok = models.load_tokenizer(a.model)
-    texts = instructions_for(a.model, problems)
-    prompts = [TokensPrompt(prompt_token_ids=models.prompt_ids(
-        tok, p.problem, texts[answer_form(p)], models.thinks(tok))) for p in problems]
+    prompts = [TokensPrompt(prompt_token_ids=x) for x in ids]
     engine = Engine(backend="vllm", eager=True, max_model_len=2048, threads=a.threads,
                     dtype=a.dtype)
     with closing(open_backend(a.model, tok, engine)) as vllm:
@@ -74,8 +113,9 @@ def main() -> None:
         results = {way: run(way) for way in ("vllm", "rac", "greedy")}
     rate = {way: r[1] for way, r in results.items()}
     same = sum(x == y for x, y in zip(results["vllm"][0], results["rac"][0]))
-    out = {"problems": len(problems), "batch_size": a.batch_size,
-           "max_new_tokens": a.max_new_tokens, "temperature": a.temperature, "top_p": a.top_p,
+    out = {"op_seconds": {k: round(v, 3) for k, v in ops.items()}, "problems": len(problems),
+           "batch_size": a.batch_size, "max_new_tokens": a.max_new_tokens,
+           "temperature": a.temperature, "top_p": a.top_p,
            "tokens_per_s": {k: round(v, 1) for k, v in rate.items()},
            "rac_over_vllm": round(rate["rac"] / rate["vllm"], 3),
            "same_completions": same}

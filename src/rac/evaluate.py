@@ -30,7 +30,7 @@ from rac.sampling import (
 from rac.tasks.grading import grade_problem
 from rac.tasks.math import Grade
 from rac.tasks.problems import Problem, answer_form, read_problems
-from rac.vllm_support import VLLM_TOP_P, rac_top_p
+from rac.vllm_support import top_p_identity
 
 
 @dataclass(frozen=True)
@@ -160,9 +160,9 @@ def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Prob
         wall_s=time.perf_counter() - t0,
         tokens_per_s=summary.generated_tokens / gen_s if gen_s > 0 else 0.0)
     used = {f: {"instruction": t, "problems": forms.count(f)} for f, t in zip(forms, texts)}
-    nucleus = backend.name == "vllm" and rac_top_p(cfg.sampling)
-    engine = {"backend": backend.name, **({"vllm_top_p": VLLM_TOP_P} if nucleus else {})}
-    return {"summary": summary.to_json(), "config": {**asdict(cfg), **engine},
+    return {"summary": summary.to_json(), "config": {
+                **asdict(cfg), "backend": backend.name,
+                **top_p_identity(backend.name, cfg.sampling)},
             "instructions": dict(sorted(used.items())), "problems": rows}
 
 

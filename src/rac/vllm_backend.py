@@ -13,7 +13,7 @@ What the engine needs on a CPU, and why rac sets it:
   core for its front end, half of a 2-core machine;
 - an hour for one engine step (``CPU_STEP_TIMEOUT_S``) instead of vLLM's 300 s, which a slow CPU
   overruns prefilling a full step;
-- 'auto' dtype float32 on a CPU without bf16 products (``rac.vllm_support.vllm_dtype``).
+- 'auto' dtype float32 on a CPU without bf16 products (``rac.vllm_support.vllm_dtype``);
 - top-p (without top-k) by rac's logits processor (``rac.vllm_nucleus``): the set of vLLM's own
   without its sort of the whole vocabulary for every row at every step.
 """
@@ -92,7 +92,7 @@ class VLLMBackend:
         vllm, current_platform = _vllm()
         self.eos_ids = sorted(eos_ids)
         cfg = checked_config(model_dir, engine.trust_remote_code)
-        on_cpu = current_platform.is_cpu()
+        on_cpu = self.nucleus = current_platform.is_cpu()  # rac's top-p processor: CPUs only
         self.max_model_len = engine.max_model_len or int(cfg.max_position_embeddings)
         memory: dict = {}
         env: dict[str, str] = {}
@@ -110,7 +110,7 @@ class VLLMBackend:
         from rac.vllm_nucleus import FQCN
 
         with _unless_set(env):
-            self.llm = vllm.LLM(logits_processors=[FQCN] if on_cpu else None,  # rac_top_p
+            self.llm = vllm.LLM(logits_processors=[FQCN] if self.nucleus else None,
                                 model=str(model_dir), dtype=engine.dtype, seed=0,
                                 tensor_parallel_size=engine.tensor_parallel,
                                 trust_remote_code=engine.trust_remote_code,
@@ -133,7 +133,7 @@ class VLLMBackend:
                            f"{self.max_model_len}; raise it or lower --max-new-tokens")
         from rac.vllm_nucleus import KEY
 
-        ours = rac_top_p(sampling)  # top-p by rac's processor (registered on a CPU)
+        ours = self.nucleus and rac_top_p(sampling)  # never top_p=1 without the processor
         # vLLM applies the penalty to greedy decoding too, as rac's loop; top-k -1 is off
         params = [SamplingParams(temperature=sampling.temperature,
                                  top_p=1.0 if ours else sampling.top_p,

@@ -25,6 +25,12 @@ def rac_top_p(sampling: Sampling) -> bool:
             and not torch.cuda.is_available())
 
 
+def top_p_identity(backend: str, sampling: Sampling) -> dict:
+    """What a stage's key or record holds of rac's top-p: its name where vLLM ("auto" may be vLLM)
+    sampled with it, else nothing (greedy, top-k and transformers stages keep their keys)."""
+    return {"vllm_top_p": VLLM_TOP_P} if backend != "transformers" and rac_top_p(sampling) else {}
+
+
 def cpu_bf16() -> bool:
     """Whether this CPU multiplies bf16 natively (x86: AVX512-BF16 or AMX-BF16; Arm: BF16); True
     where the flags cannot be read (vLLM's own choice is then left alone)."""

@@ -35,7 +35,7 @@ from rac.models import prompt_ids
 from rac.sampling import Sampling
 from rac.tasks.grading import grade_problem
 from rac.tasks.problems import Problem, answer_form, read_problems
-from rac.vllm_support import VLLM_TOP_P, rac_top_p
+from rac.vllm_support import top_p_identity
 
 FORMAT = "rac-traces-1"
 
@@ -259,12 +259,12 @@ def make_traces(model: str | Path, problems_file: Path, out: Path, cfg: TracesCo
         problems_sha256=models.file_sha256(problems_file), backend=resolved.backend)
     if resolved.backend == "vllm":  # what else decides its tokens: a store made otherwise differs
         identity["vllm"] = {"dtype": resolved.dtype,
-                            **({"top_p": VLLM_TOP_P} if rac_top_p(cfg.sampling) else {})}
+                            **top_p_identity(resolved.backend, cfg.sampling)}
     if problems[0].kind == "code":
         identity["forms"] = {f: sum(answer_form(p) == f for p in problems) for f in texts}
         identity["instructions"] = texts
     if shard is not None:
         identity["shard"] = list(shard)
-    with closing(open_backend(model, tok, engine)) as backend:
+    with closing(open_backend(model, tok, resolved)) as backend:
         return generate_traces(backend, tok, problems, cfg, texts, identity, out, overwrite,
                                progress, shard)

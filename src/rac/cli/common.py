@@ -59,8 +59,8 @@ def backend_args(p: argparse.ArgumentParser) -> None:
                    "each generating its share of every batch (dense models; each holds its own "
                    "weights and KV cache)")
     v.add_argument("--dtype", default="auto", help="weights and activations dtype (auto: the "
-                   "checkpoint's; for an fp32 checkpoint on a CPU bf16 where the CPU has bf16 "
-                   "products (AVX512-BF16, AMX), else float32)")
+                   "checkpoint's; on a CPU with bf16 products (AVX512-BF16, AMX) bf16 for an fp32 "
+                   "checkpoint, on a CPU without them float32)")
     v.add_argument("--max-model-len", type=int, help="longest prompt + completion the engine "
                    "takes (default: the model's context length)")
     v.add_argument("--kv-cache-gb", type=float, help="KV-cache memory in GiB (default: 4 on a "

@@ -42,7 +42,7 @@ from rac.sampling import Sampling
 from rac.tasks.generators import from_spec, is_spec
 from rac.tasks.overlap import describe, shared
 from rac.tasks.problems import read_problems, write_problems
-from rac.vllm_support import VLLM_TOP_P, rac_top_p
+from rac.vllm_support import top_p_identity
 
 PRUNE_DEFAULTS = PruneConfig("magnitude", Target())  # what a recipe's settings differ from
 CODE_VERSION = 3  # bump to invalidate every cache entry when a stage's semantics change
@@ -140,10 +140,8 @@ class Sweep:
     def generation_key(self, sampling: Sampling | None = None) -> dict:
         """What a generating stage's key holds of how it generated: the engine, the seeding, and
         rac's top-p where vLLM sampled with it."""
-        nucleus = (self.cfg.engine.backend != "transformers" and sampling is not None
-                   and rac_top_p(sampling))
-        return {**self.cfg.engine.key(), "seeding": SEEDING,
-                **({"vllm_top_p": VLLM_TOP_P} if nucleus else {})}
+        top_p = top_p_identity(self.cfg.engine.backend, sampling) if sampling else {}
+        return {**self.cfg.engine.key(), "seeding": SEEDING, **top_p}
 
     def calib_set(self, source: str, seed: int, fraction: float) -> Path:
         c = self.cfg.calibration
