@@ -24,8 +24,9 @@ from pathlib import Path
 from traces_throughput import GenerateBackend
 
 from rac import models
+from rac.batched import generate_all
 from rac.evaluate import EvalConfig, evaluate, instructions_for
-from rac.generate import Engine, eos_ids_of, generate_all, open_backend
+from rac.generate import Engine, eos_ids_of, open_backend
 from rac.sampling import Sampling
 from rac.tasks.generators import generate
 from rac.tasks.problems import Problem

@@ -21,7 +21,8 @@ import time
 import torch
 
 from rac import models
-from rac.generate import Completion, Sampling, TransformersBackend, eos_ids_of, generate_all, trim
+from rac.batched import generate_all
+from rac.generate import Completion, Sampling, TransformersBackend, eos_ids_of, trim
 from rac.tasks import arith, gsm
 
 

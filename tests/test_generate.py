@@ -193,7 +193,8 @@ def test_the_embedded_model_gives_what_the_preallocating_loop_gave(sampling, see
     import hashlib
     import json
 
-    from rac.generate import eos_ids_of, generate_all, request_seed
+    from rac.batched import generate_all
+    from rac.generate import eos_ids_of, request_seed
 
     tok, lm = models.load_tokenizer("embedded"), models.load_model("embedded")
     assert sampling_for("embedded", "eval").identity() == {
@@ -309,7 +310,8 @@ def test_top_k_samples_only_the_k_most_likely_tokens():
 def test_a_sampled_completion_depends_on_its_own_seed_not_on_its_batch(qwen2_dir):
     """Seeds go with requests: the same requests batched 1, 3 or 7 at a time, in any order, give
     the same completions (what lets evals and traces be rebatched and resumed)."""
-    from rac.generate import generate_all, request_seed
+    from rac.batched import generate_all
+    from rac.generate import request_seed
 
     lm, tok = models.load_model(qwen2_dir), models.load_tokenizer(qwen2_dir)
     backend = TransformersBackend(lm, tok.pad_token_id, {tok.eos_token_id})

@@ -17,7 +17,8 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from rac import models
-from rac.generate import Engine, TransformersBackend, eos_ids_of, generate_all, open_backend, request_seed
+from rac.batched import generate_all
+from rac.generate import Engine, TransformersBackend, eos_ids_of, open_backend, request_seed
 from rac.sampling import Sampling
 from tests.conftest import run
 

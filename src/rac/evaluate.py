@@ -7,6 +7,8 @@ diagnostics.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -17,7 +19,8 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from rac import models
-from rac.generate import Backend, Engine, generate_all, open_backend, request_seed
+from rac.batched import Journal, generate_all
+from rac.generate import Backend, Engine, open_backend, request_seed
 from rac.io import RacError, atomic_dir, atomic_write_text, check_output_dir, write_json
 from rac.metrics import mean_se
 from rac.models import THINK_CLOSE, prompt_ids
@@ -94,6 +97,7 @@ class EvalSummary:
     generation_s: float | None = None
     wall_s: float | None = None
     tokens_per_s: float | None = None
+    resumed: int | None = None  # completions read from a journal; time and tokens/s are the rest's
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -129,10 +133,14 @@ def think_close_id(tok: PreTrainedTokenizerBase, thinking: bool = True) -> int |
 
 def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Problem],
              cfg: EvalConfig, grade: Callable[[str, Problem, bool], Grade] | None = None,
-             progress: bool = True, instructions: dict[str, str] | None = None) -> dict:
+             progress: bool = True, instructions: dict[str, str] | None = None,
+             journal: Path | None = None, generator: dict | None = None) -> dict:
     """``instructions``: the text after a problem of each form when ``cfg.instruction`` is None
     (``evaluate_model`` passes the model's, ``instructions_for``); a form it lacks gets none. The
-    result's ``instructions`` says which text each form got, and for how many problems."""
+    result's ``instructions`` says which text each form got, and for how many problems.
+    ``journal``: completions are kept there as they are made and an earlier run's are reused when
+    the prompts, seeds, sampling and ``generator`` (what generates: model and engine) are the
+    same (``rac.batched.Journal``)."""
     grade = grade or grade_problem
     thinking = models.thinks(tok) if cfg.thinking is None else cfg.thinking
     cfg = replace(cfg, thinking=thinking)
@@ -142,10 +150,15 @@ def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Prob
              for f in forms]
     prompts = [prompt_ids(tok, p.problem, t, thinking) for p, t in zip(problems, texts)]
     requests = [(pi, s) for pi in range(len(problems)) for s in range(cfg.samples)]
+    seeds = [request_seed(cfg.seed, problems[pi].id, s) for pi, s in requests]
+    log = Journal(journal, {
+        "requests": hashlib.sha256(json.dumps([prompts, requests, seeds]).encode()).hexdigest(),
+        "sampling": asdict(cfg.sampling), "backend": backend.name, **(generator or {})},
+        len(requests)) if journal else None
+    resumed = log.done if log else {}  # read from the journal, not generated here
     t0 = time.perf_counter()
-    completions = generate_all(backend, [prompts[pi] for pi, _ in requests], cfg.sampling,
-                               [request_seed(cfg.seed, problems[pi].id, s) for pi, s in requests],
-                               cfg.batch_size, desc="eval", progress=progress)
+    completions = generate_all(backend, [prompts[pi] for pi, _ in requests], cfg.sampling, seeds,
+                               cfg.batch_size, desc="eval", progress=progress, journal=log)
     gen_s = time.perf_counter() - t0
     rows: list[dict] = [{"id": p.id, "answer": p.answer, "prompt_tokens": len(prompts[i]),
                          "samples": []} for i, p in enumerate(problems)]
@@ -157,8 +170,8 @@ def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Prob
     summary = replace(
         summary, mean_prompt_tokens=statistics.fmean(len(p) for p in prompts),
         sd_prompt_tokens=statistics.pstdev(len(p) for p in prompts), generation_s=gen_s,
-        wall_s=time.perf_counter() - t0,
-        tokens_per_s=summary.generated_tokens / gen_s if gen_s > 0 else 0.0)
+        wall_s=time.perf_counter() - t0, resumed=len(resumed) or None, tokens_per_s=sum(
+            len(c.ids) for i, c in enumerate(completions) if i not in resumed) / max(gen_s, 1e-9))
     used = {f: {"instruction": t, "problems": forms.count(f)} for f, t in zip(forms, texts)}
     return {"summary": summary.to_json(), "config": {
                 **asdict(cfg), "backend": backend.name,
@@ -219,22 +232,28 @@ def summary_markdown(result: dict, title: str) -> str:
         f"| max-length hit rate | {s['max_hit_rate']:.4f} |",
         f"| wall time | {s['wall_s']:.1f} s |",
         f"| generated tokens/s | {s['tokens_per_s']:.0f} |", "",
+        *([f"{s['resumed']} completions were read from an interrupted run's journal; wall time and "
+           "tokens/s are those of the rest.", ""] if s.get("resumed") else []),
     ])
 
 
 def evaluate_model(model: str | Path, problems_file: Path, out: Path | None, cfg: EvalConfig,
                    engine: Engine | None = None, *, limit: int = 0, overwrite: bool = False,
                    progress: bool = True) -> dict:
-    """``rac eval``: evaluate ``model`` on a problem file; writes eval.json and eval.md to ``out``."""
-    engine = engine or Engine()
+    """``rac eval``: evaluate ``model`` on a problem file; writes eval.json and eval.md to ``out``,
+    resuming an interrupted run from its journal beside ``out``."""
+    engine = (engine or Engine()).resolved(model)
     problems = read_problems(problems_file)[: limit or None]
     if out is not None:
         check_output_dir(out, overwrite)
     tok = models.load_tokenizer(model, engine.trust_remote_code)
     cfg = replace(cfg, thinking=models.thinking_for(model, tok, cfg.thinking))
+    journal = out and Path(out).parent / f".{Path(out).name}.journal.jsonl"
     with closing(open_backend(model, tok, engine)) as backend:
         result = evaluate(backend, tok, problems, cfg, progress=progress,
-                          instructions=instructions_for(model, problems))
+                          instructions=instructions_for(model, problems), journal=journal,
+                          generator={"model": models.fingerprint(models.resolve(model)),
+                                     "engine": asdict(engine)})
     result["model"] = models.model_name(model)
     result["model_generation_config"] = shipped_generation_config(model)
     result["problems_file"] = str(problems_file)
@@ -242,6 +261,7 @@ def evaluate_model(model: str | Path, problems_file: Path, out: Path | None, cfg
         with atomic_dir(out, overwrite=overwrite) as tmp:
             write_json(tmp / "eval.json", result)
             atomic_write_text(tmp / "eval.md", summary_markdown(result, f"rac eval: {result['model']}"))
+        journal.unlink(missing_ok=True)
     return result
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from tqdm import tqdm
 
 from rac import models, vllm_support
 from rac.sampling import Sampling, logits_processors, next_tokens
@@ -254,13 +253,9 @@ class TransformersBackend:
 
 def eos_ids_of(tok, generation_config=None) -> set[int]:
     """The ids that end a completion: the tokenizer's EOS and the generation config's."""
-    ids = {tok.eos_token_id}
     cfg_eos = getattr(generation_config, "eos_token_id", None)
-    if isinstance(cfg_eos, int):
-        ids.add(cfg_eos)
-    elif isinstance(cfg_eos, list):
-        ids.update(cfg_eos)
-    return {i for i in ids if i is not None}
+    ids = {tok.eos_token_id, *(cfg_eos if isinstance(cfg_eos, list) else [cfg_eos])}
+    return {i for i in ids if isinstance(i, int)}
 
 
 VLLM_ONLY = {"vllm": True}  # an Engine field that only the vLLM backend reads
@@ -332,19 +327,3 @@ def open_backend(model: str | Path, tok, engine: Engine | None = None) -> Backen
                            trust_remote_code=engine.trust_remote_code)
     return TransformersBackend(lm, tok.pad_token_id,
                                eos_ids_of(tok, getattr(lm, "generation_config", None)))
-
-
-def generate_all(backend: Backend, prompts: list[list[int]], sampling: Sampling, seeds: list[int],
-                 batch_size: int, desc: str = "generate", progress: bool = True) -> list[Completion]:
-    """Generate for every prompt (``seeds[i]``: prompt ``i``'s), batched by similar length."""
-    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
-    out: list[Completion | None] = [None] * len(prompts)
-    bar = tqdm(total=len(prompts), desc=desc, unit="seq", leave=False, disable=not progress)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        for i, c in zip(idx, backend.generate([prompts[i] for i in idx], sampling,
-                                              [seeds[i] for i in idx])):
-            out[i] = c
-        bar.update(len(idx))
-    bar.close()
-    return out  # type: ignore[return-value]

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from rac import models
-from rac.generate import Engine, Sampling, generate_all, open_backend, request_seed
+from rac.batched import generate_all
+from rac.generate import Engine, Sampling, open_backend, request_seed
 from rac.io import atomic_dir, atomic_write_text, save_figure, write_json
 from rac.tasks.problems import answer_form, read_problems
 
