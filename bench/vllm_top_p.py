@@ -8,7 +8,9 @@ engine, the same seeded requests, in one run (in the environment that has vLLM):
 Prints each way's generated tokens/s, the ratio, and how many completions are the same token for
 token (both keep the same set, and vLLM's sampler draws from it with the request's seed, so all
 of them should be, but for a token at the edge of a set where float sums round differently).
-The rows are sampled at the paper's T=0.6, top-p 0.95; the greedy rate is printed beside them.
+The rows are sampled at the paper's T=0.6, top-p 0.95 (``--top-k 20``: with the top-k that
+Qwen2.5's released checkpoints ship, which vLLM applies in the same sort); the greedy rate is
+printed beside them.
 A first greedy pass of two tokens fills vLLM's prefix cache, so the rates are of decoding.
 Before the engine starts, the two top-p operations alone on a batch of the model's own
 next-token logits (16 prompts' rows, tiled), on one thread as vLLM's serving process runs them
@@ -27,7 +29,6 @@ import torch
 from rac import models
 from rac.evaluate import instructions_for
 from rac.generate import Engine, open_backend, request_seed
-from rac.sampling import top_p_logits
 from rac.tasks.generators import generate
 from rac.tasks.problems import answer_form
 
@@ -40,17 +41,19 @@ def next_token_logits(model: str, prompts: list[list[int]], temperature: float) 
         return torch.cat([lm(torch.tensor([ids])).logits[:, -1].float() for ids in prompts]) / temperature
 
 
-def op_seconds(logits: torch.Tensor, rows: int, top_p: float) -> dict[str, float]:
-    """Seconds of vLLM's top-p (a sort of every row) and rac's on ``rows`` rows tiled from
+def op_seconds(logits: torch.Tensor, rows: int, top_p: float, top_k: int) -> dict[str, float]:
+    """Seconds of vLLM's top-k / top-p (a sort of every row) and rac's on ``rows`` rows tiled from
     ``logits``, on one thread as vLLM's serving process runs them."""
     from vllm.v1.sample.ops.topk_topp_sampler import apply_top_k_top_p_pytorch
 
+    from rac.vllm_nucleus import nucleus_logits
+
     torch.set_num_threads(1)
     logits = logits.repeat(-(-rows // len(logits)), 1)[:rows]
-    p = torch.full((rows,), top_p)
+    p, k = torch.full((rows,), top_p), torch.full((rows,), top_k)
     out = {}
-    for way, op in (("vllm", lambda x: apply_top_k_top_p_pytorch(x, None, p)),
-                    ("rac", lambda x: top_p_logits(x, p))):
+    for way, op in (("vllm", lambda x: apply_top_k_top_p_pytorch(x, k if top_k else None, p)),
+                    ("rac", lambda x: nucleus_logits(x, p, k))):
         x = logits.clone()
         t0 = time.perf_counter()
         op(x)
@@ -67,6 +70,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--temperature", type=float, default=0.6)
     ap.add_argument("--top-p", type=float, default=0.95)
+    ap.add_argument("--top-k", type=int, default=0, help="0: none")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--out", help="write the numbers as JSON here too")
@@ -77,15 +81,17 @@ def main() -> None:
     texts = instructions_for(a.model, problems)
     thinking = models.thinking_for(a.model, tok, None)  # as rac eval asks
     ids = [models.prompt_ids(tok, p.problem, texts[answer_form(p)], thinking) for p in problems]
-    ops = op_seconds(next_token_logits(a.model, ids[:16], a.temperature), a.batch_size, a.top_p)
-    print(f"top-p on {a.batch_size} rows of next-token logits, one thread: vLLM's sort "
+    ops = op_seconds(next_token_logits(a.model, ids[:16], a.temperature), a.batch_size, a.top_p,
+                     a.top_k)
+    what = f"top-k {a.top_k} / top-p" if a.top_k else "top-p"
+    print(f"{what} on {a.batch_size} rows of next-token logits, one thread: vLLM's sort "
           f"{ops['vllm']:.3f} s, rac's {ops['rac']:.3f} s ({ops['vllm'] / ops['rac']:.1f}x)")
     if a.ops_only:
         return
 
     from vllm import SamplingParams, TokensPrompt
 
-    from rac.vllm_nucleus import KEY
+    from rac.vllm_nucleus import KEY, TOP_K
 
     prompts = [TokensPrompt(prompt_token_ids=x) for x in ids]
     engine = Engine(backend="vllm", eager=True, max_model_len=2048, threads=a.threads,
@@ -95,7 +101,8 @@ def main() -> None:
             params = [SamplingParams(
                 temperature=0.0 if way == "greedy" else a.temperature,
                 top_p=a.top_p if way == "vllm" else 1.0,
-                extra_args={KEY: a.top_p} if way == "rac" else None,
+                top_k=a.top_k if way == "vllm" and a.top_k else -1,
+                extra_args={KEY: a.top_p, TOP_K: a.top_k} if way == "rac" else None,
                 seed=request_seed(0, p.id, 0), max_tokens=max_tokens,
                 stop_token_ids=vllm.eos_ids, detokenize=False) for p in problems]
             ids, seconds = [], 0.0
@@ -115,7 +122,7 @@ def main() -> None:
     same = sum(x == y for x, y in zip(results["vllm"][0], results["rac"][0]))
     out = {"op_seconds": {k: round(v, 3) for k, v in ops.items()}, "problems": len(problems),
            "batch_size": a.batch_size, "max_new_tokens": a.max_new_tokens,
-           "temperature": a.temperature, "top_p": a.top_p,
+           "temperature": a.temperature, "top_p": a.top_p, "top_k": a.top_k,
            "tokens_per_s": {k: round(v, 1) for k, v in rate.items()},
            "rac_over_vllm": round(rate["rac"] / rate["vllm"], 3),
            "same_completions": same}

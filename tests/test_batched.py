@@ -73,6 +73,7 @@ def test_rac_eval_resumes_an_interrupted_run_from_its_journal(tmp_path, monkeypa
     cfg = EvalConfig(Sampling(1.0, 0.95, 48), samples=2, batch_size=4)
     whole = evaluate_model("embedded", tmp_path / "p.jsonl", tmp_path / "whole", cfg, progress=False)
     assert not list(tmp_path.glob(".*journal*"))  # removed once the evaluation is written
+    assert whole["engine"]["backend"] == "transformers"  # the engine it resolved, recorded
     real, calls = TransformersBackend.generate, []
 
     def counted(self, prompts, sampling, seeds, kill_at=0):

@@ -137,16 +137,17 @@ def test_vllms_auto_dtype_is_float32_on_a_cpu_without_bf16_products(monkeypatch)
 
 def test_rac_top_p_is_named_where_it_samples_and_only_there(tmp_path, monkeypatch):
     """A stage's key and an evaluation's record name rac's top-p where vLLM sampled with it (top-p
-    without top-k, on a CPU): greedy stages, top-k, transformers and GPUs keep their keys."""
+    with or without top-k, on a CPU): greedy stages, top-k alone, transformers and GPUs keep their
+    keys."""
     from rac.experiments import config
     from rac.experiments.sweep import Sweep
     from rac.vllm_support import VLLM_TOP_P, rac_top_p
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     top_p = Sampling(0.6, 0.95, 8)
-    assert rac_top_p(top_p)
+    assert rac_top_p(top_p) and rac_top_p(Sampling(0.6, 0.95, 8, top_k=20))
     assert not any(map(rac_top_p, (Sampling(0.0, 0.95, 8), Sampling(0.6, 1.0, 8),
-                                   Sampling(0.6, 0.95, 8, top_k=20))))
+                                   Sampling(0.6, 1.0, 8, top_k=20))))
     vllm = Sweep(config.from_dict({"engine": {"backend": "vllm"}}), tmp_path)
     assert vllm.generation_key(top_p)["vllm_top_p"] == VLLM_TOP_P
     assert "vllm_top_p" not in vllm.generation_key(Sampling(0.0, 1.0, 8))

@@ -126,37 +126,47 @@ def test_data_parallel_replicas_give_the_one_engine_completions(engines, vllm_mo
 
 def test_rac_top_p_sets_are_vllms():
     """rac.vllm_nucleus's set (the most likely tokens ranked among 256 candidates, or the whole
-    row) is the one vLLM's own top-p keeps by sorting the whole vocabulary."""
+    row) is the one vLLM's own top-p keeps by sorting the whole vocabulary; with a top-k too,
+    different for each row (0: none; 2,000: more than the candidates), the one vLLM keeps for
+    the two."""
     from vllm.v1.sample.ops.topk_topp_sampler import apply_top_k_top_p_pytorch
 
-    from rac.sampling import top_p_logits
+    from rac.vllm_nucleus import nucleus_logits
 
     torch.manual_seed(3)
     logits = torch.randn(256, 4096) * torch.rand(256, 1) * 8  # flat and peaked rows
     top_p = torch.rand(256) * 0.9 + 0.05
-    ours = top_p_logits(logits.clone(), top_p) > -float("inf")
+    none = torch.zeros(256, dtype=torch.long)
+    ours = nucleus_logits(logits.clone(), top_p, none) > -float("inf")
     assert torch.equal(ours, apply_top_k_top_p_pytorch(logits.clone(), None, top_p) > -float("inf"))
     assert (ours.sum(-1) > 256).any() and (ours.sum(-1) < 256).any()  # both paths taken
+    top_k = torch.tensor([(1, 5, 20, 0, 2000)[i % 5] for i in range(256)])
+    ours = nucleus_logits(logits.clone(), top_p, top_k) > -float("inf")
+    theirs = apply_top_k_top_p_pytorch(logits.clone(), torch.where(top_k > 0, top_k, 4096), top_p)
+    assert torch.equal(ours, theirs > -float("inf"))
+    assert (ours.sum(-1) > 256).any() and (ours[1::5].sum(-1) <= 5).all()
 
 
 def test_rac_top_p_in_vllm_samples_what_vllms_own_top_p_samples(engines):
     """The same seeded requests with top-p by rac's processor and by vLLM's sort give the same
     tokens; each request has its own top-p (0.5 or 0.9; 1: none, and greedy rows, which the
-    processor must leave alone), so a processor that gave a row another request's top-p as
-    requests finish and the batch is compacted would show."""
+    processor must leave alone) and some a top-k, so a processor that gave a row another
+    request's settings as requests finish and the batch is compacted would show."""
     from vllm import SamplingParams, TokensPrompt
 
-    from rac.vllm_nucleus import KEY
+    from rac.vllm_nucleus import KEY, TOP_K
 
     tok, _, vllm = engines
     prompts = [TokensPrompt(prompt_token_ids=p) for p in _prompts(tok, 24)]
-    tops = [(0.5, 0.9, 1.0, 0.5, 0.9, 0.0)[i % 6] for i in range(len(prompts))]  # 0: greedy
+    tops = [((0.5, 0), (0.9, 5), (1.0, 0), (0.5, 20), (0.9, 0), (0.0, 0))[i % 6]
+            for i in range(len(prompts))]  # (top-p, top-k); top-p 0: greedy
 
     def sample(ours: bool | None) -> list[list[int]]:
         params = [SamplingParams(temperature=1.0 if p else 0.0, seed=100 + i, max_tokens=24,
                                  detokenize=False, top_p=p if ours is False and p else 1.0,
-                                 extra_args={KEY: p} if ours and 0 < p < 1 else None)
-                  for i, p in enumerate(tops)]
+                                 top_k=k if ours is False and k else -1,
+                                 extra_args={KEY: p, TOP_K: k} if ours and 0 < p < 1 else None)
+                  for i, (p, k) in enumerate(tops)]
         return [list(o.outputs[0].token_ids)
                 for o in vllm.llm.generate(prompts, params, use_tqdm=False)]
 

@@ -254,7 +254,7 @@ def evaluate_model(model: str | Path, problems_file: Path, out: Path | None, cfg
                           instructions=instructions_for(model, problems), journal=journal,
                           generator={"model": models.fingerprint(models.resolve(model)),
                                      "engine": asdict(engine)})
-    result["model"] = models.model_name(model)
+    result["model"], result["engine"] = models.model_name(model), asdict(engine)  # dtype included
     result["model_generation_config"] = shipped_generation_config(model)
     result["problems_file"] = str(problems_file)
     if out is not None:

@@ -14,8 +14,8 @@ What the engine needs on a CPU, and why rac sets it:
 - an hour for one engine step (``CPU_STEP_TIMEOUT_S``) instead of vLLM's 300 s, which a slow CPU
   overruns prefilling a full step;
 - 'auto' dtype float32 on a CPU without bf16 products (``rac.vllm_support.vllm_dtype``);
-- top-p (without top-k) by rac's logits processor (``rac.vllm_nucleus``): the set of vLLM's own
-  without its sort of the whole vocabulary for every row at every step.
+- top-p (and top-k with it) by rac's logits processor (``rac.vllm_nucleus``): the set of vLLM's
+  own without its sort of the whole vocabulary for every row at every step.
 """
 
 from __future__ import annotations
@@ -131,14 +131,15 @@ class VLLMBackend:
             raise RacError(f"a prompt plus --max-new-tokens {sampling.max_new_tokens} needs "
                            f"{longest} tokens, more than the engine's --max-model-len "
                            f"{self.max_model_len}; raise it or lower --max-new-tokens")
-        from rac.vllm_nucleus import KEY
+        from rac.vllm_nucleus import KEY, TOP_K
 
         ours = self.nucleus and rac_top_p(sampling)  # never top_p=1 without the processor
         # vLLM applies the penalty to greedy decoding too, as rac's loop; top-k -1 is off
         params = [SamplingParams(temperature=sampling.temperature,
                                  top_p=1.0 if ours else sampling.top_p,
-                                 extra_args={KEY: sampling.top_p} if ours else None,
-                                 top_k=sampling.top_k or -1,
+                                 extra_args={KEY: sampling.top_p, TOP_K: sampling.top_k or 0}
+                                 if ours else None,
+                                 top_k=-1 if ours else sampling.top_k or -1,
                                  repetition_penalty=sampling.repetition_penalty,
                                  max_tokens=sampling.max_new_tokens, seed=seed,
                                  stop_token_ids=self.eos_ids, detokenize=False)

@@ -18,11 +18,10 @@ VLLM_TOP_P = "rac.vllm_nucleus"
 
 
 def rac_top_p(sampling: Sampling) -> bool:
-    """Whether rac's processor applies top-p for vLLM: when sampling with top-p and no top-k (with
-    top-k vLLM keeps the top-p set of the top-k tokens: left to it), on a CPU (on a GPU vLLM's
-    top-p does not sort on the host)."""
-    return (sampling.temperature > 0 and sampling.top_p < 1 and not sampling.top_k
-            and not torch.cuda.is_available())
+    """Whether rac's processor applies top-p (and the top-k before it) for vLLM: when sampling with
+    top-p, on a CPU (on a GPU vLLM's top-p does not sort on the host). Top-k alone is left to
+    vLLM, which takes it without a sort."""
+    return sampling.temperature > 0 and sampling.top_p < 1 and not torch.cuda.is_available()
 
 
 def top_p_identity(backend: str, sampling: Sampling) -> dict:
