@@ -3,11 +3,15 @@ only with completions of the same inputs."""
 
 from __future__ import annotations
 
+import time
+from contextlib import closing
+
 import pytest
 
 from rac.batched import Journal, generate_all
 from rac.evaluate import EvalConfig, evaluate_model
 from rac.generate import Completion, TransformersBackend
+from rac.io import RacError
 from rac.sampling import Sampling
 from rac.tasks import arith
 from rac.tasks.problems import Problem, write_problems
@@ -37,34 +41,57 @@ class Echo:
         pass
 
 
+def journal(path, identity: dict, n: int = 10) -> Journal:
+    """A journal opened and released again, as a run that ended leaves it."""
+    opened = Journal(path, identity, n)
+    opened.close()
+    return opened
+
+
 def test_an_interrupted_run_resumes_with_only_what_it_lacks(tmp_path):
     whole = generate_all(Echo(), PROMPTS, SAMPLING, SEEDS, 3, progress=False)
     path = tmp_path / "j.jsonl"
+    first = Journal(path, {"model": "a"}, 10)
     with pytest.raises(RuntimeError):
-        generate_all(Echo(fail_at=3), PROMPTS, SAMPLING, SEEDS, 3, progress=False,
-                     journal=Journal(path, {"model": "a"}, 10))
-    journal = Journal(path, {"model": "a"}, 10)
-    assert len(journal.done) == 6  # the two batches that ended before the third failed
+        generate_all(Echo(fail_at=3), PROMPTS, SAMPLING, SEEDS, 3, progress=False, journal=first)
+    first.close()
+    second = Journal(path, {"model": "a"}, 10)
+    assert len(second.done) == 6  # the two batches that ended before the third failed
+    assert second.seconds > 0  # and the time they took
     again = Echo()
-    assert generate_all(again, PROMPTS, SAMPLING, SEEDS, 3, progress=False, journal=journal) == whole
+    assert generate_all(again, PROMPTS, SAMPLING, SEEDS, 3, progress=False, journal=second) == whole
+    second.close()
     assert again.calls == [3, 1]  # the 4 it lacked
-    assert Journal(path, {"model": "a"}, 10).done == dict(enumerate(whole))
+    assert journal(path, {"model": "a"}).done == dict(enumerate(whole))
+    Journal.discard(path)
+    assert list(tmp_path.iterdir()) == []  # the journal and its lock
+
+
+def test_a_second_process_cannot_write_into_a_journal_in_use(tmp_path):
+    path = tmp_path / "j.jsonl"
+    held = Journal(path, {"model": "a"}, 10)
+    with pytest.raises(RacError, match="another process is generating into j.jsonl"):
+        Journal(path, {"model": "b"}, 10)  # it would put its completions under a's identity
+    held.close()
+    assert journal(path, {"model": "b"}).done == {}
 
 
 def test_a_journal_of_other_inputs_is_started_over_not_mixed_in(tmp_path):
     path = tmp_path / "j.jsonl"
-    generate_all(Echo(), PROMPTS, SAMPLING, SEEDS, 4, progress=False,
-                 journal=Journal(path, {"model": "a"}, 10))
-    assert Journal(path, {"model": "b"}, 10).done == {}
-    assert Journal(path, {"model": "a"}, 10).done == {}  # b's start removed a's completions
+    with closing(Journal(path, {"model": "a"}, 10)) as a:
+        generate_all(Echo(), PROMPTS, SAMPLING, SEEDS, 4, progress=False, journal=a)
+    assert len(journal(path, {"model": "a"}).done) == 10
+    assert journal(path, {"model": "b"}).done == {}
+    assert journal(path, {"model": "a"}).done == {}  # b's start removed a's completions
 
 
 def test_a_line_cut_short_by_a_kill_is_dropped(tmp_path):
     path = tmp_path / "j.jsonl"
-    Journal(path, {}, 10).add([(0, Completion([1, 2], "stop")), (1, Completion([3], "length"))])
+    journal(path, {}).add([(0, Completion([1, 2], "stop")), (1, Completion([3], "length"))], 0.5)
     path.write_text(path.read_text()[:-5])
-    assert Journal(path, {}, 10).done == {0: Completion([1, 2], "stop")}
-    assert Journal(path, {}, 1).done == {0: Completion([1, 2], "stop")}  # and the torn line is gone
+    kept = journal(path, {})
+    assert kept.done == {0: Completion([1, 2], "stop")} and kept.seconds == 0.25
+    assert journal(path, {}, 1).done == {0: Completion([1, 2], "stop")}  # the torn line is gone
 
 
 def test_rac_eval_resumes_an_interrupted_run_from_its_journal(tmp_path, monkeypatch):
@@ -80,6 +107,8 @@ def test_rac_eval_resumes_an_interrupted_run_from_its_journal(tmp_path, monkeypa
         calls.append(len(prompts))
         if len(calls) == kill_at:
             raise RuntimeError("killed")
+        if kill_at:
+            time.sleep(2.0)  # a slow first run: its time must count in the resumed one's
         return real(self, prompts, sampling, seeds)
 
     monkeypatch.setattr(TransformersBackend, "generate",
@@ -92,6 +121,7 @@ def test_rac_eval_resumes_an_interrupted_run_from_its_journal(tmp_path, monkeypa
     resumed = evaluate_model("embedded", tmp_path / "p.jsonl", tmp_path / "out", cfg, progress=False)
     assert calls == [4, 4]  # 12 requests, 4 of them in the journal
     assert resumed["summary"]["resumed"] == 4 and "resumed" not in whole["summary"]
+    assert resumed["summary"]["generation_s"] >= 2.0 + whole["summary"]["generation_s"] * 0.5
     assert [r["samples"] for r in resumed["problems"]] == [r["samples"] for r in whole["problems"]]
     assert "4 completions were read" in (tmp_path / "out" / "eval.md").read_text()
-    assert not (tmp_path / ".out.journal.jsonl").exists()
+    assert not list(tmp_path.glob(".out.journal*"))

@@ -144,7 +144,11 @@ def test_rac_top_p_sets_are_vllms():
     ours = nucleus_logits(logits.clone(), top_p, top_k) > -float("inf")
     theirs = apply_top_k_top_p_pytorch(logits.clone(), torch.where(top_k > 0, top_k, 4096), top_p)
     assert torch.equal(ours, theirs > -float("inf"))
-    assert (ours.sum(-1) > 256).any() and (ours[1::5].sum(-1) <= 5).all()
+    assert (ours[4::5].sum(-1) > 256).any() and (ours[1::5].sum(-1) <= 5).all()  # wide, narrow
+    mixed = torch.tensor([(20, 0)[i % 2] for i in range(256)])  # rows without top-k among them
+    theirs = apply_top_k_top_p_pytorch(logits.clone(), torch.where(mixed > 0, mixed, 4096), top_p)
+    assert torch.equal(nucleus_logits(logits.clone(), top_p, mixed) > -float("inf"),
+                       theirs > -float("inf"))
 
 
 def test_rac_top_p_in_vllm_samples_what_vllms_own_top_p_samples(engines):

@@ -8,54 +8,77 @@ own seed (``generate.request_seed``): a completion does not depend on the batch 
 
 The file's first line is the identity of what is generated (model, problems, sampling, engine);
 a journal of other inputs is started over, never mixed in. Every later line is one completion,
-``{"i": request index, "ids": [...], "finish_reason": ...}``, written and fsynced before the next
-batch starts; a line cut short by a kill is ignored.
+``{"i": request index, "ids": [...], "finish_reason": ..., "s": its share of its batch's
+seconds}``, written and fsynced before the next batch starts; a line cut short by a kill is
+ignored. The seconds let a resumed evaluation report the generation time of all its completions,
+so that its time compares with an uninterrupted one's. A lock file beside the journal keeps a
+second process from writing into it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-from collections.abc import Iterable
+import time
 from pathlib import Path
 
 from tqdm import tqdm
 
 from rac.generate import Backend, Completion
-from rac.io import atomic_write_text
+from rac.io import RacError, atomic_write_text
 from rac.sampling import Sampling
 
 
 class Journal:
     def __init__(self, path: Path, identity: dict, n: int):
-        """The journal at ``path`` of ``n`` requests made with ``identity``; what it holds from an
-        earlier run with the same identity is in ``done``."""
-        self.path, self.done = Path(path), {}
+        """The journal at ``path`` of ``n`` requests made with ``identity``, held by this process
+        alone (a second one is refused: its completions would go under this one's identity);
+        what it holds from an earlier run with the same identity is in ``done``, and the
+        generation seconds those took in ``seconds``."""
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = open(f"{self.path}.lock", "w")  # noqa: SIM115 (held until close or exit)
+        try:
+            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RacError(f"another process is generating into {self.path.name} in "
+                           f"{self.path.parent}; wait for it or use another output") from None
+        self.done: dict[int, Completion] = {}
+        self.seconds = 0.0
         head = json.dumps({"identity": identity}, sort_keys=True, default=str)
         lines = self.path.read_text().split("\n") if self.path.exists() else []
+        rows = []
         if lines and lines[0] == head:
             for line in lines[1:]:
                 try:
-                    row = json.loads(line)
+                    rows.append(json.loads(line))
                 except json.JSONDecodeError:  # the line a kill cut short (or the empty last one)
                     continue
-                if 0 <= row["i"] < n:
-                    self.done[row["i"]] = Completion(row["ids"], row["finish_reason"])
+        rows = [r for r in rows if 0 <= r["i"] < n]
+        for r in rows:
+            self.done[r["i"]] = Completion(r["ids"], r["finish_reason"])
+            self.seconds += r["s"]
         # rewritten whole: a journal of other inputs starts over, a torn line is dropped
-        atomic_write_text(self.path, head + "\n" + "".join(self._line(i, c) for i, c in self.done.items()))
+        atomic_write_text(self.path, head + "\n" + "".join(json.dumps(r) + "\n" for r in rows))
 
-    @staticmethod
-    def _line(i: int, c: Completion) -> str:
-        return json.dumps({"i": i, "ids": c.ids, "finish_reason": c.finish_reason}) + "\n"
-
-    def add(self, batch: Iterable[tuple[int, Completion]]) -> None:
+    def add(self, batch: list[tuple[int, Completion]], seconds: float) -> None:
+        """Append a batch that took ``seconds``, each completion with its share of them."""
         with self.path.open("a") as f:
-            f.write("".join(self._line(i, c) for i, c in batch))
+            f.write("".join(json.dumps({"i": i, "ids": c.ids, "finish_reason": c.finish_reason,
+                                        "s": seconds / len(batch)}) + "\n" for i, c in batch))
             f.flush()
             os.fsync(f.fileno())
 
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+    def close(self) -> None:
+        """Release the journal to the next process (its file stays until ``discard``)."""
+        self.lock.close()
+
+    @staticmethod
+    def discard(path: Path) -> None:
+        """Delete the journal at ``path``: what it was for is written."""
+        Path(path).unlink(missing_ok=True)
+        Path(f"{path}.lock").unlink(missing_ok=True)
 
 
 def generate_all(backend: Backend, prompts: list[list[int]], sampling: Sampling, seeds: list[int],
@@ -69,12 +92,13 @@ def generate_all(backend: Backend, prompts: list[list[int]], sampling: Sampling,
                leave=False, disable=not progress)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
+        t0 = time.perf_counter()
         batch = list(zip(idx, backend.generate([prompts[i] for i in idx], sampling,
                                                [seeds[i] for i in idx])))
         for i, c in batch:
             out[i] = c
         if journal:
-            journal.add(batch)
+            journal.add(batch, time.perf_counter() - t0)
         bar.update(len(idx))
     bar.close()
     return out  # type: ignore[return-value]

@@ -12,7 +12,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -153,12 +153,13 @@ def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Prob
     seeds = [request_seed(cfg.seed, problems[pi].id, s) for pi, s in requests]
     log = Journal(journal, {
         "requests": hashlib.sha256(json.dumps([prompts, requests, seeds]).encode()).hexdigest(),
-        "sampling": asdict(cfg.sampling), "backend": backend.name, **(generator or {})},
-        len(requests)) if journal else None
-    resumed = log.done if log else {}  # read from the journal, not generated here
-    t0 = time.perf_counter()
-    completions = generate_all(backend, [prompts[pi] for pi, _ in requests], cfg.sampling, seeds,
-                               cfg.batch_size, desc="eval", progress=progress, journal=log)
+        "sampling": asdict(cfg.sampling), "backend": backend.name, **(generator or {}),
+        **top_p_identity(backend.name, cfg.sampling)}, len(requests)) if journal else None
+    resumed, earlier_s = (len(log.done), log.seconds) if log else (0, 0.0)
+    t0 = time.perf_counter() - earlier_s  # the journal's completions took their time before
+    with closing(log) if log else nullcontext():  # released for the next run, killed or not
+        completions = generate_all(backend, [prompts[pi] for pi, _ in requests], cfg.sampling,
+                                   seeds, cfg.batch_size, desc="eval", progress=progress, journal=log)
     gen_s = time.perf_counter() - t0
     rows: list[dict] = [{"id": p.id, "answer": p.answer, "prompt_tokens": len(prompts[i]),
                          "samples": []} for i, p in enumerate(problems)]
@@ -170,8 +171,8 @@ def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Prob
     summary = replace(
         summary, mean_prompt_tokens=statistics.fmean(len(p) for p in prompts),
         sd_prompt_tokens=statistics.pstdev(len(p) for p in prompts), generation_s=gen_s,
-        wall_s=time.perf_counter() - t0, resumed=len(resumed) or None, tokens_per_s=sum(
-            len(c.ids) for i, c in enumerate(completions) if i not in resumed) / max(gen_s, 1e-9))
+        wall_s=time.perf_counter() - t0, resumed=resumed or None,
+        tokens_per_s=summary.generated_tokens / gen_s if gen_s > 0 else 0.0)
     used = {f: {"instruction": t, "problems": forms.count(f)} for f, t in zip(forms, texts)}
     return {"summary": summary.to_json(), "config": {
                 **asdict(cfg), "backend": backend.name,
@@ -232,8 +233,8 @@ def summary_markdown(result: dict, title: str) -> str:
         f"| max-length hit rate | {s['max_hit_rate']:.4f} |",
         f"| wall time | {s['wall_s']:.1f} s |",
         f"| generated tokens/s | {s['tokens_per_s']:.0f} |", "",
-        *([f"{s['resumed']} completions were read from an interrupted run's journal; wall time and "
-           "tokens/s are those of the rest.", ""] if s.get("resumed") else []),
+        *([f"Resumed: {s['resumed']} completions were read from an interrupted run's journal, with "
+           "the generation time they took then.", ""] if s.get("resumed") else []),
     ])
 
 
@@ -248,11 +249,11 @@ def evaluate_model(model: str | Path, problems_file: Path, out: Path | None, cfg
         check_output_dir(out, overwrite)
     tok = models.load_tokenizer(model, engine.trust_remote_code)
     cfg = replace(cfg, thinking=models.thinking_for(model, tok, cfg.thinking))
-    journal = out and Path(out).parent / f".{Path(out).name}.journal.jsonl"
-    with closing(open_backend(model, tok, engine)) as backend:
-        result = evaluate(backend, tok, problems, cfg, progress=progress,
+    journal = None if out is None else Path(out).parent / f".{Path(out).name}.journal.jsonl"
+    with closing(open_backend(model, tok, engine)) as backend:  # the model: its top-level files
+        result = evaluate(backend, tok, problems, cfg, progress=progress,  # (not a journal in it)
                           instructions=instructions_for(model, problems), journal=journal,
-                          generator={"model": models.fingerprint(models.resolve(model)),
+                          generator={"model": models.fingerprint(models.resolve(model), ("[!.]*",)),
                                      "engine": asdict(engine)})
     result["model"], result["engine"] = models.model_name(model), asdict(engine)  # dtype included
     result["model_generation_config"] = shipped_generation_config(model)
@@ -261,15 +262,13 @@ def evaluate_model(model: str | Path, problems_file: Path, out: Path | None, cfg
         with atomic_dir(out, overwrite=overwrite) as tmp:
             write_json(tmp / "eval.json", result)
             atomic_write_text(tmp / "eval.md", summary_markdown(result, f"rac eval: {result['model']}"))
-        journal.unlink(missing_ok=True)
+        Journal.discard(journal)
     return result
 
 
 def read_completions(path: Path) -> list[dict]:
     """Completions made elsewhere: a JSONL of {"id", "completion"[, "finish_reason"]} (one line per
     sample), or the eval.json of a previous ``rac eval``."""
-    import json
-
     path = Path(path)
     if not path.is_file():
         raise RacError(f"completions file {path} does not exist")

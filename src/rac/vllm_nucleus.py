@@ -2,14 +2,16 @@
 
 vLLM's CPU sampler (no Triton there) applies top-p by sorting each row's logits over the whole
 vocabulary at every decode step: 5.6 s for 256 rows of Qwen2.5's 152k words on its one serving
-thread, against 0.35 s here (``bench/vllm_top_p.py --ops-only``, bench/README.md). This logits
-processor applies the same rule ranking only the most likely tokens
-(``rac.sampling.top_p_logits``); rac gives vLLM ``top_p=1`` and the request's top-p in
-``extra_args``. vLLM applies argmax-invariant processors after the temperature and before its
-own top-k / top-p, so the set is taken from the tempered distribution, as vLLM's own is. With
-top-k as well (Qwen2.5's released checkpoints ship top_k=20), vLLM sorts the vocabulary for the
-two together, so the request's top-k comes here too (vLLM gets none) and is applied first: top-p
-then ranks the top-k tokens, renormalized, as vLLM's ``apply_top_k_top_p_pytorch`` does.
+thread, against 0.35 s here; 4.4 s against 0.45 s with top-k 20 (``bench/vllm_top_p.py --ops-
+only``, bench/README.md). This logits processor applies the same rule ranking only the most likely
+tokens (``rac.sampling.top_p_logits``; where logits tie at the edge of the set, which of the tied
+tokens are kept may differ from vLLM's sort, not how likely the set is); rac gives vLLM ``top_p=1``
+and the request's top-p in ``extra_args``. vLLM applies argmax-invariant processors after the
+temperature and before its own top-k / top-p, so the set is taken from the tempered distribution,
+as vLLM's own is. With top-k as well (Qwen2.5's released checkpoints ship top_k=20), vLLM sorts the
+vocabulary for the two together, so the request's top-k comes here too (vLLM gets none) and is
+applied first: top-p then ranks the top-k tokens, renormalized, as vLLM's
+``apply_top_k_top_p_pytorch`` does.
 
 Registered on a CPU only (on a GPU vLLM's top-p does not sort on the host) and used where
 ``rac.vllm_support.rac_top_p`` says; imported by vLLM's engine process
@@ -32,9 +34,11 @@ def nucleus_logits(logits: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tenso
     """``logits`` with ``-inf`` outside each row's top-k (``top_k[i]`` 0: none; ties with the k-th
     kept, as vLLM and transformers keep them), then outside the top-p set of what is left."""
     if top_k.any():
-        k = torch.where(top_k > 0, top_k, logits.shape[1]).clamp(max=logits.shape[1])
+        none = top_k <= 0  # ranked as k=1 and then let through: a row without top-k must not
+        k = top_k.masked_fill(none, 1).clamp(max=logits.shape[1])  # make every row's rank long
         kth = logits.topk(int(k.max()), dim=-1).values.gather(1, (k - 1).unsqueeze(1))
-        logits.masked_fill_(logits < kth, float("-inf"))
+        logits.masked_fill_(logits < kth.masked_fill_(none.unsqueeze(1), float("-inf")),
+                            float("-inf"))
     return top_p_logits(logits, top_p)
 
 

@@ -26,7 +26,8 @@ def rac_top_p(sampling: Sampling) -> bool:
 
 def top_p_identity(backend: str, sampling: Sampling) -> dict:
     """What a stage's key or record holds of rac's top-p: its name where vLLM ("auto" may be vLLM)
-    sampled with it, else nothing (greedy, top-k and transformers stages keep their keys)."""
+    sampled with it, else nothing (greedy, top-k alone and transformers stages keep their keys;
+    top-k with top-p, once left to vLLM, now names it, so such stages are made again)."""
     return {"vllm_top_p": VLLM_TOP_P} if backend != "transformers" and rac_top_p(sampling) else {}
 
 
