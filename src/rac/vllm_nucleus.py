@@ -2,15 +2,15 @@
 
 vLLM's CPU sampler (no Triton there) applies top-p by sorting each row's logits over the whole
 vocabulary at every decode step: 5.6 s for 256 rows of Qwen2.5's 152k words on its one serving
-thread, against 0.35 s here; 4.4 s against 0.45 s with top-k 20 (``bench/vllm_top_p.py --ops-
-only``, bench/README.md). This logits processor applies the same rule ranking only the most likely
-tokens (``rac.sampling.top_p_logits``; where logits tie at the edge of the set, which of the tied
-tokens are kept may differ from vLLM's sort, not how likely the set is); rac gives vLLM ``top_p=1``
-and the request's top-p in ``extra_args``. vLLM applies argmax-invariant processors after the
-temperature and before its own top-k / top-p, so the set is taken from the tempered distribution,
-as vLLM's own is. With top-k as well (Qwen2.5's released checkpoints ship top_k=20), vLLM sorts the
-vocabulary for the two together, so the request's top-k comes here too (vLLM gets none) and is
-applied first: top-p then ranks the top-k tokens, renormalized, as vLLM's
+thread, against 0.35 s here; 4.4 s against 0.45 s with top-k 20 (``bench/vllm_top_p.py
+--ops-only``, bench/README.md). This logits processor applies the same rule ranking only the most
+likely tokens (``rac.sampling.top_p_logits``; where logits tie at the edge of the set, which of the
+tied tokens are kept may differ from vLLM's sort, not how likely the set is); rac gives vLLM
+``top_p=1`` and the request's top-p in ``extra_args``. vLLM applies argmax-invariant processors
+after the temperature and before its own top-k / top-p, so the set is taken from the tempered
+distribution, as vLLM's own is. With top-k as well (Qwen2.5's released checkpoints ship top_k=20),
+vLLM sorts the vocabulary for the two together, so the request's top-k comes here too (vLLM gets
+none) and is applied first: top-p then ranks the top-k tokens, renormalized, as vLLM's
 ``apply_top_k_top_p_pytorch`` does.
 
 Registered on a CPU only (on a GPU vLLM's top-p does not sort on the host) and used where
