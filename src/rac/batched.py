@@ -44,21 +44,18 @@ class Journal:
         except BlockingIOError:
             raise RacError(f"another process is generating into {self.path.name} in "
                            f"{self.path.parent}; wait for it or use another output") from None
-        self.done: dict[int, Completion] = {}
-        self.seconds = 0.0
         head = json.dumps({"identity": identity}, sort_keys=True, default=str)
         lines = self.path.read_text().split("\n") if self.path.exists() else []
         rows = []
-        if lines and lines[0] == head:
-            for line in lines[1:]:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:  # the line a kill cut short (or the empty last one)
-                    continue
-        rows = [r for r in rows if 0 <= r["i"] < n]
-        for r in rows:
-            self.done[r["i"]] = Completion(r["ids"], r["finish_reason"])
-            self.seconds += r["s"]
+        for line in lines[1:] if lines and lines[0] == head else []:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # the line a kill cut short (or the empty last one)
+                continue
+            if 0 <= row["i"] < n:
+                rows.append(row)
+        self.done = {r["i"]: Completion(r["ids"], r["finish_reason"]) for r in rows}
+        self.seconds = sum(r["s"] for r in rows)
         # rewritten whole: a journal of other inputs starts over, a torn line is dropped
         atomic_write_text(self.path, head + "\n" + "".join(json.dumps(r) + "\n" for r in rows))
 

@@ -151,10 +151,11 @@ def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Prob
     prompts = [prompt_ids(tok, p.problem, t, thinking) for p, t in zip(problems, texts)]
     requests = [(pi, s) for pi in range(len(problems)) for s in range(cfg.samples)]
     seeds = [request_seed(cfg.seed, problems[pi].id, s) for pi, s in requests]
+    how = {"backend": backend.name, **top_p_identity(backend.name, cfg.sampling)}
     log = Journal(journal, {
         "requests": hashlib.sha256(json.dumps([prompts, requests, seeds]).encode()).hexdigest(),
-        "sampling": asdict(cfg.sampling), "backend": backend.name, **(generator or {}),
-        **top_p_identity(backend.name, cfg.sampling)}, len(requests)) if journal else None
+        "sampling": asdict(cfg.sampling), **how, **(generator or {})},
+        len(requests)) if journal else None
     resumed, earlier_s = (len(log.done), log.seconds) if log else (0, 0.0)
     t0 = time.perf_counter() - earlier_s  # the journal's completions took their time before
     with closing(log) if log else nullcontext():  # released for the next run, killed or not
@@ -174,9 +175,7 @@ def evaluate(backend: Backend, tok: PreTrainedTokenizerBase, problems: list[Prob
         wall_s=time.perf_counter() - t0, resumed=resumed or None,
         tokens_per_s=summary.generated_tokens / gen_s if gen_s > 0 else 0.0)
     used = {f: {"instruction": t, "problems": forms.count(f)} for f, t in zip(forms, texts)}
-    return {"summary": summary.to_json(), "config": {
-                **asdict(cfg), "backend": backend.name,
-                **top_p_identity(backend.name, cfg.sampling)},
+    return {"summary": summary.to_json(), "config": {**asdict(cfg), **how},
             "instructions": dict(sorted(used.items())), "problems": rows}
 
 

@@ -139,7 +139,7 @@ class VLLMBackend:
                                  top_p=1.0 if ours else sampling.top_p,
                                  extra_args={KEY: sampling.top_p, TOP_K: sampling.top_k or 0}
                                  if ours else None,
-                                 top_k=-1 if ours else sampling.top_k or -1,
+                                 top_k=-1 if ours else (sampling.top_k or -1),
                                  repetition_penalty=sampling.repetition_penalty,
                                  max_tokens=sampling.max_new_tokens, seed=seed,
                                  stop_token_ids=self.eos_ids, detokenize=False)

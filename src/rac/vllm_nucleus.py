@@ -37,9 +37,15 @@ def nucleus_logits(logits: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tenso
         none = top_k <= 0  # ranked as k=1 and then let through: a row without top-k must not
         k = top_k.masked_fill(none, 1).clamp(max=logits.shape[1])  # make every row's rank long
         kth = logits.topk(int(k.max()), dim=-1).values.gather(1, (k - 1).unsqueeze(1))
-        logits.masked_fill_(logits < kth.masked_fill_(none.unsqueeze(1), float("-inf")),
-                            float("-inf"))
+        kth[none] = float("-inf")
+        logits.masked_fill_(logits < kth, float("-inf"))
     return top_p_logits(logits, top_p)
+
+
+def _settings(params, _, __) -> tuple[float, int] | None:
+    """A request's (top-p, top-k or 0), where rac applies them (``extra_args``)."""
+    extra = params.extra_args or {}
+    return (extra[KEY], extra.get(TOP_K, 0)) if KEY in extra else None
 
 
 class NucleusLogitsProcessor(LogitsProcessor):
@@ -52,11 +58,7 @@ class NucleusLogitsProcessor(LogitsProcessor):
         return True  # the most likely token is always kept
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
-        def ours(params, _, __) -> tuple[float, int] | None:
-            extra = params.extra_args or {}
-            return (extra[KEY], extra.get(TOP_K, 0)) if KEY in extra else None
-
-        if process_dict_updates(self.top_p, batch_update, ours):
+        if process_dict_updates(self.top_p, batch_update, _settings):
             rows = sorted(self.top_p)
             self.rows = torch.tensor(rows, dtype=torch.long)
             self.p = torch.tensor([self.top_p[r][0] for r in rows])
