@@ -228,6 +228,12 @@ def test_sweep_caches_every_stage(qwen2_dir, generic_text, tmp_path, capsys):
     assert first["overlap"] == {"calib_problems": 200, "test_problems": 12, "shared": 0}
     assert {"test_sha256", "calib_sha256", "model_fingerprint", "generic_text_sha256"} <= set(first)
     assert "(200 and 12) checked for shared problems" in (out / "report.md").read_text()
+    # each problem-drawn set's form mix is recorded (all arithmetic here: no form section)
+    assert first["test_forms"] == ["math"] * 12
+    mix = {r["source"]: r.get("calib_forms") for r in first["records"] if r["source"] != "dense"}
+    assert mix["generic"] is None and set(mix["prompt"]) == set(mix["rac"]) == {"math"}
+    assert mix["prompt"]["math"] > mix["rac"]["math"] > 0  # traces are longer than prompts
+    assert "By answer form" not in (out / "report.md").read_text()
     # an extended grid does only the new work
     bigger = config.from_dict(mini(qwen2_dir, generic_text, prune={"sparsities": [0.5, 0.3]}))
     sweep_and_report(bigger, out, show=print)
@@ -390,6 +396,47 @@ def test_report_pairs_table3_against_rac_and_shows_each_seed(tmp_path):
     # a set of a quarter of the budget is another row, named so (it read like a second full one)
     assert (f"| RAC sparsegpt 0.5 all x0.25 budget max {budget} | 0.000 ± 0.000 | 0.000 ± 0.000 | "
             "+0.000 ± 0.000 |") in md
+
+
+def test_report_splits_a_mixed_test_set_by_answer_form(tmp_path):
+    from dataclasses import asdict
+
+    cfg = config.from_dict({"calibration": {"sources": ["prompt", "rac"]},
+                            "prune": {"sparsities": [0.5]}})
+    budget = cfg.eval.max_new_tokens[0]
+
+    def record(source: str, pass1: list[float], mix: dict | None = None) -> dict:
+        summary = {"n_problems": 6, "samples_per_problem": 1, "accuracy": sum(pass1) / 6,
+                   "accuracy_se": 0.0, "mean_cot_tokens": 10.0, "max_hit_rate": 0.0,
+                   "wall_s": 1.0, "tokens_per_s": 5.0}
+        run = Run(0, source, 1.0, "sparsegpt", Target(0.5), "all", False).to_json()
+        return {**(run if mix else {"source": "dense"}), "max_new_tokens": budget, "pass1": pass1,
+                "summary": summary, **({"calib_forms": mix} if mix else {})}
+
+    records = [record("dense", [1, 1, 0, 1, 0, 1]),
+               record("prompt", [1, 0, 0, 0, 0, 1], {"function": 1, "stdin": 5}),
+               record("rac", [0, 0, 0, 1, 1, 1], {"function": 2, "stdin": 1})]
+    forms = ["stdin"] * 3 + ["function"] * 3
+    write_report({"config": asdict(cfg), "records": records, "versions": {}, "test_forms": forms},
+                 tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "| model | function (n = 3) | stdin (n = 3) |" in md
+    assert "| dense | 0.667 ± 0.333 | 0.667 ± 0.333 |" in md
+    assert "| prompt-only 0.5 | 0.333 ± 0.333 | 0.333 ± 0.333 |" in md
+    assert "| RAC 0.5 | 1.000 ± 0.000 | 0.000 ± 0.000 |" in md
+    # within each form, paired: function 1, 1, 0 -> +0.667; stdin -1, 0, 0 -> -0.333
+    assert "| RAC - prompt-only 0.5 (paired) | +0.667 ± 0.333 | -0.333 ± 0.333 |" in md
+    assert ("by form: prompt-only seed 0: 1 function, 5 stdin; RAC seed 0: 2 function, "
+            "1 stdin.") in md
+    # a set built before sets recorded their problems is named, not left out
+    older = [*records[:2], {k: v for k, v in records[2].items() if k != "calib_forms"}]
+    write_report({"config": asdict(cfg), "records": older, "versions": {}, "test_forms": forms},
+                 tmp_path)
+    assert "RAC seed 0: not recorded" in (tmp_path / "report.md").read_text()
+    # one form only: no section
+    write_report({"config": asdict(cfg), "records": records, "versions": {},
+                  "test_forms": ["stdin"] * 6}, tmp_path)
+    assert "By answer form" not in (tmp_path / "report.md").read_text()
 
 
 def test_sweep_refuses_calibration_that_shares_test_problems(qwen2_dir, generic_text, tmp_path):

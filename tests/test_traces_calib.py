@@ -138,6 +138,7 @@ def test_sources_have_equal_exact_budgets(qwen2_dir, calib_problems, store, tmp_
         assert sum(map(sum, ds["attention_mask"])) == budget
         counts = info["segment_tokens"]
         assert counts["prompt"] + counts["decode"] + counts["generic"] == budget
+        assert ("problems" in info) == (source != "generic")  # generic text renders no problem
         for ids, mask, seg in zip(ds["input_ids"], ds["attention_mask"], ds["segment"]):
             assert len(ids) == len(mask) == len(seg)
             for _t, m, s in zip(ids, mask, seg):
@@ -158,8 +159,12 @@ def test_rac_sequences_are_prompt_then_generated_ids(qwen2_dir, calib_problems, 
                  "--budget-tokens", "300", "--out", str(tmp_path / "r")]) == 0
     assert main(["calib", "--source", "prompt", "--tokenizer", str(qwen2_dir), "--problems",
                  str(calib_problems), "--budget-tokens", "300", "--out", str(tmp_path / "p")]) == 0
-    rac_ds, _ = calibset.read_dataset(tmp_path / "r")
-    prompt_ds, _ = calibset.read_dataset(tmp_path / "p")
+    rac_ds, rac_info = calibset.read_dataset(tmp_path / "r")
+    prompt_ds, prompt_info = calibset.read_dataset(tmp_path / "p")
+    # each set records the problems it was drawn from, in order, once each
+    assert rac_info["problems"] == list(dict.fromkeys(t.problem_id for t in traces[:len(rac_ds)]))
+    problems = [json.loads(line)["id"] for line in Path(calib_problems).read_text().splitlines()]
+    assert prompt_info["problems"] == problems[:len(prompt_ds)]
     first = traces[0]
     assert rac_ds[0]["input_ids"] == first.prompt_ids + first.completion_ids
     assert rac_ds[0]["segment"] == [0] * len(first.prompt_ids) + [1] * len(first.completion_ids)

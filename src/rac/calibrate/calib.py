@@ -59,6 +59,7 @@ class CalibConfig:
 class Sequence:
     ids: list[int]
     segment: list[int]
+    origin: str = ""  # the problem it renders ("" for generic text): the set records its problems
 
 
 def from_documents(tok: PreTrainedTokenizerBase, documents: Iterable[str]) -> Iterator[Sequence]:
@@ -74,14 +75,14 @@ def from_prompts(tok: PreTrainedTokenizerBase, problems: Iterable[Problem],
     instruction of its answer form (``instructions``), as evaluation renders it."""
     for p in problems:
         ids = prompt_ids(tok, p.problem, instructions[answer_form(p)], thinking)
-        yield Sequence(ids, [PROMPT] * len(ids))
+        yield Sequence(ids, [PROMPT] * len(ids), p.id)
 
 
 def from_traces(traces: Iterable[Trace]) -> Iterator[Sequence]:
     """RAC: prompt ids followed by the completion ids exactly as the model generated them."""
     for t in traces:
         yield Sequence(t.prompt_ids + t.completion_ids,
-                       [PROMPT] * len(t.prompt_ids) + [DECODE] * len(t.completion_ids))
+                       [PROMPT] * len(t.prompt_ids) + [DECODE] * len(t.completion_ids), t.problem_id)
 
 
 def from_foreign_traces(traces: Iterable[Trace], source_tok: PreTrainedTokenizerBase,
@@ -95,7 +96,7 @@ def from_foreign_traces(traces: Iterable[Trace], source_tok: PreTrainedTokenizer
         tail = tok(text, add_special_tokens=False)["input_ids"]
         if t.finish_reason == "stop":
             tail.append(tok.eos_token_id)
-        yield Sequence(head + tail, [PROMPT] * len(head) + [DECODE] * len(tail))
+        yield Sequence(head + tail, [PROMPT] * len(head) + [DECODE] * len(tail), t.problem_id)
 
 
 def from_reference(tok: PreTrainedTokenizerBase, problems: Iterable[Problem],
@@ -109,7 +110,7 @@ def from_reference(tok: PreTrainedTokenizerBase, problems: Iterable[Problem],
         close = "\n</think>" if thinking else ""
         text = f"{solution}{close}\nThe answer is \\boxed{{{p.answer}}}."
         tail = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        yield Sequence(head + tail, [PROMPT] * len(head) + [DECODE] * len(tail))
+        yield Sequence(head + tail, [PROMPT] * len(head) + [DECODE] * len(tail), p.id)
 
 
 def take_budget(seqs: Iterable[Sequence], budget: int) -> tuple[list[Sequence], int]:
@@ -120,7 +121,7 @@ def take_budget(seqs: Iterable[Sequence], budget: int) -> tuple[list[Sequence], 
         if total >= budget:
             break
         keep = min(len(s.ids), budget - total)
-        out.append(Sequence(s.ids[:keep], s.segment[:keep]))
+        out.append(Sequence(s.ids[:keep], s.segment[:keep], s.origin))
         total += keep
     return out, total
 
@@ -151,7 +152,8 @@ def build(seqs: Iterable[Sequence], budget: int, pad_id: int, pack_len: int = 0,
         rows = [Row(s.ids, [1] * len(s.ids), s.segment) for s in chosen]
     info = {"tokens": total, "budget_tokens": budget, "sequences": len(chosen), "rows": len(rows),
             "pack": pack_len, "segment_tokens": calibset.segment_counts(rows)}
-    return rows, info
+    origins = list(dict.fromkeys(s.origin for s in chosen if s.origin))
+    return rows, info | ({"problems": origins} if origins else {})
 
 
 def inspect(path: Path, tok: PreTrainedTokenizerBase | None = None, bins: int = 10) -> str:
@@ -159,7 +161,8 @@ def inspect(path: Path, tok: PreTrainedTokenizerBase | None = None, bins: int = 
     info = cset.info
     lengths = [sum(r.mask) for r in cset.rows]
     lines = [f"calibration set {path}: source {info.get('source')}, {info['tokens']} tokens "
-             f"(budget {info['budget_tokens']}), {info['rows']} rows",
+             f"(budget {info['budget_tokens']}), {info['rows']} rows"
+             + (f", from {len(info['problems'])} problems" if "problems" in info else ""),
              "tokens per segment: " + ", ".join(f"{k} {v}" for k, v in
                                                 info["segment_tokens"].items())]
     lo, hi = min(lengths), max(lengths)

@@ -15,6 +15,7 @@ from rac.calibrate.calib import SOURCES
 from rac.evaluate import instructions_markdown
 from rac.experiments.cells import LABELS, Cell, Group, aggregate, cell, targets
 from rac.experiments.figures import figure1, figure2_md, remove_stale
+from rac.experiments.forms import forms_section
 from rac.io import atomic_write_text
 from rac.metrics import beyond_2se, mean_se, paired_diff
 from rac.prune.masks import Target
@@ -336,8 +337,10 @@ def write_report(result: dict, out: Path, command: str = "") -> Report:
         ([], "", {}, [])
     md = _header(v, result, command) + tables
     extra = [s for s in ("rac", "offpolicy", "reference") if s in v.sources]
-    if len(extra) > 1 and pruned:  # quantization targets compare them in their own table
-        md += table3(agg, extra, v.method, v.scope, main_new)
+    if pruned:  # quantization targets compare sources in their own table
+        md += forms_section(agg, v.sources, v.method, v.scope, main_new,
+                            result.get("test_forms", []), result["records"])
+        md += table3(agg, extra, v.method, v.scope, main_new) if len(extra) > 1 else []
     quant = quant_table(v)
     md += (seed_table(agg) + quant + _table4(v) + _table5(v) + _fraction_tables(v)
            + (_rambling(v) if pruned else []))

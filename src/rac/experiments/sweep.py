@@ -29,6 +29,7 @@ from rac.calibrate.calib import CalibConfig, make_calib
 from rac.calibrate.traces import SEEDING, TracesConfig, make_traces
 from rac.evaluate import EvalConfig, evaluate_model, instruction_key
 from rac.experiments.config import SweepConfig, spec_key, spec_sampling
+from rac.experiments.forms import set_mix
 from rac.experiments.grid import Run, plan
 from rac.experiments.progress import Progress
 from rac.experiments.report import Report, write_report
@@ -41,7 +42,7 @@ from rac.recon import recon
 from rac.sampling import Sampling
 from rac.tasks.generators import from_spec, is_spec
 from rac.tasks.overlap import describe, shared
-from rac.tasks.problems import read_problems, write_problems
+from rac.tasks.problems import answer_form, read_problems, write_problems
 from rac.vllm_support import top_p_identity
 
 PRUNE_DEFAULTS = PruneConfig("magnitude", Target())  # what a recipe's settings differ from
@@ -259,6 +260,8 @@ class Sweep:
         write_json(self.out / "config.json", asdict(cfg))
         overlap = self.check_disjoint()
         same = self.identity()  # before the evaluations: what they ran on
+        form_of = {p.id: answer_form(p) for p in read_problems(self.problem_file(cfg.problems.calib))}
+        test_forms = [answer_form(p) for p in read_problems(self.problem_file(cfg.problems.test))]
         records = []
         for max_new in self.budgets_for(None):
             ev = self.evaluation(models.resolve(cfg.model), max_new, "dense")
@@ -267,11 +270,15 @@ class Sweep:
         for run in runs:
             d, totals = self.pruned(run)
             pruned_dirs[run] = d
+            mix = set_mix(self.calib_set(run.source, run.seed, run.fraction), form_of) \
+                if self.prune_config(run).needs_calibration else {}
             for max_new in self.budgets_for(run):
                 ev = self.evaluation(d, max_new, f"{run.source} {run.target} {run.scope}")
                 records.append({**run.to_json(), "max_new_tokens": max_new,
-                                "prune": asdict(totals), **ev})
+                                "prune": asdict(totals), **({"calib_forms": mix} if mix else {}),
+                                **ev})
         result = {"config": asdict(cfg), "records": records, "overlap": overlap, **same,
+                  "test_forms": test_forms,
                   "versions": {"torch": torch.__version__, **_versions()}}
         if cfg.recon.problems:
             result["recon"] = self.figure2(pruned_dirs)

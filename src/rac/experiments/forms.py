@@ -1,0 +1,61 @@
+"""Accuracy by answer form, for test sets that mix them (a code task's stdin programs and
+functions): a calibration source can help one form and hurt the other, and the forms its set
+draws on need not be the test set's mix (a RAC set holds the traces of the problems it was drawn
+from, and long traces mean few problems). The sweep records each set's mix and each test
+problem's form; this section puts both beside the accuracies, paired on the same problems."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from rac.calibset import INFO_FILE
+from rac.experiments.cells import LABELS, Cell, Group, targets
+from rac.metrics import mean_se, paired_diff
+
+
+def set_mix(calib_dir: Path, form_of: dict[str, str]) -> dict[str, int]:
+    """How many of the problems a calibration set renders are of each form; {} for a set that
+    records none (generic text, or one built before sets recorded their problems)."""
+    ids = json.loads((Path(calib_dir) / INFO_FILE).read_text()).get("problems", [])
+    return dict(sorted(Counter(form_of[i] for i in ids).items()))
+
+
+def _acc(values: list[float], idx: list[int]) -> str:
+    return "{:.3f} ± {:.3f}".format(*mean_se([values[i] for i in idx]))
+
+
+def forms_section(agg: dict[Cell, Group], sources: list[str], method: str, scope: str,
+                  max_new: int, test_forms: list[str], records: list[dict]) -> list[str]:
+    """Each cell's accuracy ± SE within each form, RAC - prompt-only paired within each form, and
+    the form mix of every calibration set; nothing for a single-form test set."""
+    kinds = sorted(set(test_forms))
+    if len(kinds) < 2:
+        return []
+    idx = {f: [i for i, x in enumerate(test_forms) if x == f] for f in kinds}
+    md = [f"## By answer form ({method}, scope {scope})", "",
+          "| model | " + " | ".join(f"{f} (n = {len(idx[f])})" for f in kinds) + " |",
+          "|---|" + "---|" * len(kinds)]
+    dense = agg.get(Cell("dense", max_new))
+    if dense:
+        md.append("| dense | " + " | ".join(_acc(dense.per_problem, idx[f]) for f in kinds) + " |")
+    for t in targets(agg, method, scope, max_new):
+        gs = {s: agg.get(Cell(s, max_new, method, t, scope)) for s in sources}
+        for s, g in gs.items():
+            if g:
+                md.append(f"| {LABELS[s]} {t} | "
+                          + " | ".join(_acc(g.per_problem, idx[f]) for f in kinds) + " |")
+        if gs.get("rac") and gs.get("prompt"):
+            a, b = gs["rac"].per_problem, gs["prompt"].per_problem
+            md.append(f"| RAC - prompt-only {t} (paired) | " + " | ".join(
+                "{:+.3f} ± {:.3f}".format(*paired_diff([a[i] for i in idx[f]], [b[i] for i in idx[f]]))
+                for f in kinds) + " |")
+    mixes = {(r["source"], r.get("seed", 0)): r.get("calib_forms") for r in records
+             if r["source"] in sources and r["source"] != "generic" and r.get("fraction", 1.0) == 1}
+    if mixes:
+        md += ["", "Problems each calibration set draws on, by form: " + "; ".join(
+            f"{LABELS[s]} seed {seed}: " + (", ".join(f"{n} {f}" for f, n in mix.items()) if mix
+                                            else "not recorded (a set built before rac recorded it)")
+            for (s, seed), mix in sorted(mixes.items())) + "."]
+    return md + [""]
