@@ -300,6 +300,29 @@ def test_interrupted_sweep_resumes_to_the_same_results(qwen2_dir, generic_text, 
     assert strip == want
 
 
+def test_a_sweep_resumes_an_interrupted_evaluation_and_says_so(qwen2_dir, generic_text, tmp_path,
+                                                                monkeypatch):
+    from rac.generate import TransformersBackend
+
+    cfg = config.from_dict(mini(qwen2_dir, generic_text, calibration={"sources": ["prompt"]},
+                                prune={"patterns": []}, recon={"problems": 0},
+                                eval={"batch_size": 4}))
+    real, calls = TransformersBackend.generate, []
+
+    def killed_in_second_batch(self, *args):
+        calls.append(1)
+        if len(calls) == 2:  # the dense evaluation (the first stage) after one batch of three
+            raise RuntimeError("killed")
+        return real(self, *args)
+
+    monkeypatch.setattr(TransformersBackend, "generate", killed_in_second_batch)
+    with pytest.raises(RuntimeError):
+        sweep_and_report(cfg, tmp_path / "s")
+    result, _ = sweep_and_report(cfg, tmp_path / "s")
+    assert result["stages"]["eval"]["resumed"] == 1  # the dense one; the pruned one ran whole
+    assert "(2, 1 resumed)" in (tmp_path / "s" / "report.md").read_text()
+
+
 def _toml(d: dict, prefix: str = "") -> str:
     lines, tables = [], []
     for k, v in d.items():

@@ -17,7 +17,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(a: argparse.Namespace) -> None:
-    from rac.experiments import config, demo, report
+    from rac.experiments import config, demo, progress
     from rac.experiments.sweep import sweep_and_report
 
     cfg = config.from_dict({**(demo.FULL if a.full else demo.DEMO),
@@ -31,5 +31,5 @@ def run(a: argparse.Namespace) -> None:
         first = next((c for c in comps if c.beyond_2se), None)
         print(f"{method}: RAC vs prompt-only first differ by more than 2 SE at "
               + (f"{first.target}." if first else "no sparsity in this grid."))
-    print(f"done in {result['wall_s']:.0f} s: " + report.stage_breakdown(result["stages"]))
+    print(f"done in {result['wall_s']:.0f} s: " + progress.stage_breakdown(result["stages"]))
     print(report_paths(out, rep.figures))

@@ -19,12 +19,12 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(a: argparse.Namespace) -> None:
-    from rac.experiments import config, report
+    from rac.experiments import config, progress
     from rac.experiments.sweep import sweep_and_report
 
     cfg = config.load(a.config)
     result, rep = sweep_and_report(cfg, a.out, command=" ".join(["rac"] + sys.argv[1:]),
                                    show=show, cache=a.cache)
     print(rep.table1)
-    print(f"done in {result['wall_s']:.0f} s: " + report.stage_breakdown(result["stages"]))
+    print(f"done in {result['wall_s']:.0f} s: " + progress.stage_breakdown(result["stages"]))
     print(report_paths(a.out, rep.figures))

@@ -16,6 +16,7 @@ from rac.evaluate import instructions_markdown
 from rac.experiments.cells import LABELS, Cell, Group, aggregate, cell, targets
 from rac.experiments.figures import figure1, figure2_md, remove_stale
 from rac.experiments.forms import forms_section
+from rac.experiments.progress import stage_breakdown
 from rac.io import atomic_write_text
 from rac.metrics import beyond_2se, mean_se, paired_diff
 from rac.prune.masks import Target
@@ -132,13 +133,6 @@ def _paired_cell(a: Group | None, b: Group | None) -> str:
     return _paired_text(a.per_problem, b.per_problem) if a and b else "-"
 
 
-def stage_breakdown(stages: dict) -> str:
-    """'eval 31 s (9), prune 4 s (8), ...': seconds spent building each stage here (and how many)."""
-    rows = sorted(stages.items(), key=lambda kv: -kv[1]["seconds"])
-    return ", ".join(f"{k} {v['seconds']:.0f} s ({v['built']}"
-                     + (f" + {v['cached']} cached)" if v["cached"] else ")") for k, v in rows)
-
-
 def table3(agg: dict[Cell, Group], sources: list[str], method: str, scope: str,
            max_new: int) -> list[str]:
     """On-policy RAC against the other chains of thought: accuracy ± SE (eval time), the number
@@ -227,8 +221,8 @@ def _header(v: _View, result: dict, command: str) -> list[str]:
     md += ["", *instructions_markdown(used)[:-1]] if used else []
     md += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items() if v)]
     if result.get("stages"):
-        md += ["", "Time spent building each stage in this run (count; cached stages cost "
-               "nothing): " + stage_breakdown(result["stages"]) + "."]
+        md += ["", "Time spent building each stage in this run (count; cached stages cost nothing, "
+               "a resumed one only its batches in this run): " + stage_breakdown(result["stages"]) + "."]
     return md + [""]
 
 
