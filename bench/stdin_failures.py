@@ -12,6 +12,7 @@ of --problems. Prints a Markdown table; a reporting aid, never a test.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import re
 from collections import Counter
@@ -19,7 +20,26 @@ from pathlib import Path
 
 from rac.tasks.problems import answer_form, read_problems
 
-PROMPTED = re.compile(r"\binput\(\s*[\"']")  # input("...") or input('...'), not input() or input("")
+# the fallback for code that does not parse: a quoted prompt with something visible in it
+PROMPTED = re.compile(r"(?<![\w.])input\(\s*f?[\"'][^\"']*\S")
+
+
+def prompts_for_input(code: str) -> bool:
+    """Whether the program calls ``input`` with a prompt that prints something: a string constant
+    with a visible character, or an f-string; not ``input()``, ``input("")`` or ``input(" ")``
+    (whose blank output the grader's normalisation drops), nor text in comments or strings."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return bool(PROMPTED.search(code))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "input" \
+                and node.args:
+            arg = node.args[0]
+            if isinstance(arg, ast.JoinedStr) or (
+                    isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value.strip()):
+                return True
+    return False
 
 
 def main() -> None:
@@ -28,25 +48,28 @@ def main() -> None:
     ap.add_argument("rows", nargs="+", help="NAME=EVAL_DIR")
     a = ap.parse_args()
     stdin = {p.id for p in read_problems(a.problems) if answer_form(p) == "stdin"}
-    print("| model | stdin samples | correct | wrong answer | error | prompted input() | "
+    if not stdin:
+        raise SystemExit(f"{a.problems} has no stdin problems")
+    print("| model | stdin samples | correct | wrong answer | error | other | prompted input() | "
           "correct without a prompted input() |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for spec in a.rows:
-        name, _, eval_dir = spec.partition("=")
+        name, sep, eval_dir = spec.partition("=")
         path = Path(eval_dir) / "eval.json"
-        if not path.is_file():
-            raise SystemExit(f"{name}: {path} does not exist; give the output directory of rac eval")
-        samples = [s for p in json.loads(path.read_text())["problems"] if p["id"] in stdin
-                   for s in p["samples"]]
-        grades = Counter(s["grade"] for s in samples)
-        prompted = [bool(PROMPTED.search(s.get("extracted") or "")) for s in samples]
+        if not sep or not path.is_file():
+            raise SystemExit(f"{spec}: give NAME=EVAL_DIR, the output directory of rac eval")
+        problems = {p["id"]: p for p in json.loads(path.read_text())["problems"]}
+        if not stdin <= set(problems):
+            raise SystemExit(f"{name}: {eval_dir} did not evaluate the stdin problems of {a.problems}")
+        samples = [s for i in sorted(stdin) for s in problems[i]["samples"]]
+        grades, n = Counter(s["grade"] for s in samples), len(samples)
+        share = {g: grades.pop(g, 0) / n for g in ("correct", "wrong_answer", "error")}
+        prompted = [prompts_for_input(s.get("extracted") or "") for s in samples]
         rest = [s["correct"] for s, pr in zip(samples, prompted) if not pr]
-        n = len(samples)
-        print(f"| {name} | {n} | {grades['correct'] / n:.3f} | {grades['wrong_answer'] / n:.3f} | "
-              f"{grades['error'] / n:.3f} | {sum(prompted)} ({sum(prompted) / n:.0%}, "
-              f"{sum(s['correct'] for s, pr in zip(samples, prompted) if pr)} correct) | "
-              f"{sum(rest) / max(len(rest), 1):.3f} of {len(rest)} |")
-
+        print(f"| {name} | {n} | {share['correct']:.3f} | {share['wrong_answer']:.3f} | "
+              f"{share['error']:.3f} | {sum(grades.values()) / n:.3f} | {sum(prompted)} "
+              f"({sum(prompted) / n:.0%}, {sum(s['correct'] for s, pr in zip(samples, prompted) if pr)} "
+              f"correct) | {sum(rest) / max(len(rest), 1):.3f} of {len(rest)} |")
 
 if __name__ == "__main__":
     main()

@@ -231,7 +231,7 @@ def test_sweep_caches_every_stage(qwen2_dir, generic_text, tmp_path, capsys):
     # each problem-drawn set's form mix is recorded (all arithmetic here: no form section)
     assert first["test_forms"] == ["math"] * 12
     mix = {r["source"]: r.get("calib_forms") for r in first["records"] if r["source"] != "dense"}
-    assert mix["generic"] is None and set(mix["prompt"]) == set(mix["rac"]) == {"math"}
+    assert mix["generic"] == {} and set(mix["prompt"]) == set(mix["rac"]) == {"math"}
     assert mix["prompt"]["math"] > mix["rac"]["math"] > 0  # traces are longer than prompts
     assert "By answer form" not in (out / "report.md").read_text()
     # an extended grid does only the new work
@@ -320,7 +320,7 @@ def test_a_sweep_resumes_an_interrupted_evaluation_and_says_so(qwen2_dir, generi
         sweep_and_report(cfg, tmp_path / "s")
     result, _ = sweep_and_report(cfg, tmp_path / "s")
     assert result["stages"]["eval"]["resumed"] == 1  # the dense one; the pruned one ran whole
-    assert "(2, 1 resumed)" in (tmp_path / "s" / "report.md").read_text()
+    assert "(2, 1 of them resumed)" in (tmp_path / "s" / "report.md").read_text()
 
 
 def _toml(d: dict, prefix: str = "") -> str:
@@ -451,11 +451,19 @@ def test_report_splits_a_mixed_test_set_by_answer_form(tmp_path):
     assert "| RAC - prompt-only 0.5 (paired) | +0.667 ± 0.333 | -0.333 ± 0.333 |" in md
     assert ("by form: prompt-only seed 0: 1 function, 5 stdin; RAC seed 0: 2 function, "
             "1 stdin.") in md
-    # a set built before sets recorded their problems is named, not left out
-    older = [*records[:2], {k: v for k, v in records[2].items() if k != "calib_forms"}]
+    # a model pruned without a set (magnitude) has no mix and hides none; a set built before
+    # sets recorded their problems (an empty mix) is named, not left out
+    magnitude = {**records[2], "method": "magnitude"}
+    del magnitude["calib_forms"]
+    older = [records[0], {**records[1], "calib_forms": {}}, records[2], magnitude]
     write_report({"config": asdict(cfg), "records": older, "versions": {}, "test_forms": forms},
                  tmp_path)
-    assert "RAC seed 0: not recorded" in (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert "prompt-only seed 0: not recorded" in md and "RAC seed 0: 2 function, 1 stdin." in md
+    # evaluations of other problems than the forms': said, not an IndexError
+    write_report({"config": asdict(cfg), "records": records, "versions": {},
+                  "test_forms": forms[:5]}, tmp_path)
+    assert "Not shown: the results hold 5 test problems' forms" in (tmp_path / "report.md").read_text()
     # one form only: no section
     write_report({"config": asdict(cfg), "records": records, "versions": {},
                   "test_forms": ["stdin"] * 6}, tmp_path)

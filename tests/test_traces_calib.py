@@ -232,6 +232,12 @@ def test_existing_set_is_reused_or_protected(qwen2_dir, calib_problems, tmp_path
     assert run(capsys, *args, "--budget-tokens", 100)[0] == 0
     code, out, _ = run(capsys, *args, "--budget-tokens", 100)
     assert code == 0 and "already built" in out
+    # a set written before sets recorded their problems is still this set, left as it is
+    info_file = tmp_path / "c" / calibset.INFO_FILE
+    older = {k: v for k, v in json.loads(info_file.read_text()).items() if k != "problems"}
+    info_file.write_text(json.dumps(older))
+    code, out, _ = run(capsys, *args, "--budget-tokens", 100)
+    assert code == 0 and "already built" in out and json.loads(info_file.read_text()) == older
     code, _, err = run(capsys, *args, "--budget-tokens", 120)
     assert code == 2 and "different calibration set" in err
     assert run(capsys, *args, "--budget-tokens", 120, "--overwrite")[0] == 0
@@ -243,6 +249,8 @@ def test_inspect_prints_counts_histogram_and_sample(store, qwen2_dir, tmp_path, 
     code, out, _ = run(capsys, "calib", "--inspect", tmp_path / "c", "--tokenizer", qwen2_dir)
     assert code == 0
     assert "tokens per segment: prompt" in out and "histogram" in out and "[decode]" in out
+    n = len(calibset.read_dataset(tmp_path / "c")[1]["problems"])
+    assert f"rows, from {n} problems" in out
 
 
 def test_bad_calib_inputs(qwen2_dir, calib_problems, tmp_path, capsys):

@@ -108,7 +108,9 @@ def write(rows: list[Row], info: dict, out: Path, overwrite: bool) -> bool:
     out = Path(out)
     info = {**info, "content_sha256": content_sha256(rows)}
     old = out / INFO_FILE
-    if old.exists() and json.loads(old.read_text()) == info:
+    prev = json.loads(old.read_text()) if old.exists() else None
+    # a set written before sets recorded their problems is this one when everything else is equal
+    if prev is not None and prev in (info, {k: v for k, v in info.items() if k != "problems"}):
         return False
     if old.exists() and not overwrite:
         raise RacError(f"{out} holds a different calibration set; pass --overwrite or use another")

@@ -23,7 +23,8 @@ def set_mix(calib_dir: Path, form_of: dict[str, str]) -> dict[str, int]:
 
 
 def _acc(values: list[float], idx: list[int]) -> str:
-    return "{:.3f} ± {:.3f}".format(*mean_se([values[i] for i in idx]))
+    m, se = mean_se([values[i] for i in idx])
+    return f"{m:.3f} ± {se:.3f}" if len(idx) > 1 else f"{m:.3f} (one problem)"
 
 
 def forms_section(agg: dict[Cell, Group], sources: list[str], method: str, scope: str,
@@ -33,6 +34,9 @@ def forms_section(agg: dict[Cell, Group], sources: list[str], method: str, scope
     kinds = sorted(set(test_forms))
     if len(kinds) < 2:
         return []
+    if any(len(r["pass1"]) != len(test_forms) for r in records):
+        return ["## By answer form", "", f"Not shown: the results hold {len(test_forms)} test "
+                "problems' forms but evaluations of another number of problems.", ""]
     idx = {f: [i for i, x in enumerate(test_forms) if x == f] for f in kinds}
     md = [f"## By answer form ({method}, scope {scope})", "",
           "| model | " + " | ".join(f"{f} (n = {len(idx[f])})" for f in kinds) + " |",
@@ -51,11 +55,16 @@ def forms_section(agg: dict[Cell, Group], sources: list[str], method: str, scope
             md.append(f"| RAC - prompt-only {t} (paired) | " + " | ".join(
                 "{:+.3f} ± {:.3f}".format(*paired_diff([a[i] for i in idx[f]], [b[i] for i in idx[f]]))
                 for f in kinds) + " |")
-    mixes = {(r["source"], r.get("seed", 0)): r.get("calib_forms") for r in records
-             if r["source"] in sources and r["source"] != "generic" and r.get("fraction", 1.0) == 1}
+    # one line per set: the records of every calibrated model pruned from a full-budget set
+    mixes: dict[tuple[str, int], dict[str, int]] = {}
+    for r in records:
+        if "calib_forms" in r and r["source"] != "generic" and r.get("fraction", 1.0) == 1:
+            key = (r["source"], r.get("seed", 0))
+            mixes[key] = mixes.get(key) or r["calib_forms"]
     if mixes:
         md += ["", "Problems each calibration set draws on, by form: " + "; ".join(
-            f"{LABELS[s]} seed {seed}: " + (", ".join(f"{n} {f}" for f, n in mix.items()) if mix
-                                            else "not recorded (a set built before rac recorded it)")
+            f"{LABELS[s]} seed {seed}: " + (", ".join(f"{n} {f}" for f, n in mix.items()) if mix else
+                                            "not recorded (a set built before rac recorded it: delete "
+                                            "its cache/calib entry and rerun to rebuild it)")
             for (s, seed), mix in sorted(mixes.items())) + "."]
     return md + [""]

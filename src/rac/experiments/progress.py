@@ -28,10 +28,10 @@ class Progress:
 
 
 def stage_breakdown(stages: dict) -> str:
-    """'eval 31 s (9 + 1 cached, 2 resumed), ...': seconds spent building each stage here, how
-    many were built, found cached, or resumed from an earlier run's journal (whose time is not here)."""
+    """'eval 31 s (9, 2 of them resumed; 1 cached), ...': seconds spent building each stage here and
+    how many were built (resumed ones from an earlier run's journal, whose time is not here) or
+    found cached."""
     rows = sorted(stages.items(), key=lambda kv: -kv[1]["seconds"])
     return ", ".join(f"{k} {v['seconds']:.0f} s ({v['built']}"
-                     + (f" + {v['cached']} cached" if v["cached"] else "")
-                     + (f", {v['resumed']} resumed" if v.get("resumed") else "") + ")"
-                     for k, v in rows)
+                     + (f", {v['resumed']} of them resumed" if v.get("resumed") else "")
+                     + (f"; {v['cached']} cached" if v["cached"] else "") + ")" for k, v in rows)
