@@ -103,19 +103,20 @@ VBIN := $(VVENV)/bin
 T1 := runs/real-qwen05-table1-500
 SECTION3 := real-qwen05-table1-500 real-qwen05-recipe-500-plain real-qwen05-recipe-500 \
 	real-qwen05-eval-fp32 real-qwen05-table2-humaneval real-qwen05-table2-code \
-	real-qwen05-table2-code-2seeds \
-	real-qwen15-table1-300 cmp-recipe-500 cmp-eval-fp32
+	real-qwen05-table2-code-2seeds real-qwen05-table2-code-correct \
+	real-qwen15-table1-300 cmp-recipe-500 cmp-eval-fp32 cmp-code-correct
 real-section3: real-models vllm-env
 	$(VBIN)/rac sweep docs/configs/real-qwen05-table1-500.toml --out $(T1)
 	for c in recipe-500-plain recipe-500 eval-fp32; do \
 	  $(VBIN)/rac sweep docs/configs/real-qwen05-$$c.toml --out runs/real-qwen05-$$c --cache $(T1)/cache || exit 1; \
 	done
-	for c in table2-humaneval table2-code table2-code-2seeds; do \
+	for c in table2-humaneval table2-code table2-code-2seeds table2-code-correct; do \
 	  $(VBIN)/rac sweep docs/configs/real-qwen05-$$c.toml --out runs/real-qwen05-$$c --cache runs/code-cache || exit 1; \
 	done
 	$(VBIN)/rac sweep docs/configs/real-qwen15-table1-300.toml --out runs/real-qwen15-table1-300
 	$(VBIN)/rac compare runs/real-qwen05-recipe-500-plain runs/real-qwen05-recipe-500 --out runs/cmp-recipe-500
 	$(VBIN)/rac compare $(T1) runs/real-qwen05-eval-fp32 --out runs/cmp-eval-fp32
+	$(VBIN)/rac compare runs/real-qwen05-table2-code runs/real-qwen05-table2-code-correct --out runs/cmp-code-correct
 	$(MAKE) real-section3-docs
 
 real-section3-docs:

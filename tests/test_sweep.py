@@ -94,6 +94,31 @@ def test_the_engine_enters_generating_keys_only_when_it_is_not_the_default():
     assert default.engine.engine(2).threads == 0  # --threads is torch's for transformers
 
 
+def test_the_correctness_filter_enters_trace_keys_only_when_on(qwen2_dir, generic_text, tmp_path,
+                                                                monkeypatch):
+    from rac.experiments import sweep as sweep_module
+    from rac.sampling import Sampling
+
+    off = config.from_dict({"traces": {"only_correct": False}}).traces
+    assert config.spec_key(off, Sampling(0.6, 0.95, 8)) == config.spec_key(
+        config.from_dict({}).traces, Sampling(0.6, 0.95, 8))  # the keys cached before it stay
+    assert config.spec_key(config.from_dict({"traces": {"only_correct": True}}).traces,
+                           Sampling(0.6, 0.95, 8))["only_correct"] is True
+
+    def traces_cfg(only_correct: bool) -> tuple[str, object]:
+        cfg = config.from_dict(mini(qwen2_dir, generic_text, traces={"only_correct": only_correct}))
+        s, seen = sweep_module.Sweep(cfg, tmp_path / "out"), {}
+        monkeypatch.setattr(s, "stage", lambda kind, inputs, build, label:
+                            seen.update(key=sweep_module.key_of(inputs), build=build) or tmp_path)
+        s.traces(cfg.model, 0)
+        monkeypatch.setattr(sweep_module, "make_traces", lambda *a, **k: seen.update(cfg=a[3]))
+        seen["build"](tmp_path)
+        return seen["key"], seen["cfg"]
+
+    (key_off, cfg_off), (key_on, cfg_on) = traces_cfg(False), traces_cfg(True)
+    assert key_off != key_on and (cfg_off.only_correct, cfg_on.only_correct) == (False, True)
+
+
 def test_documented_example_config_is_valid():
     cfg = config.load(Path(__file__).parents[1] / "docs" / "sweep-example.toml")
     assert cfg.calibration.sources and cfg.prune.sparsities

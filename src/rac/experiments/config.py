@@ -59,6 +59,7 @@ class TracesSpec:
     generation_config: bool = True
     top_k: int = 0
     repetition_penalty: float = 1.0
+    only_correct: bool = False  # keep only traces whose answer is graded correct (RFC #2974's filter)
 
 
 @dataclass(frozen=True)
@@ -120,9 +121,10 @@ def spec_sampling(model: str | Path, stage: str, spec: TracesSpec | EvalSpec, ma
 
 
 def spec_key(spec: TracesSpec | EvalSpec, sampling: Sampling) -> dict:
-    """A spec's fields in a cache key, with top-k and the penalty as used and only when on: the
-    stages cached before rac had them keep their keys."""
-    return {**{k: v for k, v in asdict(spec).items() if k not in SPEC_SAMPLING},
+    """A spec's fields in a cache key, with top-k, the penalty and the correctness filter as used
+    and only when on: the stages cached before rac had them keep their keys."""
+    return {**{k: v for k, v in asdict(spec).items()
+               if k not in SPEC_SAMPLING and not (k == "only_correct" and not v)},
             **sampling.switched_on()}
 
 

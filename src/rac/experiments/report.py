@@ -210,6 +210,8 @@ def _header(v: _View, result: dict, command: str) -> list[str]:
     if recipe != "paper" or epochs >= 0:
         md += ["", f"Recipe {recipe}; block refinement epochs: "
                f"{epochs if epochs >= 0 else 'the recipe' + chr(39) + 's'}."]
+    if cfg["traces"].get("only_correct"):
+        md += ["", "Traces (RAC, off-policy): only those whose answer is graded correct."]
     if command:
         md += ["", f"Command: `{command}`"]
     if "overlap" in result:

@@ -137,7 +137,7 @@ class Sweep:
                   **instruction_key(model, calib, None), **self.generation_key(sampling)}
         cfg = TracesConfig(sampling, seed=seed,
                            samples_per_prompt=t.samples_per_prompt, budget_tokens=budget,
-                           batch_size=t.batch_size)
+                           batch_size=t.batch_size, only_correct=t.only_correct)
         return self.stage("traces", inputs, lambda d: make_traces(
             model, calib, d, cfg, self.engine, progress=self.inner), f"traces {model} seed {seed}")
 
