@@ -3,11 +3,13 @@ only with completions of the same inputs."""
 
 from __future__ import annotations
 
-import time
 from contextlib import closing
+from types import SimpleNamespace
 
 import pytest
 
+import rac.batched
+import rac.evaluate
 from rac.batched import Journal, generate_all
 from rac.evaluate import EvalConfig, evaluate_model
 from rac.generate import Completion, TransformersBackend
@@ -101,14 +103,17 @@ def test_rac_eval_resumes_an_interrupted_run_from_its_journal(tmp_path, monkeypa
     whole = evaluate_model("embedded", tmp_path / "p.jsonl", tmp_path / "whole", cfg, progress=False)
     assert not list(tmp_path.glob(".*journal*"))  # removed once the evaluation is written
     assert whole["engine"]["backend"] == "transformers"  # the engine it resolved, recorded
-    real, calls = TransformersBackend.generate, []
+    real, calls, clock = TransformersBackend.generate, [], [0.0]
+    # a clock that moves only by each batch's 100 s: the times below are exact on a busy machine
+    fake_time = SimpleNamespace(perf_counter=lambda: clock[0])
+    monkeypatch.setattr(rac.batched, "time", fake_time)
+    monkeypatch.setattr(rac.evaluate, "time", fake_time)
 
     def counted(self, prompts, sampling, seeds, kill_at=0):
         calls.append(len(prompts))
         if len(calls) == kill_at:
             raise RuntimeError("killed")
-        if kill_at:
-            time.sleep(2.0)  # a slow first run: its time must count in the resumed one's
+        clock[0] += 100.0
         return real(self, prompts, sampling, seeds)
 
     monkeypatch.setattr(TransformersBackend, "generate",
@@ -121,7 +126,8 @@ def test_rac_eval_resumes_an_interrupted_run_from_its_journal(tmp_path, monkeypa
     resumed = evaluate_model("embedded", tmp_path / "p.jsonl", tmp_path / "out", cfg, progress=False)
     assert calls == [4, 4]  # 12 requests, 4 of them in the journal
     assert resumed["summary"]["resumed"] == 4 and "resumed" not in whole["summary"]
-    assert resumed["summary"]["generation_s"] >= 2.0 + whole["summary"]["generation_s"] * 0.5
+    # the journaled batch's 100 s (the killed run's) and the two new batches' 200 s
+    assert resumed["summary"]["generation_s"] == pytest.approx(300.0)
     assert [r["samples"] for r in resumed["problems"]] == [r["samples"] for r in whole["problems"]]
     assert "4 completions were read" in (tmp_path / "out" / "eval.md").read_text()
     assert not list(tmp_path.glob(".out.journal*"))
