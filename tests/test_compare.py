@@ -8,7 +8,7 @@ import pytest
 
 from rac.cli import main
 from rac.experiments.cells import Cell
-from rac.experiments.compare import compare, label, markdown
+from rac.experiments.compare import compare, label, markdown, to_json
 from rac.io import RacError
 
 SUMMARY = {"n_problems": 4, "samples_per_problem": 1, "accuracy": 0.0, "accuracy_se": 0.0,
@@ -46,6 +46,23 @@ def test_differences_are_paired_over_the_seeds_both_ran():
     assert cmp.setting_changes == ["prune.recipe: paper -> best"] and cmp.extent_changes == []
     # the dense model evaluated again with the same outcomes: a measured 0, not a shared entry
     assert not any(p.same_eval for p in cmp.pairs)
+
+
+def test_a_mixed_test_set_is_also_compared_within_each_form():
+    forms = ["stdin", "function", "stdin", "function"]
+    shared = record("dense", [1, 1, 0, 0])
+    base = results([shared, record("rac", [0, 1, 0, 1])]) | {"test_forms": forms}
+    other = results([shared, record("rac", [1, 0, 1, 1])]) | {"test_forms": forms}
+    md = markdown(compare(base, other), ("a", "b"))
+    # stdin (0, 2): +1, +1 -> +1.000 ± 0; function (1, 3): -1, 0 -> -0.500 ± 0.500; the shared
+    # dense evaluation is no measurement and gets no row
+    assert "| cell | function (n = 2) | stdin (n = 2) |" in md
+    assert "| RAC, sparsegpt, 0.5, scope all, max 400 | -0.500 ± 0.500 | +1.000 ± 0.000 |" in md
+    assert "| dense, max 400 |" not in md.split("within each answer form")[1]
+    rac = to_json(compare(base, other), ("a", "b"))["pairs"][1]
+    assert rac["by_form"] == {"function": {"diff": -0.5, "se": 0.5}, "stdin": {"diff": 1.0, "se": 0.0}}
+    single = [results(r["records"]) | {"test_forms": ["math"] * 4} for r in (base, other)]
+    assert "within each answer form" not in markdown(compare(*single), ("a", "b"))
 
 
 def test_what_is_not_a_measurement_is_not_starred():

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rac.experiments.cells import LABELS, Cell, Group, aggregate
+from rac.experiments.forms import by_form, paired_within
 from rac.io import RacError, save_figure
 from rac.metrics import beyond_2se, paired_diff
 
@@ -46,6 +47,7 @@ class SweepComparison:
     # change a shared cell, and the config entries that only say which cells each grid has
     setting_changes: list[str]
     extent_changes: list[str]
+    test_forms: list[str]  # each test problem's answer form ([] where the results do not say)
 
 
 # config entries that say which cells a grid has, not how a cell both grids have was made
@@ -127,7 +129,8 @@ def compare(base: dict, other: dict, names: tuple[str, str] = ("base", "other")
     paired = {p.cell for p in pairs}
     settings, extent = _changes(base, other)
     return SweepComparison(pairs, [c for c in a if c not in paired],
-                           [c for c in b if c not in paired], settings, extent)
+                           [c for c in b if c not in paired], settings, extent,
+                           base.get("test_forms") or other.get("test_forms") or [])
 
 
 def _difference(p: Pair) -> str:
@@ -155,10 +158,26 @@ def markdown(cmp: SweepComparison, names: tuple[str, str]) -> str:
                   f"{p.other.accuracy:.3f} ± {p.other.se:.3f} | {_difference(p)} | "
                   f"{p.base.cot:.0f} / {p.other.cot:.0f} | "
                   f"{p.base.max_hit:.1%} / {p.other.max_hit:.1%} |")
+    idx = by_form(cmp.test_forms)
+    measured = [p for p in cmp.pairs if not p.same_eval and p.base.n == len(cmp.test_forms)]
+    if idx and measured:
+        md += ["", f"{other} - {base} within each answer form (paired):", "",
+               "| cell | " + " | ".join(f"{f} (n = {len(i)})" for f, i in idx.items()) + " |",
+               "|---|" + "---|" * len(idx)]
+        md += [f"| {label(p.cell)} | " + " | ".join(
+            paired_within(p.other.per_problem, p.base.per_problem, i) for i in idx.values()) + " |"
+            for p in measured]
     for name, cells in ((base, cmp.only_base), (other, cmp.only_other)):
         if cells:
             md += ["", f"Only in {name} ({len(cells)}): " + "; ".join(map(label, cells)) + "."]
     return "\n".join(md) + "\n"
+
+
+def _within_forms(cmp: SweepComparison, p: Pair) -> dict:
+    idx = by_form(cmp.test_forms) if p.base.n == len(cmp.test_forms) else {}
+    return {"by_form": {f: dict(zip(("diff", "se"), paired_diff(
+        [p.other.per_problem[k] for k in i], [p.base.per_problem[k] for k in i]), strict=True))
+        for f, i in idx.items()}} if idx else {}
 
 
 def to_json(cmp: SweepComparison, names: tuple[str, str]) -> dict:
@@ -168,7 +187,7 @@ def to_json(cmp: SweepComparison, names: tuple[str, str]) -> dict:
                        "base": {"accuracy": p.base.accuracy, "se": p.base.se},
                        "other": {"accuracy": p.other.accuracy, "se": p.other.se},
                        "diff": p.diff, "se": p.se, "beyond_2se": p.beyond_2se,
-                       "same_evaluation": p.same_eval}
+                       "same_evaluation": p.same_eval, **_within_forms(cmp, p)}
                       for p in cmp.pairs],
             "only_base": [label(c) for c in cmp.only_base],
             "only_other": [label(c) for c in cmp.only_other]}

@@ -22,22 +22,35 @@ def set_mix(calib_dir: Path, form_of: dict[str, str]) -> dict[str, int]:
     return dict(sorted(Counter(form_of[i] for i in ids).items()))
 
 
+def by_form(test_forms: list[str]) -> dict[str, list[int]]:
+    """The test problems' positions per form, forms in name order; {} for a single-form set."""
+    kinds = sorted(set(test_forms))
+    return {f: [i for i, x in enumerate(test_forms) if x == f] for f in kinds} if len(kinds) > 1 \
+        else {}
+
+
 def _acc(values: list[float], idx: list[int]) -> str:
     m, se = mean_se([values[i] for i in idx])
     return f"{m:.3f} ± {se:.3f}" if len(idx) > 1 else f"{m:.3f} (one problem)"
+
+
+def paired_within(a: list[float], b: list[float], idx: list[int]) -> str:
+    """a minus b over the problems at ``idx``, paired."""
+    d, se = paired_diff([a[i] for i in idx], [b[i] for i in idx])
+    return f"{d:+.3f} ± {se:.3f}" if len(idx) > 1 else f"{d:+.3f} (one problem)"
 
 
 def forms_section(agg: dict[Cell, Group], sources: list[str], method: str, scope: str,
                   max_new: int, test_forms: list[str], records: list[dict]) -> list[str]:
     """Each cell's accuracy ± SE within each form, RAC - prompt-only paired within each form, and
     the form mix of every calibration set; nothing for a single-form test set."""
-    kinds = sorted(set(test_forms))
-    if len(kinds) < 2:
+    idx = by_form(test_forms)
+    if not idx:
         return []
     if any(len(r["pass1"]) != len(test_forms) for r in records):
         return ["## By answer form", "", f"Not shown: the results hold {len(test_forms)} test "
                 "problems' forms but evaluations of another number of problems.", ""]
-    idx = {f: [i for i, x in enumerate(test_forms) if x == f] for f in kinds}
+    kinds = list(idx)
     md = [f"## By answer form ({method}, scope {scope})", "",
           "| model | " + " | ".join(f"{f} (n = {len(idx[f])})" for f in kinds) + " |",
           "|---|" + "---|" * len(kinds)]
@@ -52,9 +65,8 @@ def forms_section(agg: dict[Cell, Group], sources: list[str], method: str, scope
                           + " | ".join(_acc(g.per_problem, idx[f]) for f in kinds) + " |")
         if gs.get("rac") and gs.get("prompt"):
             a, b = gs["rac"].per_problem, gs["prompt"].per_problem
-            md.append(f"| RAC - prompt-only {t} (paired) | " + " | ".join(
-                "{:+.3f} ± {:.3f}".format(*paired_diff([a[i] for i in idx[f]], [b[i] for i in idx[f]]))
-                for f in kinds) + " |")
+            md.append(f"| RAC - prompt-only {t} (paired) | "
+                      + " | ".join(paired_within(a, b, idx[f]) for f in kinds) + " |")
     # one line per set: the records of every calibrated model pruned from a full-budget set
     mixes: dict[tuple[str, int], dict[str, int]] = {}
     for r in records:
