@@ -98,7 +98,8 @@ real-docs:
 # Issue 21's section 3 (docs/real/README.md): the larger real-model runs, every generation by vLLM
 # in its own environment. Each sweep is resumable (rerun to continue; finished stages are kept),
 # the sweeps that are compared share one cache, and each config's comment sizes it (about 9 h on
-# 2 cores in all). Then their reports and comparisons are copied into docs/real/.
+# a 2-core AVX-512 CPU in bf16, about twice that on a 2-core AVX2 CPU in fp32, where the configs
+# still to run ask for fp32). Then their reports and comparisons are copied into docs/real/.
 VBIN := $(VVENV)/bin
 T1 := runs/real-qwen05-table1-500
 SECTION3 := real-qwen05-table1-500 real-qwen05-recipe-500-plain real-qwen05-recipe-500 \

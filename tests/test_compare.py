@@ -57,12 +57,26 @@ def test_a_mixed_test_set_is_also_compared_within_each_form():
     # stdin (0, 2): +1, +1 -> +1.000 ± 0; function (1, 3): -1, 0 -> -0.500 ± 0.500; the shared
     # dense evaluation is no measurement and gets no row
     assert "| cell | function (n = 2) | stdin (n = 2) |" in md
-    assert "| RAC, sparsegpt, 0.5, scope all, max 400 | -0.500 ± 0.500 | +1.000 ± 0.000 |" in md
+    assert "| RAC, sparsegpt, 0.5, scope all, max 400 | -0.500 ± 0.500 | +1.000 ± 0.000 * |" in md
     assert "| dense, max 400 |" not in md.split("within each answer form")[1]
     rac = to_json(compare(base, other), ("a", "b"))["pairs"][1]
-    assert rac["by_form"] == {"function": {"diff": -0.5, "se": 0.5}, "stdin": {"diff": 1.0, "se": 0.0}}
+    assert rac["by_form"] == {"function": {"n": 2, "diff": -0.5, "se": 0.5, "beyond_2se": False},
+                              "stdin": {"n": 2, "diff": 1.0, "se": 0.0, "beyond_2se": True}}
+    assert "by_form" not in to_json(compare(base, other), ("a", "b"))["pairs"][0]  # shared dense
+    # the same file read into other forms (another rac version) cannot be paired by form
+    with pytest.raises(RacError, match="other answer forms"):
+        compare(base, other | {"test_forms": ["stdin"] * 4})
     single = [results(r["records"]) | {"test_forms": ["math"] * 4} for r in (base, other)]
     assert "within each answer form" not in markdown(compare(*single), ("a", "b"))
+
+
+def test_a_setting_absent_from_an_older_config_is_its_default_not_a_change():
+    older = results([record("dense", [1, 0, 1, 0])])
+    newer = results([record("dense", [1, 0, 1, 1])])
+    newer["config"]["traces"] = {"only_correct": False}  # written after the field existed
+    assert compare(older, newer).setting_changes == []
+    newer["config"]["traces"] = {"only_correct": True}
+    assert compare(older, newer).setting_changes == ["traces.only_correct: False -> True"]
 
 
 def test_what_is_not_a_measurement_is_not_starred():

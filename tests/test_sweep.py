@@ -100,8 +100,7 @@ def test_the_correctness_filter_enters_trace_keys_only_when_on(qwen2_dir, generi
     from rac.sampling import Sampling
 
     off = config.from_dict({"traces": {"only_correct": False}}).traces
-    assert config.spec_key(off, Sampling(0.6, 0.95, 8)) == config.spec_key(
-        config.from_dict({}).traces, Sampling(0.6, 0.95, 8))  # the keys cached before it stay
+    assert "only_correct" not in config.spec_key(off, Sampling(0.6, 0.95, 8))  # old keys stay
     assert config.spec_key(config.from_dict({"traces": {"only_correct": True}}).traces,
                            Sampling(0.6, 0.95, 8))["only_correct"] is True
 
@@ -117,6 +116,16 @@ def test_the_correctness_filter_enters_trace_keys_only_when_on(qwen2_dir, generi
 
     (key_off, cfg_off), (key_on, cfg_on) = traces_cfg(False), traces_cfg(True)
     assert key_off != key_on and (cfg_off.only_correct, cfg_on.only_correct) == (False, True)
+
+
+def test_too_few_correct_traces_are_one_line_not_a_short_set(qwen2_dir, generic_text, tmp_path):
+    cfg = config.from_dict(mini(qwen2_dir, generic_text, calibration={"sources": ["rac"]},
+                                traces={"only_correct": True}, prune={"patterns": []},
+                                recon={"problems": 0}))
+    with pytest.raises(RacError, match=r"the rac traces of seed 0 hold 0 tokens, fewer than the "
+                       r"set's 600: 0 of 200 traces kept \(graded correct\).*only_correct = false"):
+        sweep_and_report(cfg, tmp_path / "s")  # a random model answers nothing correctly
+    assert not (tmp_path / "s" / "cache" / "calib").exists()
 
 
 def test_documented_example_config_is_valid():
@@ -493,6 +502,17 @@ def test_report_splits_a_mixed_test_set_by_answer_form(tmp_path):
     write_report({"config": asdict(cfg), "records": records, "versions": {},
                   "test_forms": ["stdin"] * 6}, tmp_path)
     assert "By answer form" not in (tmp_path / "report.md").read_text()
+
+
+def test_report_says_how_many_traces_the_correctness_filter_kept(tmp_path):
+    from dataclasses import asdict
+
+    cfg = config.from_dict({"calibration": {"sources": ["rac"]}, "traces": {"only_correct": True},
+                            "prune": {"sparsities": [], "quantize": ["W4A16"]}})
+    counts = {"rac seed 0": {"traces": 72, "kept": 40, "tokens": 20500}}
+    write_report({"config": asdict(cfg), "records": [], "versions": {}, "traces": counts}, tmp_path)
+    assert "only those whose answer is graded correct (rac seed 0: 40 of 72 kept)" in (
+        tmp_path / "report.md").read_text()
 
 
 def test_sweep_refuses_calibration_that_shares_test_problems(qwen2_dir, generic_text, tmp_path):

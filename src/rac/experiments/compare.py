@@ -12,10 +12,11 @@ two configs, so that nothing but the named change is read into a difference.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rac.experiments.cells import LABELS, Cell, Group, aggregate
+from rac.experiments.config import SweepConfig
 from rac.experiments.forms import by_form, paired_within
 from rac.io import RacError, save_figure
 from rac.metrics import beyond_2se, paired_diff
@@ -87,8 +88,11 @@ def _by_cell(records: list[dict], name: str) -> dict[Cell, dict[int, dict]]:
 
 
 def _changes(base: dict, other: dict) -> tuple[list[str], list[str]]:
+    # a config written before a setting existed had its default, which is no change
+    defaults = _flat(asdict(SweepConfig()))
+
     def what(r: dict) -> dict[str, object]:
-        return {**_flat(r["config"]), **_flat(r.get("versions", {}), "versions."),
+        return {**defaults, **_flat(r["config"]), **_flat(r.get("versions", {}), "versions."),
                 **{k: r.get(k) for k in CONTENTS}}
 
     fa, fb = what(base), what(other)
@@ -128,9 +132,14 @@ def compare(base: dict, other: dict, names: tuple[str, str] = ("base", "other")
         pairs.append(Pair(c, seeds, ga, gb, d, se, same))
     paired = {p.cell for p in pairs}
     settings, extent = _changes(base, other)
+    forms = [r.get("test_forms") for r in (base, other)]
+    if all(forms) and forms[0] != forms[1]:  # the same file, read by rac versions that differ
+        raise RacError(f"{names[0]} and {names[1]} give their test problems other answer forms; "
+                       "rerun the older sweep with the same --out and --cache (its stages are "
+                       "cached) to record them again")
     return SweepComparison(pairs, [c for c in a if c not in paired],
                            [c for c in b if c not in paired], settings, extent,
-                           base.get("test_forms") or other.get("test_forms") or [])
+                           forms[0] or forms[1] or [])
 
 
 def _difference(p: Pair) -> str:
@@ -174,10 +183,14 @@ def markdown(cmp: SweepComparison, names: tuple[str, str]) -> str:
 
 
 def _within_forms(cmp: SweepComparison, p: Pair) -> dict:
-    idx = by_form(cmp.test_forms) if p.base.n == len(cmp.test_forms) else {}
-    return {"by_form": {f: dict(zip(("diff", "se"), paired_diff(
-        [p.other.per_problem[k] for k in i], [p.base.per_problem[k] for k in i]), strict=True))
-        for f, i in idx.items()}} if idx else {}
+    """compare.json's other - base within each answer form of a mixed test set."""
+    if p.same_eval or p.base.n != len(cmp.test_forms):
+        return {}
+    out = {}
+    for form, i in by_form(cmp.test_forms).items():
+        d, se = paired_diff([p.other.per_problem[k] for k in i], [p.base.per_problem[k] for k in i])
+        out[form] = {"n": len(i), "diff": d, "se": se, "beyond_2se": beyond_2se(d, se, len(i))}
+    return {"by_form": out} if out else {}
 
 
 def to_json(cmp: SweepComparison, names: tuple[str, str]) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rac.calibset import INFO_FILE
 from rac.experiments.cells import LABELS, Cell, Group, targets
-from rac.metrics import mean_se, paired_diff
+from rac.metrics import beyond_2se, mean_se, paired_diff
 
 
 def set_mix(calib_dir: Path, form_of: dict[str, str]) -> dict[str, int]:
@@ -25,8 +25,9 @@ def set_mix(calib_dir: Path, form_of: dict[str, str]) -> dict[str, int]:
 def by_form(test_forms: list[str]) -> dict[str, list[int]]:
     """The test problems' positions per form, forms in name order; {} for a single-form set."""
     kinds = sorted(set(test_forms))
-    return {f: [i for i, x in enumerate(test_forms) if x == f] for f in kinds} if len(kinds) > 1 \
-        else {}
+    if len(kinds) < 2:
+        return {}
+    return {f: [i for i, x in enumerate(test_forms) if x == f] for f in kinds}
 
 
 def _acc(values: list[float], idx: list[int]) -> str:
@@ -35,9 +36,11 @@ def _acc(values: list[float], idx: list[int]) -> str:
 
 
 def paired_within(a: list[float], b: list[float], idx: list[int]) -> str:
-    """a minus b over the problems at ``idx``, paired."""
+    """a minus b over the problems at ``idx``, paired; * beyond 2 SE."""
     d, se = paired_diff([a[i] for i in idx], [b[i] for i in idx])
-    return f"{d:+.3f} ± {se:.3f}" if len(idx) > 1 else f"{d:+.3f} (one problem)"
+    if len(idx) < 2:
+        return f"{d:+.3f} (one problem)"
+    return f"{d:+.3f} ± {se:.3f}{' *' if beyond_2se(d, se, len(idx)) else ''}"
 
 
 def forms_section(agg: dict[Cell, Group], sources: list[str], method: str, scope: str,

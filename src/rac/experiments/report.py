@@ -211,7 +211,9 @@ def _header(v: _View, result: dict, command: str) -> list[str]:
         md += ["", f"Recipe {recipe}; block refinement epochs: "
                f"{epochs if epochs >= 0 else 'the recipe' + chr(39) + 's'}."]
     if cfg["traces"].get("only_correct"):
-        md += ["", "Traces (RAC, off-policy): only those whose answer is graded correct."]
+        md += ["", "Traces: only those whose answer is graded correct (" + "; ".join(
+            f"{k}: {n['kept']} of {n['traces']} kept" for k, n in result.get("traces", {}).items())
+            + ")."]
     if command:
         md += ["", f"Command: `{command}`"]
     if "overlap" in result:

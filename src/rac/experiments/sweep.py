@@ -73,6 +73,7 @@ class Sweep:
         self.seen: dict[Path, None] = {}  # stages already reported in this process
         self.stage_seconds: dict[str, dict] = {}  # per kind: seconds built here, built, cached
         self.made: dict[str, Path] = {}  # built-in specs written (or checked) here
+        self.trace_counts: dict[str, dict] = {}  # per store used: traces generated, kept, tokens
 
     # -- the cache -------------------------------------------------------------------------------
     def stage(self, kind: str, inputs: dict, build: Callable[[Path], None], label: str) -> Path:
@@ -147,14 +148,27 @@ class Sweep:
         top_p = top_p_identity(self.cfg.engine.backend, sampling) if sampling else {}
         return {**self.cfg.engine.key(), "seeding": SEEDING, **top_p}
 
+    def enough_traces(self, source: str, seed: int, budget: int) -> Path:
+        """The source's trace store, refused in one line when it holds fewer than ``budget``
+        tokens (the calibration problems ran out, all the more when only correct traces count)."""
+        store = self.traces(self.cfg.model if source == "rac" else self.cfg.calibration.offpolicy_model,
+                            seed)
+        n = self.trace_counts[f"{source} seed {seed}"] = json.loads((store / "done.json").read_text())
+        if n["tokens"] < budget:
+            correct = self.cfg.traces.only_correct
+            raise RacError(
+                f"the {source} traces of seed {seed} hold {n['tokens']} tokens, fewer than the set's "
+                f"{budget}: {n['kept']} of {n['traces']} traces kept{' (graded correct)' * correct}; "
+                "give more [problems] calib problems or raise [traces] samples_per_prompt"
+                + (", or set only_correct = false" if correct else ""))
+        return store
+
     def calib_set(self, source: str, seed: int, fraction: float) -> Path:
         c = self.cfg.calibration
         budget = max(1, int(c.budget_tokens * fraction))
         kwargs: dict = {"pack": c.pack, "seed": seed}
-        if source == "rac":
-            kwargs["traces"] = self.traces(self.cfg.model, seed)
-        elif source == "offpolicy":
-            kwargs["traces"] = self.traces(c.offpolicy_model, seed)
+        if source in ("rac", "offpolicy"):
+            kwargs["traces"] = self.enough_traces(source, seed, budget)
         elif source in ("prompt", "reference"):
             kwargs["problems"] = self.problem_file(self.cfg.problems.calib)
         elif c.generic_text:
@@ -284,7 +298,7 @@ class Sweep:
                   "versions": {"torch": torch.__version__, **_versions()}}
         if cfg.recon.problems:
             result["recon"] = self.figure2(pruned_dirs)
-        result["stages"] = self.stage_seconds
+        result["stages"], result["traces"] = self.stage_seconds, self.trace_counts
         write_json(self.out / "results.json", result)
         return result
 
