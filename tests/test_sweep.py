@@ -122,8 +122,8 @@ def test_too_few_correct_traces_are_one_line_not_a_short_set(qwen2_dir, generic_
     cfg = config.from_dict(mini(qwen2_dir, generic_text, calibration={"sources": ["rac"]},
                                 traces={"only_correct": True}, prune={"patterns": []},
                                 recon={"problems": 0}))
-    with pytest.raises(RacError, match=r"the rac traces of seed 0 hold 0 tokens, fewer than the "
-                       r"set's 600: 0 of 200 traces kept \(graded correct\).*only_correct = false"):
+    with pytest.raises(RacError, match=r"the rac traces of seed 0 \(graded correct\) hold 0 tokens, "
+                       r"fewer than the 600 needed: 0 of 200 traces kept;.*only_correct = false"):
         sweep_and_report(cfg, tmp_path / "s")  # a random model answers nothing correctly
     assert not (tmp_path / "s" / "cache" / "calib").exists()
 

@@ -236,6 +236,16 @@ def load_traces(store: Path) -> tuple[dict, list[Trace]]:
     return meta, traces
 
 
+def tokens_for(store: Path, budget: int, what: str, remedy: str) -> dict:
+    """A finished store's counts (``done.json``), refused in one line when its kept traces hold
+    fewer than ``budget`` tokens: the problems ran out, all the more when only correct ones count."""
+    n = json.loads((Path(store) / "done.json").read_text())
+    if n["tokens"] < budget:
+        raise RacError(f"{what} hold {n['tokens']} tokens, fewer than the {budget} needed: {n['kept']} "
+                       f"of {n['traces']} traces kept; {remedy}")
+    return n
+
+
 def make_traces(model: str | Path, problems_file: Path, out: Path, cfg: TracesConfig,
                 engine: Engine | None = None, *, overwrite: bool = False, progress: bool = True,
                 shard: tuple[int, int] | None = None) -> dict:

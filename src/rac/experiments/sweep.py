@@ -26,7 +26,7 @@ import torch
 
 from rac import models
 from rac.calibrate.calib import CalibConfig, make_calib
-from rac.calibrate.traces import SEEDING, TracesConfig, make_traces
+from rac.calibrate.traces import SEEDING, TracesConfig, make_traces, tokens_for
 from rac.evaluate import EvalConfig, evaluate_model, instruction_key
 from rac.experiments.config import SweepConfig, spec_key, spec_sampling
 from rac.experiments.forms import set_mix
@@ -148,27 +148,18 @@ class Sweep:
         top_p = top_p_identity(self.cfg.engine.backend, sampling) if sampling else {}
         return {**self.cfg.engine.key(), "seeding": SEEDING, **top_p}
 
-    def enough_traces(self, source: str, seed: int, budget: int) -> Path:
-        """The source's trace store, refused in one line when it holds fewer than ``budget``
-        tokens (the calibration problems ran out, all the more when only correct traces count)."""
-        store = self.traces(self.cfg.model if source == "rac" else self.cfg.calibration.offpolicy_model,
-                            seed)
-        n = self.trace_counts[f"{source} seed {seed}"] = json.loads((store / "done.json").read_text())
-        if n["tokens"] < budget:
-            correct = self.cfg.traces.only_correct
-            raise RacError(
-                f"the {source} traces of seed {seed} hold {n['tokens']} tokens, fewer than the set's "
-                f"{budget}: {n['kept']} of {n['traces']} traces kept{' (graded correct)' * correct}; "
-                "give more [problems] calib problems or raise [traces] samples_per_prompt"
-                + (", or set only_correct = false" if correct else ""))
-        return store
-
     def calib_set(self, source: str, seed: int, fraction: float) -> Path:
         c = self.cfg.calibration
         budget = max(1, int(c.budget_tokens * fraction))
         kwargs: dict = {"pack": c.pack, "seed": seed}
         if source in ("rac", "offpolicy"):
-            kwargs["traces"] = self.enough_traces(source, seed, budget)
+            store = self.traces(self.cfg.model if source == "rac" else c.offpolicy_model, seed)
+            only = self.cfg.traces.only_correct
+            self.trace_counts[f"{source} seed {seed}"] = tokens_for(
+                store, budget, f"the {source} traces of seed {seed}{' (graded correct)' * only}",
+                "give more [problems] calib problems or raise [traces] samples_per_prompt"
+                + (", or set only_correct = false" if only else ""))
+            kwargs["traces"] = store
         elif source in ("prompt", "reference"):
             kwargs["problems"] = self.problem_file(self.cfg.problems.calib)
         elif c.generic_text:
