@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rac.experiments.cells import LABELS, Cell, Group, aggregate
 from rac.experiments.config import SweepConfig
-from rac.experiments.forms import by_form, paired_within
+from rac.experiments.forms import by_form, diff_text, diff_within
 from rac.io import RacError, save_figure
 from rac.metrics import beyond_2se, paired_diff
 
@@ -167,40 +167,40 @@ def markdown(cmp: SweepComparison, names: tuple[str, str]) -> str:
                   f"{p.other.accuracy:.3f} ± {p.other.se:.3f} | {_difference(p)} | "
                   f"{p.base.cot:.0f} / {p.other.cot:.0f} | "
                   f"{p.base.max_hit:.1%} / {p.other.max_hit:.1%} |")
-    idx = by_form(cmp.test_forms)
-    measured = [p for p in cmp.pairs if not p.same_eval and p.base.n == len(cmp.test_forms)]
-    if idx and measured:
+    within = _within_forms(cmp)
+    if within:
+        forms = next(iter(within.values()))
         md += ["", f"{other} - {base} within each answer form (paired):", "",
-               "| cell | " + " | ".join(f"{f} (n = {len(i)})" for f, i in idx.items()) + " |",
-               "|---|" + "---|" * len(idx)]
-        md += [f"| {label(p.cell)} | " + " | ".join(
-            paired_within(p.other.per_problem, p.base.per_problem, i) for i in idx.values()) + " |"
-            for p in measured]
+               "| cell | " + " | ".join(f"{f} (n = {n})" for f, (n, _, _) in forms.items()) + " |",
+               "|---|" + "---|" * len(forms)]
+        md += [f"| {label(c)} | " + " | ".join(diff_text(d, se, n) for n, d, se in by.values())
+               + " |" for c, by in within.items()]
     for name, cells in ((base, cmp.only_base), (other, cmp.only_other)):
         if cells:
             md += ["", f"Only in {name} ({len(cells)}): " + "; ".join(map(label, cells)) + "."]
     return "\n".join(md) + "\n"
 
 
-def _within_forms(cmp: SweepComparison, p: Pair) -> dict:
-    """compare.json's other - base within each answer form of a mixed test set."""
-    if p.same_eval or p.base.n != len(cmp.test_forms):
-        return {}
-    out = {}
-    for form, i in by_form(cmp.test_forms).items():
-        d, se = paired_diff([p.other.per_problem[k] for k in i], [p.base.per_problem[k] for k in i])
-        out[form] = {"n": len(i), "diff": d, "se": se, "beyond_2se": beyond_2se(d, se, len(i))}
-    return {"by_form": out} if out else {}
+def _within_forms(cmp: SweepComparison) -> dict[Cell, dict[str, tuple[int, float, float]]]:
+    """other - base within each answer form of a mixed test set, (n, difference, SE) per form,
+    for every pair that is a measurement."""
+    idx = by_form(cmp.test_forms)
+    return {p.cell: {f: (len(i), *diff_within(p.other.per_problem, p.base.per_problem, i))
+                     for f, i in idx.items()}
+            for p in cmp.pairs if idx and not p.same_eval and p.base.n == len(cmp.test_forms)}
 
 
 def to_json(cmp: SweepComparison, names: tuple[str, str]) -> dict:
+    within = {c: {"by_form": {f: {"n": n, "diff": d, "se": se, "beyond_2se": beyond_2se(d, se, n)}
+                              for f, (n, d, se) in by.items()}}
+              for c, by in _within_forms(cmp).items()}
     return {"base": names[0], "other": names[1], "setting_changes": cmp.setting_changes,
             "extent_changes": cmp.extent_changes,
             "pairs": [{"cell": label(p.cell), "seeds": list(p.seeds), "n": p.base.n,
                        "base": {"accuracy": p.base.accuracy, "se": p.base.se},
                        "other": {"accuracy": p.other.accuracy, "se": p.other.se},
                        "diff": p.diff, "se": p.se, "beyond_2se": p.beyond_2se,
-                       "same_evaluation": p.same_eval, **_within_forms(cmp, p)}
+                       "same_evaluation": p.same_eval, **within.get(p.cell, {})}
                       for p in cmp.pairs],
             "only_base": [label(c) for c in cmp.only_base],
             "only_other": [label(c) for c in cmp.only_other]}

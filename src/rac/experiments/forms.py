@@ -35,12 +35,17 @@ def _acc(values: list[float], idx: list[int]) -> str:
     return f"{m:.3f} ± {se:.3f}" if len(idx) > 1 else f"{m:.3f} (one problem)"
 
 
-def paired_within(a: list[float], b: list[float], idx: list[int]) -> str:
-    """a minus b over the problems at ``idx``, paired; * beyond 2 SE."""
-    d, se = paired_diff([a[i] for i in idx], [b[i] for i in idx])
-    if len(idx) < 2:
+def diff_within(a: list[float], b: list[float], idx: list[int]) -> tuple[float, float]:
+    """a minus b over the problems at ``idx``, paired, and its SE."""
+    return paired_diff([a[i] for i in idx], [b[i] for i in idx])
+
+
+def diff_text(d: float, se: float, n: int) -> str:
+    """A paired difference over n problems; * beyond 2 SE, no SE over one problem."""
+    if n < 2:
         return f"{d:+.3f} (one problem)"
-    return f"{d:+.3f} ± {se:.3f}{' *' if beyond_2se(d, se, len(idx)) else ''}"
+    return f"{d:+.3f} ± {se:.3f}{' *' if beyond_2se(d, se, n) else ''}"
+
 
 
 def forms_section(agg: dict[Cell, Group], sources: list[str], method: str, scope: str,
@@ -69,7 +74,8 @@ def forms_section(agg: dict[Cell, Group], sources: list[str], method: str, scope
         if gs.get("rac") and gs.get("prompt"):
             a, b = gs["rac"].per_problem, gs["prompt"].per_problem
             md.append(f"| RAC - prompt-only {t} (paired) | "
-                      + " | ".join(paired_within(a, b, idx[f]) for f in kinds) + " |")
+                      + " | ".join(diff_text(*diff_within(a, b, idx[f]), len(idx[f])) for f in kinds)
+                      + " |")
     # one line per set: the records of every calibrated model pruned from a full-budget set
     mixes: dict[tuple[str, int], dict[str, int]] = {}
     for r in records:
