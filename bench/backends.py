@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--only-rac", action="store_true", help="rac's loop alone: run in .venv, it "
                     "says what the vLLM environment's libraries cost the loop")
     ap.add_argument("--eager", action="store_true", help="vLLM without graph compilation")
+    ap.add_argument("--no-eval", action="store_true", help="batch rates only, without the whole "
+                    "evaluation (to add batch sizes to a run that measured it)")
     a = ap.parse_args()
     tok = models.load_tokenizer(a.model)
     test = generate("gsm", a.problems, 0, "test")
@@ -78,10 +80,11 @@ def main() -> None:
     for name, engine in engines:
         t0 = time.perf_counter()
         with closing(open_backend(a.model, tok, engine)) as backend:
-            res[name] = {"startup_s": time.perf_counter() - t0,
-                         "eval": whole_eval(backend, tok, test, a.model, a.max_new_tokens),
-                         "rates": batch_rates(backend, prompts, sampling, a.batch_sizes)}
-        res[name]["eval"]["wall_s"] += res[name]["startup_s"]
+            res[name] = {"startup_s": time.perf_counter() - t0}
+            if not a.no_eval:
+                res[name]["eval"] = whole_eval(backend, tok, test, a.model, a.max_new_tokens)
+                res[name]["eval"]["wall_s"] += res[name]["startup_s"]
+            res[name]["rates"] = batch_rates(backend, prompts, sampling, a.batch_sizes)
         print(name, json.dumps(res[name]), flush=True)  # a crash later keeps what was measured
     if a.only_rac:
         return
@@ -96,6 +99,10 @@ def main() -> None:
         r, v, g = (res[k]["rates"].get(bs) for k in ("rac", "vllm", "generate"))
         gen_cells = f"{g:.1f} | {g / r:.2f}" if g else "- | -"
         print(f"| {bs} | {r:.1f} | {v:.1f} | {v / r:.2f} | {gen_cells} |")
+    if a.out:
+        a.out.write_text(json.dumps(res, indent=1))
+    if a.no_eval:
+        return
     print(f"\n| whole rac eval, {a.problems} problems, batch 64 | wall s | generation s | "
           "tokens/s | accuracy | engine start s |")
     print("|---|---|---|---|---|---|")
@@ -104,8 +111,6 @@ def main() -> None:
         print(f"| {k} | {e['wall_s']:.0f} | {e['generation_s']:.0f} | {e['tokens_per_s']:.1f} | "
               f"{e['accuracy']:.3f} +- {e['se']:.3f} | {res[k]['startup_s']:.0f} |")
     print(f"\nvLLM / rac eval wall time: {res['vllm']['eval']['wall_s'] / res['rac']['eval']['wall_s']:.2f}")
-    if a.out:
-        a.out.write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":
