@@ -63,6 +63,10 @@ def test_a_mixed_test_set_is_also_compared_within_each_form():
     assert rac["by_form"] == {"function": {"n": 2, "diff": -0.5, "se": 0.5, "beyond_2se": False},
                               "stdin": {"n": 2, "diff": 1.0, "se": 0.0, "beyond_2se": True}}
     assert "by_form" not in to_json(compare(base, other), ("a", "b"))["pairs"][0]  # shared dense
+    # a form of one problem has a difference but no SE: null in the JSON, not a measured 0
+    one = {"test_forms": ["stdin", "function", "stdin", "stdin"]}
+    by = to_json(compare(base | one, other | one), ("a", "b"))["pairs"][1]["by_form"]["function"]
+    assert by == {"n": 1, "diff": -1.0, "se": None, "beyond_2se": False}
     # the same file read into other forms (another rac version) cannot be paired by form
     with pytest.raises(RacError, match="other answer forms"):
         compare(base, other | {"test_forms": ["stdin"] * 4})

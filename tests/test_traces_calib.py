@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from rac import calibset, models
-from rac.calibrate.traces import load_traces
+from rac.calibrate.traces import load_traces, tokens_for
 from rac.cli import main
+from rac.io import RacError
 from tests.conftest import make_model
 
 RAC = [sys.executable, "-m", "rac.cli"]
@@ -393,3 +394,14 @@ def test_sharded_traces_merge_into_the_store_of_one_run(qwen2_dir, calib_problem
     assert not any((tmp_path / m).exists() for m in ("m2", "m3", "m4"))
     code, _, err = run(capsys, "traces", qwen2_dir, *flags, "--shard", "2/2", "--out", tmp_path / "x")
     assert code == 2 and "need 0 <= I < N" in err
+
+
+def test_a_short_store_is_refused_only_in_the_sets_own_vocabulary(tmp_path):
+    """A store's count is in its own tokens: in another vocabulary the calibration set tokenizes
+    the traces again and is the one that knows (and says) whether they fall short."""
+    (tmp_path / "done.json").write_text(json.dumps({"tokens": 812, "kept": 3, "traces": 4}))
+    (tmp_path / "meta.json").write_text(json.dumps({"tokenizer_fingerprint": "aaaa"}))
+    with pytest.raises(RacError, match="hold 812 tokens, fewer than the 862 needed: 3 of 4"):
+        tokens_for(tmp_path, 862, "aaaa", "the traces", "add problems")
+    assert tokens_for(tmp_path, 862, "bbbb", "the traces", "add problems")["tokens"] == 812
+    assert tokens_for(tmp_path, 812, "aaaa", "the traces", "add problems")["kept"] == 3

@@ -143,7 +143,8 @@ def build(seqs: Iterable[Sequence], budget: int, pad_id: int, pack_len: int = 0,
     chosen, total = take_budget(seqs, budget)
     if total < budget and not allow_short:
         raise RacError(f"only {total} tokens are available for a budget of {budget}; "
-                       "give more input or pass --allow-short to continue with what there is")
+                       "give more input (or, with 'rac calib', pass --allow-short to continue with "
+                       "what there is)")
     if total == 0:
         raise RacError("the calibration inputs hold no tokens")
     if pack_len:

@@ -236,11 +236,15 @@ def load_traces(store: Path) -> tuple[dict, list[Trace]]:
     return meta, traces
 
 
-def tokens_for(store: Path, budget: int, what: str, remedy: str) -> dict:
+def tokens_for(store: Path, budget: int, tokenizer_fingerprint: str, what: str, remedy: str) -> dict:
     """A finished store's counts (``done.json``), refused in one line when its kept traces hold
-    fewer than ``budget`` tokens: the problems ran out, all the more when only correct ones count."""
-    n = json.loads((Path(store) / "done.json").read_text())
-    if n["tokens"] < budget:
+    fewer than ``budget`` tokens: the problems ran out, all the more when only correct ones count.
+    Only a store in the set's own vocabulary is refused here: one in another vocabulary is
+    tokenized again by the calibration set, whose count it cannot know (the set refuses then)."""
+    store = Path(store)
+    n = json.loads((store / "done.json").read_text())
+    vocab = json.loads((store / "meta.json").read_text())["tokenizer_fingerprint"]
+    if vocab == tokenizer_fingerprint and n["tokens"] < budget:
         raise RacError(f"{what} hold {n['tokens']} tokens, fewer than the {budget} needed: {n['kept']} "
                        f"of {n['traces']} traces kept; {remedy}")
     return n

@@ -191,7 +191,8 @@ def _within_forms(cmp: SweepComparison) -> dict[Cell, dict[str, tuple[int, float
 
 
 def to_json(cmp: SweepComparison, names: tuple[str, str]) -> dict:
-    within = {c: {"by_form": {f: {"n": n, "diff": d, "se": se, "beyond_2se": beyond_2se(d, se, n)}
+    within = {c: {"by_form": {f: {"n": n, "diff": d, "se": se if n > 1 else None,
+                                  "beyond_2se": beyond_2se(d, se, n)}
                               for f, (n, d, se) in by.items()}}
               for c, by in _within_forms(cmp).items()}
     return {"base": names[0], "other": names[1], "setting_changes": cmp.setting_changes,

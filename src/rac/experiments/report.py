@@ -210,10 +210,9 @@ def _header(v: _View, result: dict, command: str) -> list[str]:
     if recipe != "paper" or epochs >= 0:
         md += ["", f"Recipe {recipe}; block refinement epochs: "
                f"{epochs if epochs >= 0 else 'the recipe' + chr(39) + 's'}."]
-    if cfg["traces"].get("only_correct"):
+    if cfg["traces"].get("only_correct") and result.get("traces"):
         md += ["", "Traces: only those whose answer is graded correct (" + "; ".join(
-            f"{k}: {n['kept']} of {n['traces']} kept" for k, n in result.get("traces", {}).items())
-            + ")."]
+            f"{k}: {n['kept']} of {n['traces']} kept" for k, n in result["traces"].items()) + ")."]
     if command:
         md += ["", f"Command: `{command}`"]
     if "overlap" in result:

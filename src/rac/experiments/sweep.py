@@ -150,9 +150,10 @@ class Sweep:
         kwargs: dict = {"pack": c.pack, "seed": seed}
         if source in ("rac", "offpolicy"):
             store = self.traces(self.cfg.model if source == "rac" else c.offpolicy_model, seed)
-            only = self.cfg.traces.only_correct
+            only, tok = self.cfg.traces.only_correct, models.load_tokenizer(self.cfg.model)
             self.trace_counts[f"{source} seed {seed}"] = tokens_for(
-                store, budget, f"the {source} traces of seed {seed}{' (graded correct)' * only}",
+                store, budget, models.tokenizer_fingerprint(tok),
+                f"the {source} traces of seed {seed}{' (graded correct)' * only}",
                 "give more [problems] calib problems or raise [traces] samples_per_prompt"
                 + (", or set only_correct = false" if only else ""))
             kwargs["traces"] = store
@@ -268,18 +269,17 @@ class Sweep:
                                      + (1 if cfg.recon.problems else 0), self.show)
         write_json(self.out / "config.json", asdict(cfg))
         calib, test = (read_problems(self.problem_file(f)) for f in (cfg.problems.calib, cfg.problems.test))
-        overlap = check_disjoint(calib, test)
+        overlap, form_of = check_disjoint(calib, test), {p.id: answer_form(p) for p in calib}
         same = self.identity()  # before the evaluations: what they ran on
-        form_of = {p.id: answer_form(p) for p in calib}
         records = []
         for max_new in self.budgets_for(None):
             ev = self.evaluation(models.resolve(cfg.model), max_new, "dense")
             records.append({"source": "dense", "max_new_tokens": max_new, **ev})
         pruned_dirs: dict[Run, Path] = {}
         for run in runs:
-            d, totals, calib = self.pruned(run)
+            d, totals, calib_set = self.pruned(run)
             pruned_dirs[run] = d
-            mix = {"calib_forms": set_mix(calib, form_of)} if calib else {}
+            mix = {"calib_forms": set_mix(calib_set, form_of)} if calib_set else {}
             for max_new in self.budgets_for(run):
                 ev = self.evaluation(d, max_new, f"{run.source} {run.target} {run.scope}")
                 records.append({**run.to_json(), "max_new_tokens": max_new,
