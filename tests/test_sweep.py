@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rac.cli import main
 from rac.experiments import config
 from rac.experiments.grid import Run, plan
 from rac.experiments.report import write_report
@@ -295,6 +296,23 @@ def test_sweep_caches_every_stage(qwen2_dir, generic_text, tmp_path, capsys):
     assert cmp.setting_changes == []
     assert any(c.startswith("calibration.sources:") for c in cmp.extent_changes)
     assert "Instruction after each problem" in (out / "report.md").read_text()
+
+
+def test_seeds_runs_some_of_the_configs_seeds_and_refuses_others(qwen2_dir, generic_text, tmp_path,
+                                                                  capsys):
+    cfg = mini(qwen2_dir, generic_text, seeds=[0, 1], calibration={"sources": ["prompt"]},
+               prune={"patterns": []}, recon={"problems": 0})
+    path = tmp_path / "c.toml"
+    path.write_text(_toml(cfg))
+    out = tmp_path / "s"
+    assert main(["sweep", str(path), "--out", str(out), "--seeds", "1", "2"]) == 2
+    assert "--seeds 2: not among the config's seeds [0, 1]" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["sweep", str(path), "--out", str(out), "--seeds", "1"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["seeds"] == [1]  # recorded as run
+    assert {r["seed"] for r in res["records"] if r["source"] != "dense"} == {1}
+    assert "calibration seeds [1];" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from rac.cli.common import report_paths, show
+from rac.io import RacError
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -15,6 +17,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--cache", type=Path,
                    help="stage cache shared with other sweeps of the same model (default: OUT/cache)")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="only these of the config's seeds: its first cells sooner (the whole config "
+                        "run later reuses every stage they built)")
     p.set_defaults(func=run)
 
 
@@ -23,6 +28,11 @@ def run(a: argparse.Namespace) -> None:
     from rac.experiments.sweep import sweep_and_report
 
     cfg = config.load(a.config)
+    if a.seeds:
+        if extra := sorted(set(a.seeds) - set(cfg.seeds)):
+            raise RacError(f"--seeds {' '.join(map(str, extra))}: not among the config's seeds "
+                           f"{cfg.seeds}; name some of those or add them to the config")
+        cfg = replace(cfg, seeds=[s for s in cfg.seeds if s in a.seeds])
     result, rep = sweep_and_report(cfg, a.out, command=" ".join(["rac"] + sys.argv[1:]),
                                    show=show, cache=a.cache)
     print(rep.table1)
