@@ -177,11 +177,9 @@ def _sparsity(p: PruneConfig | None, n_blocks: int) -> float:
 
 def check_disjoint(val: Path, test: Path) -> None:
     """Refuse a validation file that shares a problem with the test file."""
-    pairs = overlap.shared(read_problems(val), read_problems(test))
-    if pairs:
-        raise RacError(overlap.describe(pairs, f"validation file {val} and test file {test}")
-                       + "; validate on problems disjoint from the test set, e.g. 'rac problems "
-                       "--split val'")
+    overlap.refuse_shared(read_problems(val), read_problems(test),
+                          f"validation file {val} and test file {test}", "validate on problems "
+                          "disjoint from the test set, e.g. 'rac problems --split val'")
 
 
 @dataclass(frozen=True)

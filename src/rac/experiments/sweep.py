@@ -41,7 +41,7 @@ from rac.prune.run import prune_to_dir, read_totals
 from rac.recon import recon
 from rac.sampling import Sampling
 from rac.tasks.generators import from_spec, is_spec
-from rac.tasks.overlap import describe, shared
+from rac.tasks.overlap import refuse_shared
 from rac.tasks.problems import Problem, answer_form, read_problems, write_problems
 from rac.vllm_support import top_p_identity
 
@@ -65,10 +65,7 @@ def key_of(inputs: dict) -> str:
 def check_disjoint(calib: list[Problem], test: list[Problem]) -> dict:
     """Refuse calibration and test problems that share any problem (``rac.tasks.overlap``);
     the check's result goes into results.json."""
-    pairs = shared(calib, test)
-    if pairs:
-        raise RacError(describe(pairs, "the calibration and test problems") + "; draw them "
-                       "from disjoint splits")
+    refuse_shared(calib, test, "the calibration and test problems", "draw them from disjoint splits")
     return {"calib_problems": len(calib), "test_problems": len(test), "shared": 0}
 
 

@@ -19,6 +19,7 @@ import re
 import unicodedata
 from collections.abc import Iterator, Sequence
 
+from rac.io import RacError
 from rac.tasks.arith import NAMES
 from rac.tasks.problems import Problem
 
@@ -63,3 +64,10 @@ def describe(pairs: list[tuple[str, str, str]], what: str) -> str:
     """One line for an error: how many problems are shared, and the first few."""
     first = ", ".join(f"{x} ~ {y} ({reason})" for x, y, reason in pairs[:3])
     return f"{what} share {len({x for x, _, _ in pairs})} problems (e.g. {first})"
+
+
+def refuse_shared(a: Sequence[Problem], b: Sequence[Problem], what: str, remedy: str) -> None:
+    """Raise a one-line ``RacError`` (what is shared, then ``remedy``) if ``a`` and ``b`` share a
+    problem."""
+    if pairs := shared(a, b):
+        raise RacError(f"{describe(pairs, what)}; {remedy}")
