@@ -272,7 +272,7 @@ class Engine:
     tensor_parallel: int = field(default=1, metadata=VLLM_ONLY)
     # engine replicas, each on its own share of the cores or GPUs (rac.vllm_backend.Replicas)
     data_parallel: int = field(default=1, metadata=VLLM_ONLY)
-    # vLLM's auto: the checkpoint's, bf16 for an fp32 checkpoint on a CPU
+    # auto: float32 on a CPU without bf16 products (AVX2), else vLLM's own choice
     dtype: str = field(default="auto", metadata=VLLM_ONLY)
     max_model_len: int | None = field(default=None, metadata=VLLM_ONLY)  # None: the model's
     # None: 4 on a CPU; on a GPU, gpu_memory decides
