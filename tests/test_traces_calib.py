@@ -396,12 +396,14 @@ def test_sharded_traces_merge_into_the_store_of_one_run(qwen2_dir, calib_problem
     assert code == 2 and "need 0 <= I < N" in err
 
 
-def test_a_short_store_is_refused_only_in_the_sets_own_vocabulary(tmp_path):
+def test_a_short_store_is_refused_only_in_the_sets_own_vocabulary(tmp_path, qwen2_dir):
     """A store's count is in its own tokens: in another vocabulary the calibration set tokenizes
     the traces again and is the one that knows (and says) whether they fall short."""
     (tmp_path / "done.json").write_text(json.dumps({"tokens": 812, "kept": 3, "traces": 4}))
-    (tmp_path / "meta.json").write_text(json.dumps({"tokenizer_fingerprint": "aaaa"}))
+    own = models.tokenizer_fingerprint(models.load_tokenizer(qwen2_dir))
+    (tmp_path / "meta.json").write_text(json.dumps({"tokenizer_fingerprint": own}))
     with pytest.raises(RacError, match="hold 812 tokens, fewer than the 862 needed: 3 of 4"):
-        tokens_for(tmp_path, 862, "aaaa", "the traces", "add problems")
-    assert tokens_for(tmp_path, 862, "bbbb", "the traces", "add problems")["tokens"] == 812
-    assert tokens_for(tmp_path, 812, "aaaa", "the traces", "add problems")["kept"] == 3
+        tokens_for(tmp_path, 862, qwen2_dir, "the traces", "add problems")
+    assert tokens_for(tmp_path, 812, qwen2_dir, "the traces", "add problems")["kept"] == 3
+    (tmp_path / "meta.json").write_text(json.dumps({"tokenizer_fingerprint": "another"}))
+    assert tokens_for(tmp_path, 862, qwen2_dir, "the traces", "add problems")["tokens"] == 812

@@ -236,15 +236,16 @@ def load_traces(store: Path) -> tuple[dict, list[Trace]]:
     return meta, traces
 
 
-def tokens_for(store: Path, budget: int, tokenizer_fingerprint: str, what: str, remedy: str) -> dict:
+def tokens_for(store: Path, budget: int, model: str | Path, what: str, remedy: str) -> dict:
     """A finished store's counts (``done.json``), refused in one line when its kept traces hold
     fewer than ``budget`` tokens: the problems ran out, all the more when only correct ones count.
-    Only a store in the set's own vocabulary is refused here: one in another vocabulary is
-    tokenized again by the calibration set, whose count it cannot know (the set refuses then)."""
+    Only a store in the vocabulary of ``model`` (the set's) is refused here: one in another is
+    tokenized again by the calibration set, whose count it cannot know (the set refuses then). The
+    tokenizer is loaded only for a store that falls short."""
     store = Path(store)
     n = json.loads((store / "done.json").read_text())
-    vocab = json.loads((store / "meta.json").read_text())["tokenizer_fingerprint"]
-    if vocab == tokenizer_fingerprint and n["tokens"] < budget:
+    if n["tokens"] < budget and json.loads((store / "meta.json").read_text())["tokenizer_fingerprint"] \
+            == models.tokenizer_fingerprint(models.load_tokenizer(model)):
         raise RacError(f"{what} hold {n['tokens']} tokens, fewer than the {budget} needed: {n['kept']} "
                        f"of {n['traces']} traces kept; {remedy}")
     return n

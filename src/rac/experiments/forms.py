@@ -47,7 +47,6 @@ def diff_text(d: float, se: float, n: int) -> str:
     return f"{d:+.3f} ± {se:.3f}{' *' if beyond_2se(d, se, n) else ''}"
 
 
-
 def forms_section(agg: dict[Cell, Group], sources: list[str], method: str, scope: str,
                   max_new: int, test_forms: list[str], records: list[dict]) -> list[str]:
     """Each cell's accuracy ± SE within each form, RAC - prompt-only paired within each form, and

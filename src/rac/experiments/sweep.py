@@ -147,9 +147,9 @@ class Sweep:
         kwargs: dict = {"pack": c.pack, "seed": seed}
         if source in ("rac", "offpolicy"):
             store = self.traces(self.cfg.model if source == "rac" else c.offpolicy_model, seed)
-            only, tok = self.cfg.traces.only_correct, models.load_tokenizer(self.cfg.model)
+            only = self.cfg.traces.only_correct
             self.trace_counts[f"{source} seed {seed}"] = tokens_for(
-                store, budget, models.tokenizer_fingerprint(tok),
+                store, budget, self.cfg.model,
                 f"the {source} traces of seed {seed}{' (graded correct)' * only}",
                 "give more [problems] calib problems or raise [traces] samples_per_prompt"
                 + (", or set only_correct = false" if only else ""))
